@@ -1,0 +1,47 @@
+"""The wire contract: Avro schemas (``avro/*.avsc``), the codec and pydantic mirrors."""
+
+from agentlake.schemas._codec import Codec, DecodeError, codec, decode, encode
+from agentlake.schemas._events import (
+    EVENT_TYPES,
+    OUTCOMES,
+    TRAJECTORY_TOPICS,
+    AgentStep,
+    Event,
+    Outcome,
+    Payload,
+    RewardScored,
+    StepKind,
+    ToolCallCompleted,
+    ToolCallRequested,
+    TrajectoryEnded,
+    TrajectoryStarted,
+    new_id,
+    new_span_id,
+    new_trace_id,
+    now_us,
+)
+
+__all__ = [
+    "EVENT_TYPES",
+    "OUTCOMES",
+    "TRAJECTORY_TOPICS",
+    "AgentStep",
+    "Codec",
+    "DecodeError",
+    "Event",
+    "Outcome",
+    "Payload",
+    "RewardScored",
+    "StepKind",
+    "ToolCallCompleted",
+    "ToolCallRequested",
+    "TrajectoryEnded",
+    "TrajectoryStarted",
+    "codec",
+    "decode",
+    "encode",
+    "new_id",
+    "new_span_id",
+    "new_trace_id",
+    "now_us",
+]

@@ -1,0 +1,146 @@
+"""The one codec: Avro single-object encoding.
+
+Wire format (Avro spec, "Single object encoding"): ``C3 01`` + the 8-byte
+little-endian CRC-64-AVRO fingerprint of the writer schema's canonical form +
+the Avro binary body. Every committed version of every schema is known to the
+codec, so an event written with any of them decodes into the newest mirror.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from agentlake.schemas._events import EVENT_TYPES, Event
+
+MAGIC = b"\xc3\x01"
+HEADER_LEN = 10
+
+
+class DecodeError(ValueError):
+    """Bytes that are not a valid AgentLake event. `reason` is a short machine-friendly code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    record: str
+    version: int
+    fingerprint: bytes
+    raw: dict[str, Any]
+    parsed: Any
+
+
+def _load_versions() -> dict[str, list[SchemaVersion]]:
+    versions: dict[str, list[SchemaVersion]] = {}
+    folder = resources.files("agentlake.schemas") / "avro"
+    for entry in folder.iterdir():
+        name = entry.name
+        if not name.endswith(".avsc"):
+            continue
+        record, _, rest = name.partition(".v")
+        raw = json.loads(entry.read_text("utf-8"))
+        parsed = fastavro.parse_schema(raw, _write_hint=False)
+        fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+        versions.setdefault(record, []).append(
+            SchemaVersion(record, int(rest.removesuffix(".avsc")), fp, raw, parsed)
+        )
+    for vs in versions.values():
+        vs.sort(key=lambda v: v.version)
+    return versions
+
+
+class Codec:
+    """Encodes events with the newest schema; decodes any known version into the newest."""
+
+    def __init__(self) -> None:
+        self.versions = _load_versions()
+        self.latest = {name: vs[-1] for name, vs in self.versions.items()}
+        self.by_fingerprint = {v.fingerprint: v for vs in self.versions.values() for v in vs}
+        missing = set(EVENT_TYPES) - set(self.latest)
+        if missing:
+            raise RuntimeError(f"no .avsc for event types {sorted(missing)}")
+
+    def encode(self, event: Event) -> bytes:
+        return self.encode_record(event.record, event.to_avro())
+
+    def encode_record(self, record: str, data: dict[str, Any], version: int | None = None) -> bytes:
+        """Encode a plain dict; `version` picks an older schema (used by evolution tests)."""
+        schema = self.latest[record] if version is None else self._version(record, version)
+        buf = io.BytesIO()
+        buf.write(MAGIC)
+        buf.write(schema.fingerprint)
+        try:
+            fastavro.schemaless_writer(buf, schema.parsed, data, strict=True)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise ValueError(f"{record} does not match schema v{schema.version}: {e}") from e
+        return buf.getvalue()
+
+    def header(self, data: bytes) -> SchemaVersion:
+        if len(data) < HEADER_LEN:
+            raise DecodeError("too_short", f"{len(data)} bytes, a single-object header needs {HEADER_LEN}")
+        if data[:2] != MAGIC:
+            raise DecodeError("bad_magic", f"starts with {data[:2].hex()}, expected c301")
+        writer = self.by_fingerprint.get(data[2:HEADER_LEN])
+        if writer is None:
+            raise DecodeError("unknown_fingerprint", data[2:HEADER_LEN].hex())
+        return writer
+
+    def decode_dict(self, data: bytes) -> tuple[str, dict[str, Any]]:
+        writer = self.header(data)
+        reader = self.latest[writer.record]
+        try:
+            fo = io.BytesIO(data)
+            fo.seek(HEADER_LEN)
+            value = fastavro.schemaless_reader(fo, writer.parsed, reader.parsed)
+            if fo.tell() != len(data):
+                raise DecodeError("schema_violation", f"{len(data) - fo.tell()} trailing bytes")
+        except DecodeError:
+            raise
+        except Exception as e:  # fastavro raises many types on corrupt bodies
+            raise DecodeError("schema_violation", f"{writer.record} v{writer.version}: {e!r}") from e
+        if not isinstance(value, dict):
+            raise DecodeError("schema_violation", "body is not a record")
+        return writer.record, value
+
+    def decode(self, data: bytes) -> Event:
+        record, value = self.decode_dict(data)
+        try:
+            return EVENT_TYPES[record].from_avro(value)
+        except Exception as e:
+            raise DecodeError("schema_violation", f"{record}: {e}") from e
+
+    def _version(self, record: str, version: int) -> SchemaVersion:
+        for v in self.versions[record]:
+            if v.version == version:
+                return v
+        raise KeyError(f"{record} has no v{version}")
+
+
+_codec: Codec | None = None
+
+
+def codec() -> Codec:
+    """The process-wide codec (schemas are parsed once)."""
+    global _codec
+    if _codec is None:
+        _codec = Codec()
+    return _codec
+
+
+def encode(event: Event) -> bytes:
+    return codec().encode(event)
+
+
+def decode(data: bytes) -> Event:
+    return codec().decode(data)

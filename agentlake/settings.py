@@ -1,0 +1,109 @@
+"""One settings object for the whole product, read from environment variables.
+
+Every embedded default (local Kafka broker, in-process ClickHouse via chdb, a
+milvus-lite file) is switched to a server by setting one variable; no code
+changes. Names follow the conventions of the systems they point at.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Every field has an environment variable."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTLAKE_", extra="ignore", frozen=True)
+
+    home: Path = Field(default=Path(".agentlake"), description="data dir for the embedded stack")
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "agentlake",
+        description="downloaded artifacts shared by every data dir (Kafka jars)",
+    )
+
+    # --- Kafka -------------------------------------------------------------
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "AGENTLAKE_KAFKA_BOOTSTRAP_SERVERS"),
+        description="external cluster; when unset `agentlake up` starts a local broker",
+    )
+    kafka_port: int = 19092
+    kafka_version: str = "4.1.0"
+    kafka_heap: str = "512m"
+    topic_partitions: int = 4
+    topic_prefix: str = ""
+
+    # --- ClickHouse --------------------------------------------------------
+    clickhouse_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CLICKHOUSE_URL", "AGENTLAKE_CLICKHOUSE_URL"),
+        description="http(s)://user:pass@host:port/db; when unset chdb runs in-process under home",
+    )
+
+    # --- Milvus ------------------------------------------------------------
+    milvus_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MILVUS_URI", "AGENTLAKE_MILVUS_URI"),
+        description="Milvus/Zilliz endpoint; when unset a milvus-lite file under home",
+    )
+    milvus_token: str | None = Field(
+        default=None, validation_alias=AliasChoices("MILVUS_TOKEN", "AGENTLAKE_MILVUS_TOKEN")
+    )
+
+    # --- Embeddings --------------------------------------------------------
+    embedder: str = Field(
+        default="wordllama",
+        description="wordllama | sentence-transformers:<model> | openai:<model>",
+    )
+    embeddings_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPENAI_BASE_URL", "AGENTLAKE_EMBEDDINGS_URL"),
+    )
+    embeddings_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "AGENTLAKE_EMBEDDINGS_API_KEY")
+    )
+
+    # --- SDK ---------------------------------------------------------------
+    max_payload_bytes: int = 64 * 1024
+    sdk_queue_size: int = 100_000
+    sdk_linger_ms: int = 5
+
+    # --- workers -----------------------------------------------------------
+    sink_batch_size: int = 5000
+    sink_batch_ms: int = 200
+    live_scores: bool = True
+
+    @cached_property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def embedded_kafka(self) -> bool:
+        return self.kafka_bootstrap_servers is None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home.resolve()
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.data_dir / "clickhouse"
+
+    @property
+    def milvus_target(self) -> str:
+        return self.milvus_uri or str(self.data_dir / "milvus.db")
+
+    @property
+    def spill_dir(self) -> Path:
+        return self.data_dir / "spill"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+
+def get_settings() -> Settings:
+    return Settings()
