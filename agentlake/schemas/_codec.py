@@ -17,6 +17,11 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+try:  # fastavro's compiled writer: ~2x faster than schemaless_writer's per-call set-up
+    from fastavro._write import write_data as _write_data
+except ImportError:  # pragma: no cover - pure-python fastavro builds
+    _write_data = None
+
 from agentlake.schemas._events import EVENT_TYPES, Event
 
 MAGIC = b"\xc3\x01"
@@ -39,6 +44,7 @@ class SchemaVersion:
     fingerprint: bytes
     raw: dict[str, Any]
     parsed: Any
+    named: dict[str, Any]
 
 
 def _load_versions() -> dict[str, list[SchemaVersion]]:
@@ -50,10 +56,11 @@ def _load_versions() -> dict[str, list[SchemaVersion]]:
             continue
         record, _, rest = name.partition(".v")
         raw = json.loads(entry.read_text("utf-8"))
-        parsed = fastavro.parse_schema(raw, _write_hint=False)
+        named: dict[str, Any] = {}
+        parsed = fastavro.parse_schema(raw, named_schemas=named, _write_hint=False)
         fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
         versions.setdefault(record, []).append(
-            SchemaVersion(record, int(rest.removesuffix(".avsc")), fp, raw, parsed)
+            SchemaVersion(record, int(rest.removesuffix(".avsc")), fp, raw, parsed, named)
         )
     for vs in versions.values():
         vs.sort(key=lambda v: v.version)
@@ -74,9 +81,23 @@ class Codec:
     def encode(self, event: Event) -> bytes:
         return self.encode_record(event.record, event.to_avro())
 
-    def encode_record(self, record: str, data: dict[str, Any], version: int | None = None) -> bytes:
-        """Encode a plain dict; `version` picks an older schema (used by evolution tests)."""
+    def encode_record(
+        self, record: str, data: dict[str, Any], version: int | None = None, strict: bool = False
+    ) -> bytes:
+        """Encode a plain dict with the newest schema, or with `version`.
+
+        The fast path trusts the dict's shape (the SDK and the pydantic mirrors build
+        it); `strict=True` rejects missing or extra fields first.
+        """
         schema = self.latest[record] if version is None else self._version(record, version)
+        if _write_data is not None and not strict:
+            out = bytearray(MAGIC)
+            out += schema.fingerprint
+            try:
+                _write_data(out, data, schema.parsed, schema.named, "", {})
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
+                raise ValueError(f"{record} does not match schema v{schema.version}: {e!r}") from e
+            return bytes(out)
         buf = io.BytesIO()
         buf.write(MAGIC)
         buf.write(schema.fingerprint)

@@ -153,6 +153,7 @@ class ToolCallCompleted(Event):
     error: str | None = None
     latency_ms: float
     cost_usd: float | None = None
+    error_kind: str | None = None
 
 
 class TrajectoryEnded(Event):
@@ -193,8 +194,19 @@ class RewardScored(Event):
         return self.outcome == "success" and not self.failed_gates
 
 
+class PolicyViolation(Event):
+    record: ClassVar[str] = "PolicyViolation"
+    topic: ClassVar[str] = "policy.findings"
+
+    call_id: str
+    server_id: str
+    tool: str
+    rule: str
+    detail: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.record: cls
-    for cls in (TrajectoryStarted, AgentStep, ToolCallRequested, ToolCallCompleted, TrajectoryEnded, RewardScored)
+    for cls in (TrajectoryStarted, AgentStep, ToolCallRequested, ToolCallCompleted, TrajectoryEnded, RewardScored, PolicyViolation)
 }
 TRAJECTORY_TOPICS: tuple[str, ...] = ("agent.trajectories", "agent.steps", "agent.tool_calls")

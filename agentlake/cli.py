@@ -1,0 +1,268 @@
+"""The `agentlake` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentlake.settings import Settings, get_settings
+
+app = typer.Typer(
+    help="AgentLake: event-sourced infrastructure for reliable AI agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+worker_app = typer.Typer(help="Long-running workers.", no_args_is_help=True)
+app.add_typer(worker_app, name="worker")
+console = Console(stderr=True)
+out = Console()
+
+JSON_OPT = typer.Option(False, "--json", help="print machine-readable JSON on stdout")
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line, exit code 2."""
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except Exception as e:  # pydantic ValidationError, bad env values
+        raise UserError(f"bad settings in the environment: {str(e).splitlines()[0]}") from e
+
+
+def _print_json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str))
+
+
+@app.command()
+def up(
+    workers: bool = typer.Option(True, help="also start the stream worker (rewards)"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Start the local stack: Kafka broker (unless KAFKA_BOOTSTRAP_SERVERS), topics, stream worker."""
+    from agentlake import stack
+
+    s = _settings()
+    info = stack.up(s, workers=workers, progress=lambda m: console.log(m))
+    if as_json:
+        _print_json(info)
+    else:
+        console.print(f"[green]up[/]: kafka {info['bootstrap_servers']}, data in {info['home']}")
+
+
+@app.command()
+def down(as_json: bool = JSON_OPT) -> None:
+    """Stop the workers and the local broker (data is kept)."""
+    from agentlake import stack
+
+    res = stack.down(_settings())
+    if as_json:
+        _print_json(res)
+    else:
+        console.print("stopped: " + (", ".join(k for k, v in res.items() if v) or "nothing was running"))
+
+
+@app.command()
+def status(as_json: bool = JSON_OPT) -> None:
+    """Show what runs where."""
+    from agentlake import stack
+
+    info = stack.status(_settings())
+    if as_json:
+        _print_json(info)
+        return
+    t = Table(show_header=False)
+    for k, v in info.items():
+        t.add_row(k, str(v))
+    out.print(t)
+
+
+@app.command()
+def demo(
+    trajectories: int = typer.Option(24, "--trajectories", "-n", help="tasks per agent"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Bring the stack up, run two reference agents, and read the results back."""
+    from rich.progress import Progress
+
+    from agentlake import stack
+    from agentlake.demo import demo as run_demo
+
+    s = _settings()
+    stack.up(s, workers=True, progress=lambda m: console.log(m))
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("trajectories", total=trajectories * 2)
+        result = asyncio.run(run_demo(s, trajectories, progress=lambda n: bar.advance(task, n)))
+    if as_json:
+        _print_json(result)
+        return
+    render_summary(result["agents"], f"run {result['run_id']}: {result['trajectories']} trajectories "
+                   f"({result['events_emitted']} events) in {result['seconds_total']}s")
+    t = Table(title=f"nearest past trajectories to: {result['query']!r} (Milvus)")
+    for col in ("score", "agent", "outcome", "reward", "task", "tools"):
+        t.add_column(col)
+    for n in result["nearest"]:
+        t.add_row(f"{n['score']:.3f}", f"{n['agent_id']}@{n['agent_version']}", n["outcome"], f"{n['reward']:.2f}",
+                  n["task"], " → ".join(n["tool_sequence"]))
+    out.print(t)
+    if not result["caught_up"]:
+        raise UserError("the projections did not catch up in time: is the stream worker running? (agentlake status)")
+
+
+def render_summary(rows: list[dict[str, Any]], title: str) -> None:
+    comps = sorted({c for r in rows for c in r["components"]})
+    t = Table(title=title)
+    for col in ("agent@version", "trajectories", "success", "reward", "tool calls/task", *comps):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(
+            f"{r['agent_id']}@{r['agent_version']}", str(r["trajectories"]), f"{r['success_rate']:.0%}",
+            f"{r['mean_total']:.3f}", f"{r['tool_calls_per_task']:.2f}",
+            *[f"{r['components'].get(c, float('nan')):.3f}" for c in comps],
+        )
+    out.print(t)
+
+
+@app.command()
+def report(
+    run_id: str | None = typer.Option(None, help="only this run"),
+    tenant: str | None = typer.Option(None, help="only this tenant"),
+    catch_up: bool = typer.Option(True, help="project what the log holds before reading"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Per agent and version: trajectories, success rate, reward components (from ClickHouse)."""
+    from agentlake.projections.clickhouse import agent_summary
+
+    rows = asyncio.run(_with_projections(lambda ch: agent_summary(ch, run_id=run_id, tenant=tenant), catch_up))
+    if as_json:
+        _print_json(rows)
+    else:
+        render_summary(rows, "agents")
+
+
+@app.command()
+def sql(
+    statement: str = typer.Argument(..., help="a SELECT over events, trajectories, steps, tool_calls, rewards, ..."),
+    catch_up: bool = typer.Option(False, help="project what the log holds before reading"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Run a read query against the ClickHouse projections."""
+    from agentlake.projections.clickhouse import jsonable, query
+
+    rows = asyncio.run(_with_projections(lambda ch: query(ch, statement), catch_up))
+    if as_json:
+        _print_json(jsonable(rows))
+        return
+    t = Table()
+    for c in rows[0].keys() if rows else []:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*[str(v) for v in r.values()])
+    out.print(t)
+
+
+async def _with_projections(fn: Any, catch_up: bool) -> Any:
+    s = _settings()
+    if catch_up:
+        from agentlake.consumers import Projector
+
+        async with Projector(s) as p:
+            await p.catch_up(timeout=120)
+            return await asyncio.to_thread(fn, p.clickhouse)
+    from agentlake.projections.clickhouse import connect
+
+    return await asyncio.to_thread(lambda: fn(connect(s)))
+
+
+@app.command()
+def dlq(
+    topic: str = typer.Option("agent.trajectories", help="source topic whose dead letters to read"),
+    limit: int = typer.Option(20, help="at most this many"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Show dead letters (malformed records) with their reasons."""
+    from agentlake.topics import dlq as dlq_name
+
+    rows = asyncio.run(read_dead_letters(_settings(), dlq_name(topic), limit))
+    if as_json:
+        _print_json(rows)
+        return
+    t = Table(title=dlq_name(topic))
+    for c in ("position", "reason", "detail", "bytes"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["source_position"], r["reason"], r["detail"], str(r["bytes"]))
+    out.print(t)
+
+
+async def read_dead_letters(s: Settings, topic: str, limit: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+    from aiokafka import AIOKafkaConsumer
+
+    c = AIOKafkaConsumer(s.topic(topic), bootstrap_servers=s.bootstrap_servers, auto_offset_reset="earliest",
+                         enable_auto_commit=False, group_id=None)
+    await c.start()
+    rows: list[dict[str, Any]] = []
+    try:
+        end = asyncio.get_running_loop().time() + timeout
+        while len(rows) < limit and asyncio.get_running_loop().time() < end:
+            batch = await c.getmany(timeout_ms=300, max_records=limit)
+            if not batch and rows:
+                break
+            for msgs in batch.values():
+                for m in msgs:
+                    h = {k: v.decode(errors="replace") for k, v in (m.headers or [])}
+                    rows.append({"offset": m.offset, "partition": m.partition, "reason": h.get("reason", ""),
+                                 "detail": h.get("detail", ""), "source_topic": h.get("source_topic", ""),
+                                 "source_position": h.get("source_position", ""), "bytes": len(m.value or b""),
+                                 "key": (m.key or b"").decode(errors="replace")})
+    finally:
+        await c.stop()
+    return rows[:limit]
+
+
+@worker_app.command("streams")
+def worker_streams(loglevel: str = typer.Option("info")) -> None:
+    """Run the faust stream processor (rewards, policy findings, dead letters)."""
+    from agentlake.streams.app import run_worker
+
+    sys.argv = [sys.argv[0]]  # faust's Worker parses argv; ours are consumed already
+    run_worker(_settings(), _rules(), loglevel=loglevel)
+
+
+def _rules() -> Any:
+    try:
+        from agentlake.registry import rules_lookup
+    except ImportError:
+        return None
+    return rules_lookup(_settings())
+
+
+@worker_app.command("sink")
+def worker_sink(milvus: bool = typer.Option(True, help="also maintain the Milvus vector index")) -> None:
+    """Project the log into ClickHouse (and Milvus) until interrupted."""
+    from agentlake.consumers import run_sink
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run_sink(_settings(), milvus=milvus))
+
+
+def main() -> None:
+    from agentlake.projections.clickhouse import ClickHouseError
+    from agentlake.stack import StackError
+
+    try:
+        app()
+    except (UserError, StackError, ClickHouseError) as e:
+        console.print(f"[red]error:[/] {e}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

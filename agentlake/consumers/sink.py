@@ -1,0 +1,222 @@
+"""The projection sink: Kafka -> ClickHouse (+ Milvus), batched and idempotent.
+
+Loop: fetch a batch, decode it, insert it (one insert per table, with a
+deduplication token), upsert final rewards into Milvus, and only then commit
+the Kafka offsets. A crash anywhere before the commit re-delivers the batch;
+the tables are keyed by event so the re-insert replaces itself.
+
+Malformed records on the trajectory topics are dead-lettered by the stream
+processor (which reads the same topics); here they are counted and skipped. On
+the topics only this sink reads (rewards, policy findings), it dead-letters them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentlake.projections.clickhouse import ClickHouseWriter, Located, connect
+from agentlake.schemas import DecodeError, RewardScored, codec
+from agentlake.settings import Settings
+from agentlake.topics import POLICY, REWARDS, TRAJECTORY_TOPICS, dlq
+
+log = logging.getLogger("agentlake.sink")
+
+SINK_TOPICS = (*TRAJECTORY_TOPICS, REWARDS, POLICY)
+
+
+@dataclass
+class SinkStats:
+    batches: int = 0
+    records: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+    dead_letters: int = 0
+    vectors: int = 0
+    last_lag: int = 0
+
+
+class Projector:
+    """Projects the log into ClickHouse and Milvus.
+
+    Args:
+        settings: where Kafka, ClickHouse and Milvus are.
+        milvus: also maintain the vector index of finished trajectories.
+        group_id: Kafka consumer group (offsets are this group's).
+    """
+
+    def __init__(self, settings: Settings, *, milvus: bool = True, group_id: str = "agentlake-sink") -> None:
+        self.settings = settings
+        self.group_id = settings.topic(group_id)
+        self.with_milvus = milvus
+        self.stats = SinkStats()
+        self.codec = codec()
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._writer: ClickHouseWriter | None = None
+        self._index: Any = None
+        self._owned = {settings.topic(t) for t in (REWARDS, POLICY)}
+
+    @property
+    def clickhouse(self) -> Any:
+        assert self._writer is not None
+        return self._writer.client
+
+    @property
+    def index(self) -> Any:
+        return self._index
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+        self._writer = ClickHouseWriter(await asyncio.to_thread(connect, self.settings))
+        if self.with_milvus:
+            from agentlake.projections.embeddings import get_embedder
+            from agentlake.projections.milvus import TrajectoryIndex
+
+            self._index = await asyncio.to_thread(
+                lambda: TrajectoryIndex(self.settings, get_embedder(self.settings))
+            )
+        self._consumer = AIOKafkaConsumer(
+            *[self.settings.topic(t) for t in SINK_TOPICS],
+            bootstrap_servers=self.settings.bootstrap_servers,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024,
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=2000,
+            max_poll_interval_ms=300000,
+        )
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, acks="all")
+        await self._consumer.start()
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        self._consumer = self._producer = None
+
+    async def __aenter__(self) -> Projector:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def step(self, timeout_ms: int | None = None) -> int:
+        """Process one batch (possibly empty); returns the number of records consumed."""
+        assert self._consumer is not None and self._writer is not None
+        batches = await self._consumer.getmany(
+            timeout_ms=self.settings.sink_batch_ms if timeout_ms is None else timeout_ms,
+            max_records=self.settings.sink_batch_size,
+        )
+        if not batches:
+            return 0
+        located: list[Located] = []
+        rewards: list[RewardScored] = []
+        spans = []
+        n = 0
+        for tp, msgs in batches.items():
+            spans.append(f"{tp.topic}/{tp.partition}/{msgs[0].offset}-{msgs[-1].offset}")
+            for m in msgs:
+                n += 1
+                try:
+                    ev = self.codec.decode(m.value) if m.value is not None else None
+                    if ev is None:
+                        raise DecodeError("empty", "record has no value")
+                except DecodeError as e:
+                    await self._reject(m, e.reason, e.detail)
+                    continue
+                located.append((ev, m.topic, m.partition, m.offset))
+                if isinstance(ev, RewardScored):
+                    rewards.append(ev)
+        token = hashlib.sha1(f"{self.group_id}|{'|'.join(sorted(spans))}".encode()).hexdigest()
+        if located:
+            counts = await asyncio.to_thread(self._writer.write, located, token)
+            for k, v in counts.items():
+                self.stats.rows[k] = self.stats.rows.get(k, 0) + v
+        if self._index is not None and rewards:
+            self.stats.vectors += await asyncio.to_thread(self._index.upsert, rewards)
+        await self._consumer.commit()
+        self.stats.batches += 1
+        self.stats.records += n
+        return n
+
+    async def _reject(self, msg: Any, reason: str, detail: str) -> None:
+        if msg.topic in self._owned:
+            await self._producer.send_and_wait(
+                dlq(msg.topic),
+                msg.value or b"",
+                key=msg.key,
+                headers=[
+                    ("reason", reason.encode()),
+                    ("detail", detail[:1000].encode()),
+                    ("source_topic", msg.topic.encode()),
+                    ("source_position", f"{msg.partition}:{msg.offset}".encode()),
+                ],
+            )
+            self.stats.dead_letters += 1
+        else:
+            self.stats.skipped += 1
+        log.warning("malformed record %s@%s:%s (%s: %s)", msg.topic, msg.partition, msg.offset, reason, detail)
+
+    async def lag(self) -> int:
+        """Records in the sink's topics not yet consumed by this projector."""
+        assert self._consumer is not None
+        parts = self._consumer.assignment()
+        if not parts:
+            return -1
+        ends = await self._consumer.end_offsets(list(parts))
+        total = 0
+        for tp in parts:
+            total += max(0, ends[tp] - await self._consumer.position(tp))
+        self.stats.last_lag = total
+        return total
+
+    async def catch_up(self, timeout: float = 60.0) -> bool:
+        """Consume until every assigned partition reaches the end offset seen at the start."""
+        assert self._consumer is not None
+        deadline = time.monotonic() + timeout
+        while not self._consumer.assignment() and time.monotonic() < deadline:
+            await self.step(200)
+        targets = await self._consumer.end_offsets(list(self._consumer.assignment()))
+        while time.monotonic() < deadline:
+            if all([await self._consumer.position(tp) >= off for tp, off in targets.items()]):
+                return True
+            await self.step()
+        return False
+
+    async def run_until(
+        self, done: Callable[[], Awaitable[bool]], timeout: float = 120.0, check_every: float = 0.5
+    ) -> bool:
+        """Keep projecting until `done()` says so (checked between batches) or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        last_check = 0.0
+        while time.monotonic() < deadline:
+            n = await self.step()
+            now = time.monotonic()
+            if n == 0 or now - last_check >= check_every:
+                last_check = now
+                if await done():
+                    return True
+        return False
+
+    async def run_forever(self, stop: asyncio.Event | None = None) -> None:
+        while stop is None or not stop.is_set():
+            await self.step()
+
+
+async def run_sink(settings: Settings, *, milvus: bool = True) -> None:
+    """`agentlake worker sink`: project until interrupted."""
+    async with Projector(settings, milvus=milvus) as p:
+        log.info("sink consuming %s into ClickHouse%s", ", ".join(SINK_TOPICS), " and Milvus" if milvus else "")
+        await p.run_forever()

@@ -1,0 +1,146 @@
+"""Milvus read model: one vector per finished trajectory, upserted by trajectory_id.
+
+The vector embeds the task text; scalars carry what a caller filters or ranks
+on (tenant, agent, outcome, reward, tool sequence). milvus-lite file under the
+data dir by default, any Milvus/Zilliz endpoint with ``MILVUS_URI``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from agentlake.projections.embeddings import Embedder
+from agentlake.schemas import RewardScored
+from agentlake.settings import Settings
+
+COLLECTION = "trajectories"
+_clients: dict[str, Any] = {}
+
+
+def milvus_client(settings: Settings) -> Any:
+    from pymilvus import MilvusClient
+
+    target = settings.milvus_target
+    if target not in _clients:
+        if settings.milvus_uri is None:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        kwargs = {"token": settings.milvus_token} if settings.milvus_token else {}
+        _clients[target] = MilvusClient(target, **kwargs)
+    return _clients[target]
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    trajectory_id: str
+    score: float
+    task: str
+    agent_id: str
+    agent_version: str
+    tenant: str
+    outcome: str
+    success: bool
+    reward: float
+    tool_sequence: list[str]
+    run_id: str
+    scenario_id: str
+
+
+_FIELDS = ["task", "agent_id", "agent_version", "tenant", "outcome", "success", "reward", "tool_sequence",
+           "run_id", "scenario_id"]
+
+
+class TrajectoryIndex:
+    """The Milvus collection of finished trajectories."""
+
+    def __init__(self, settings: Settings, embedder: Embedder, collection: str | None = None) -> None:
+        self.client = milvus_client(settings)
+        self.embedder = embedder
+        self.collection = settings.topic(collection or COLLECTION).replace(".", "_").replace("-", "_")
+        self._ensure()
+
+    def _ensure(self) -> None:
+        from pymilvus import DataType
+
+        c = self.client
+        if c.has_collection(self.collection):
+            desc = c.describe_collection(self.collection)
+            for f in desc.get("fields", []):
+                if f.get("name") == "vector":
+                    dim = int(f.get("params", {}).get("dim", self.embedder.dim))
+                    if dim != self.embedder.dim:
+                        raise RuntimeError(
+                            f"Milvus collection {self.collection!r} holds {dim}-d vectors but the embedder "
+                            f"{self.embedder.name} gives {self.embedder.dim}-d: drop it and replay, or switch back"
+                        )
+            c.load_collection(self.collection)
+            return
+        schema = c.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("trajectory_id", DataType.VARCHAR, is_primary=True, max_length=128)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.embedder.dim)
+        schema.add_field("task", DataType.VARCHAR, max_length=4096)
+        for name in ("agent_id", "agent_version", "tenant", "outcome", "run_id", "scenario_id"):
+            schema.add_field(name, DataType.VARCHAR, max_length=256)
+        schema.add_field("success", DataType.BOOL)
+        schema.add_field("reward", DataType.DOUBLE)
+        schema.add_field("tool_sequence", DataType.VARCHAR, max_length=8192)
+        schema.add_field("ended_us", DataType.INT64)
+        index = c.prepare_index_params()
+        index.add_index(field_name="vector", index_type="HNSW", metric_type="COSINE",
+                        params={"M": 16, "efConstruction": 200})
+        c.create_collection(self.collection, schema=schema, index_params=index)
+        c.load_collection(self.collection)
+
+    def upsert(self, rewards: list[RewardScored]) -> int:
+        finals = {r.trajectory_id: r for r in rewards if r.is_final}
+        if not finals:
+            return 0
+        items = list(finals.values())
+        vectors = self.embedder.embed([r.task for r in items])
+        rows = []
+        for r, v in zip(items, vectors, strict=True):
+            rows.append(
+                {
+                    "trajectory_id": r.trajectory_id,
+                    "vector": v.tolist(),
+                    "task": r.task[:4000],
+                    "agent_id": r.agent_id[:255],
+                    "agent_version": r.agent_version[:255],
+                    "tenant": r.tenant[:255],
+                    "outcome": (r.outcome or "")[:255],
+                    "run_id": (r.run_id or "")[:255],
+                    "scenario_id": (r.scenario_id or "")[:255],
+                    "success": r.success,
+                    "reward": float(r.total),
+                    "tool_sequence": json.dumps(r.tool_sequence)[:8000],
+                    "ended_us": r.ts_us,
+                }
+            )
+        self.client.upsert(self.collection, rows)
+        return len(rows)
+
+    def nearest(self, task: str, k: int = 5, filter: str = "") -> list[Neighbor]:
+        """The `k` past trajectories whose task is closest to `task` (cosine)."""
+        vec = self.embedder.embed([task])[0].tolist()
+        res = self.client.search(
+            self.collection, [vec], limit=k, filter=filter, output_fields=_FIELDS,
+            search_params={"metric_type": "COSINE", "params": {"ef": max(64, k)}},
+        )
+        out = []
+        for hit in res[0]:
+            e = hit["entity"]
+            out.append(
+                Neighbor(
+                    trajectory_id=hit["id"], score=float(hit["distance"]), task=e["task"], agent_id=e["agent_id"],
+                    agent_version=e["agent_version"], tenant=e["tenant"], outcome=e["outcome"],
+                    success=bool(e["success"]), reward=float(e["reward"]),
+                    tool_sequence=json.loads(e["tool_sequence"] or "[]"), run_id=e["run_id"],
+                    scenario_id=e["scenario_id"],
+                )
+            )
+        return out
+
+    def count(self, filter: str = "") -> int:
+        res = self.client.query(self.collection, filter=filter or 'trajectory_id != ""', output_fields=["count(*)"])
+        return int(res[0]["count(*)"])

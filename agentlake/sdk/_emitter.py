@@ -1,0 +1,283 @@
+"""Non-blocking event emission from agent code to Kafka.
+
+`emit()` only appends to an in-memory deque (a few microseconds). A background
+thread owns an asyncio loop and an idempotent aiokafka producer (`acks=all`)
+and ships batches. When the broker cannot be reached, or the deque is full,
+events go to the durable `SpillBuffer` and are re-sent, oldest first, once the
+broker answers again. Nothing is dropped; a re-sent event may reach Kafka twice,
+which the projections absorb (keyed by `event_id`) and the stream processor
+ignores (keyed by `seq`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from agentlake.sdk._spill import Record, SegmentClaim, SpillBuffer
+
+log = logging.getLogger("agentlake.sdk")
+
+
+class Emitter(Protocol):
+    def emit(self, topic: str, key: bytes, value: bytes) -> None: ...
+    def flush(self, timeout: float = 30.0) -> bool: ...
+    def close(self, timeout: float = 30.0) -> None: ...
+
+
+@dataclass
+class EmitterStats:
+    emitted: int = 0
+    acked: int = 0
+    spilled: int = 0
+    resent: int = 0
+    send_errors: int = 0
+
+
+class MemoryEmitter:
+    """Keeps events in a list. For unit tests and for dry runs with no broker."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    def emit(self, topic: str, key: bytes, value: bytes) -> None:
+        self.records.append((topic, key, value))
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        return None
+
+
+class KafkaEmitter:
+    """Ships events to Kafka from a background thread; spills to disk when it cannot.
+
+    Args:
+        bootstrap_servers: Kafka bootstrap list.
+        spill_dir: folder of the durable buffer (shared safely between processes).
+        max_queue: events held in memory before new ones go straight to disk.
+        linger_ms: how long the sender waits to fill a batch.
+        request_timeout_ms: how long a send may take before its events are spilled.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        spill_dir: Path,
+        *,
+        max_queue: int = 100_000,
+        linger_ms: int = 5,
+        request_timeout_ms: int = 8000,
+        max_batch: int = 8192,
+        client_id: str = "agentlake-sdk",
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.spill = SpillBuffer(spill_dir)
+        self.max_queue = max_queue
+        self.linger = linger_ms / 1000
+        self.request_timeout_ms = request_timeout_ms
+        self.max_batch = max_batch
+        self.client_id = client_id
+        self.stats = EmitterStats()
+        self._q: collections.deque[Record] = collections.deque()
+        self._inflight = 0
+        self._closing = False
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._connected = False
+        self._thread = threading.Thread(target=self._thread_main, name="agentlake-emitter", daemon=True)
+        self._thread.start()
+
+    # -- caller side (any thread) --------------------------------------------
+    def emit(self, topic: str, key: bytes, value: bytes) -> None:
+        """Hand one encoded event over. Never blocks on the network."""
+        self.stats.emitted += 1
+        if len(self._q) >= self.max_queue or self._closing:
+            self.stats.spilled += self.spill.append([(topic, key, value)])
+            return
+        self._q.append((topic, key, value))
+        if self._idle.is_set():
+            self._wake.set()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def pending(self) -> int:
+        """Events not yet acknowledged by Kafka (in memory, in flight, or on disk)."""
+        return len(self._q) + self._inflight + self.spill.count()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every event so far is acknowledged by Kafka (spill included).
+
+        Returns False when `timeout` passed first (e.g. the broker is down); the
+        events are then still held, on disk at the latest, and will be sent later.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._q and self._inflight == 0 and not self.spill.has_pending():
+                return True
+            self._wake.set()
+            time.sleep(0.01)
+        return False
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush for up to `timeout`, then spill whatever is left and stop."""
+        self.flush(timeout)
+        self._closing = True
+        self._wake.set()
+        self._thread.join(timeout=self.request_timeout_ms / 1000 + 5)
+        leftover = []
+        while self._q:
+            leftover.append(self._q.popleft())
+        self.stats.spilled += self.spill.append(leftover)
+        self.spill.seal()
+
+    # -- sender thread ---------------------------------------------------------
+    def _thread_main(self) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        from aiokafka import AIOKafkaProducer
+        from aiokafka.errors import KafkaError
+
+        producer: AIOKafkaProducer | None = None
+        backoff = 0.2
+        while True:
+            if self._closing and (not self._q or producer is None):
+                break
+            if producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap_servers,
+                    client_id=self.client_id,
+                    acks="all",
+                    enable_idempotence=True,
+                    linger_ms=max(1, int(self.linger * 1000)),
+                    max_batch_size=256 * 1024,
+                    request_timeout_ms=self.request_timeout_ms,
+                    compression_type="lz4",
+                )
+                try:
+                    await asyncio.wait_for(producer.start(), self.request_timeout_ms / 1000)
+                    self._connected = True
+                    backoff = 0.2
+                except (KafkaError, OSError, asyncio.TimeoutError) as e:
+                    log.warning("kafka unreachable (%s); spilling to %s", e, self.spill.folder)
+                    with contextlib.suppress(Exception):
+                        await producer.stop()
+                    producer = None
+                    self._connected = False
+                    self._spill_queue()
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+            try:
+                await self._drain_spill(producer)
+                batch = self._take_batch()
+                if not batch:
+                    await self._wait_for_work()
+                    continue
+                await self._send(producer, batch)
+            except (KafkaError, OSError, asyncio.TimeoutError) as e:
+                log.warning("kafka send failed (%s); spilling and reconnecting", e)
+                self.stats.send_errors += 1
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(producer.stop(), 2)
+                producer = None
+                self._connected = False
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 5)
+
+    def _take_batch(self) -> list[Record]:
+        batch: list[Record] = []
+        q = self._q
+        while q and len(batch) < self.max_batch:
+            batch.append(q.popleft())
+        self._inflight = len(batch)
+        return batch
+
+    async def _send(self, producer: object, batch: list[Record]) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        assert isinstance(producer, AIOKafkaProducer)
+        futures = []
+        try:
+            for topic, key, value in batch:
+                futures.append(await producer.send(topic, value, key=key))
+            results = await asyncio.wait_for(
+                asyncio.gather(*futures, return_exceptions=True), self.request_timeout_ms / 1000 + 2
+            )
+        except BaseException:
+            # Whatever was not acknowledged goes to disk; duplicates are absorbed downstream.
+            self.stats.spilled += self.spill.append(batch)
+            self._inflight = 0
+            raise
+        failed = [rec for rec, r in zip(batch, results, strict=True) if isinstance(r, BaseException)]
+        self.stats.acked += len(batch) - len(failed)
+        if failed:
+            self.stats.spilled += self.spill.append(failed)
+            self._inflight = 0
+            raise failed_error(results)
+        self._inflight = 0
+
+    async def _drain_spill(self, producer: object) -> None:
+        self.spill.seal()
+        for path in self.spill.pending():
+            with SegmentClaim(path) as claim:
+                if claim is None:
+                    continue
+                records = claim.records()
+                for i in range(0, len(records), self.max_batch):
+                    chunk = records[i : i + self.max_batch]
+                    self._inflight = len(chunk)
+                    await self._send_resend(producer, chunk)
+                self.stats.resent += len(records)
+                claim.done()
+
+    async def _send_resend(self, producer: object, chunk: list[Record]) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        assert isinstance(producer, AIOKafkaProducer)
+        futures = [await producer.send(t, v, key=k) for t, k, v in chunk]
+        try:
+            await asyncio.wait_for(asyncio.gather(*futures), self.request_timeout_ms / 1000 + 2)
+        finally:
+            self._inflight = 0  # on failure the segment stays on disk and is retried whole
+
+    def _spill_queue(self) -> None:
+        batch = []
+        while self._q:
+            batch.append(self._q.popleft())
+        self.stats.spilled += self.spill.append(batch)
+
+    async def _wait_for_work(self) -> None:
+        self._idle.set()
+        try:
+            if not self._q:
+                await asyncio.get_running_loop().run_in_executor(None, self._wake.wait, 0.05)
+            self._wake.clear()
+        finally:
+            self._idle.clear()
+        if self.linger:
+            await asyncio.sleep(self.linger)
+
+    async def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not self._closing:
+            await asyncio.sleep(0.05)
+
+
+def failed_error(results: list[object]) -> Exception:
+    for r in results:
+        if isinstance(r, Exception):
+            return r
+    return RuntimeError("send failed")

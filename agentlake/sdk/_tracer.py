@@ -1,0 +1,338 @@
+"""What agent code imports to record what it does.
+
+    tracer = Tracer(agent_id="support-bot", agent_version="1.2.0", tenant="acme")
+    with tracer.trajectory("Refund order 42") as t:
+        t.step("thought", "look the order up first")
+        with t.tool_call("orders", "get_order", {"id": 42}) as call:
+            call.result(orders.get(42))
+        t.end("success", final_answer="refunded")
+
+The same objects work under `async with`. Every method only encodes an event
+and hands it to the emitter: it never waits for the network.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import uuid
+from types import TracebackType
+from typing import Any
+
+from agentlake.schemas import Payload, codec, new_id, new_span_id, new_trace_id, now_us
+from agentlake.sdk._emitter import Emitter, KafkaEmitter
+from agentlake.settings import Settings, get_settings
+
+
+class Tracer:
+    """Factory of trajectories for one agent identity.
+
+    Args:
+        agent_id: registry id of the agent.
+        agent_version: version being run (what the CI gate compares).
+        tenant: tenant the traffic belongs to.
+        emitter: where encoded events go; defaults to a `KafkaEmitter` built from settings.
+        settings: overrides the environment-derived settings.
+    """
+
+    def __init__(
+        self,
+        agent_id: str,
+        agent_version: str,
+        tenant: str = "default",
+        *,
+        emitter: Emitter | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.agent_id = agent_id
+        self.agent_version = agent_version
+        self.tenant = tenant
+        self._owns_emitter = emitter is None
+        self.emitter: Emitter = emitter or KafkaEmitter(
+            self.settings.bootstrap_servers,
+            self.settings.spill_dir,
+            max_queue=self.settings.sdk_queue_size,
+            linger_ms=self.settings.sdk_linger_ms,
+        )
+        self.max_payload = self.settings.max_payload_bytes
+        self._codec = codec()
+
+    def trajectory(
+        self,
+        task: str,
+        *,
+        trajectory_id: str | None = None,
+        scenario_id: str | None = None,
+        run_id: str | None = None,
+        trial: int | None = None,
+        seed: int | None = None,
+        expected_tool_calls: int | None = None,
+        user_id: str | None = None,
+        attributes: dict[str, str] | None = None,
+        trace_id: str | None = None,
+    ) -> Trajectory:
+        """Start a trajectory: emits `TrajectoryStarted` (seq 0) immediately."""
+        return Trajectory(
+            self,
+            task,
+            trajectory_id=trajectory_id or uuid.uuid4().hex,
+            trace_id=trace_id or new_trace_id(),
+            extra={
+                "scenario_id": scenario_id,
+                "run_id": run_id,
+                "trial": trial,
+                "seed": seed,
+                "expected_tool_calls": expected_tool_calls,
+                "user_id": user_id,
+                "attributes": dict(attributes or {}),
+            },
+        )
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        return self.emitter.flush(timeout)
+
+    async def aflush(self, timeout: float = 30.0) -> bool:
+        import asyncio
+
+        return await asyncio.get_running_loop().run_in_executor(None, self.emitter.flush, timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        if self._owns_emitter:
+            self.emitter.close(timeout)
+
+    def __enter__(self) -> Tracer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _emit(self, record: str, topic: str, trajectory_id: str, data: dict[str, Any]) -> None:
+        value = self._codec.encode_record(record, data)
+        self.emitter.emit(self.settings.topic(topic), trajectory_id.encode(), value)
+
+
+class Trajectory:
+    """One task attempt. Use as a (sync or async) context manager, or call `end()`.
+
+    Leaving the block without `end()` ends the trajectory with outcome
+    ``success``, or ``error`` (with the exception text) when an exception escaped.
+    """
+
+    def __init__(
+        self, tracer: Tracer, task: str, *, trajectory_id: str, trace_id: str, extra: dict[str, Any]
+    ) -> None:
+        self.tracer = tracer
+        self.task = task
+        self.trajectory_id = trajectory_id
+        self.trace_id = trace_id
+        self.root_span = new_span_id()
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+        self.ended = False
+        self.outcome: str | None = None
+        self.tool_calls = 0
+        self._emit(
+            "TrajectoryStarted",
+            "agent.trajectories",
+            {"task": task, **extra},
+            span_id=self.root_span,
+            parent=None,
+        )
+
+    # -- events ---------------------------------------------------------------
+    def step(
+        self,
+        kind: str,
+        content: str,
+        *,
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+        cost_usd: float | None = None,
+    ) -> None:
+        """Record a thought / message / plan / final step (content bounded like payloads)."""
+        if kind not in ("thought", "message", "plan", "final"):
+            raise ValueError(f"step kind must be thought|message|plan|final, got {kind!r}")
+        raw = content.encode()
+        truncated = len(raw) > self.tracer.max_payload
+        if truncated:
+            content = raw[: self.tracer.max_payload].decode("utf-8", errors="ignore")
+        self._emit(
+            "AgentStep",
+            "agent.steps",
+            {
+                "kind": kind,
+                "content": content,
+                "content_truncated": truncated,
+                "tokens_in": tokens_in,
+                "tokens_out": tokens_out,
+                "cost_usd": cost_usd,
+            },
+        )
+
+    def tool_call(self, server_id: str, tool: str, arguments: Any) -> ToolCall:
+        """Record a tool call request; returns the handle to record its outcome."""
+        self.tool_calls += 1
+        return ToolCall(self, server_id, tool, arguments)
+
+    def end(
+        self,
+        outcome: str = "success",
+        *,
+        final_answer: str | None = None,
+        error: str | None = None,
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+        cost_usd: float | None = None,
+    ) -> None:
+        """Emit `TrajectoryEnded`. Its seq is the last one: the stream knows it has everything."""
+        if self.ended:
+            return
+        if outcome not in ("success", "failure", "error", "timeout", "aborted"):
+            raise ValueError(f"outcome must be success|failure|error|timeout|aborted, got {outcome!r}")
+        self.ended = True
+        self.outcome = outcome
+        self._emit(
+            "TrajectoryEnded",
+            "agent.trajectories",
+            {
+                "outcome": outcome,
+                "final_answer": final_answer,
+                "error": error,
+                "tokens_in": tokens_in,
+                "tokens_out": tokens_out,
+                "cost_usd": cost_usd,
+            },
+            span_id=new_span_id(),
+        )
+
+    def _emit(
+        self,
+        record: str,
+        topic: str,
+        fields: dict[str, Any],
+        *,
+        span_id: str | None = None,
+        parent: str | None | bool = True,
+    ) -> None:
+        with self._lock:
+            seq = next(self._seq)
+        data = {
+            "event_id": new_id(),
+            "trajectory_id": self.trajectory_id,
+            "tenant": self.tracer.tenant,
+            "agent_id": self.tracer.agent_id,
+            "agent_version": self.tracer.agent_version,
+            "seq": seq,
+            "ts_us": now_us(),
+            "trace_id": self.trace_id,
+            "span_id": span_id or new_span_id(),
+            "parent_span_id": self.root_span if parent is True else parent or None,
+            **fields,
+        }
+        self.tracer._emit(record, topic, self.trajectory_id, data)
+
+    # -- context managers -----------------------------------------------------
+    def __enter__(self) -> Trajectory:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not self.ended:
+            if ev is None:
+                self.end("success")
+            else:
+                self.end("error", error=f"{type(ev).__name__}: {ev}")
+
+    async def __aenter__(self) -> Trajectory:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(et, ev, tb)
+
+
+class ToolCall:
+    """A tool call in flight. Record exactly one of `result()` or `error()`.
+
+    As a context manager it measures latency and, if the block raises, records the
+    exception as the call's error (and lets it propagate).
+    """
+
+    def __init__(self, trajectory: Trajectory, server_id: str, tool: str, arguments: Any) -> None:
+        self.trajectory = trajectory
+        self.server_id = server_id
+        self.tool = tool
+        self.call_id = new_id()
+        self.span_id = new_span_id()
+        self.done = False
+        self._t0 = time.perf_counter()
+        args = Payload.of(arguments, trajectory.tracer.max_payload)
+        trajectory._emit(
+            "ToolCallRequested",
+            "agent.tool_calls",
+            {"call_id": self.call_id, "server_id": server_id, "tool": tool, "arguments": args.to_avro()},
+            span_id=self.span_id,
+        )
+
+    def result(self, value: Any, *, is_error: bool = False, cost_usd: float | None = None) -> None:
+        self._complete(value, is_error=is_error, error=None, cost_usd=cost_usd,
+                       error_kind="tool_error" if is_error else None)
+
+    def error(self, message: str, value: Any = None, *, kind: str = "tool_error") -> None:
+        """Record a failed call. `kind`: invalid_arguments | tool_error | timeout | injected_fault | transport."""
+        self._complete(value, is_error=True, error=message, cost_usd=None, error_kind=kind)
+
+    def _complete(
+        self,
+        value: Any,
+        *,
+        is_error: bool,
+        error: str | None,
+        cost_usd: float | None,
+        error_kind: str | None = None,
+    ) -> None:
+        if self.done:
+            return
+        self.done = True
+        latency_ms = (time.perf_counter() - self._t0) * 1000
+        res = Payload.of(value, self.trajectory.tracer.max_payload).to_avro()
+        self.trajectory._emit(
+            "ToolCallCompleted",
+            "agent.tool_calls",
+            {
+                "call_id": self.call_id,
+                "server_id": self.server_id,
+                "tool": self.tool,
+                "result": res,
+                "is_error": is_error,
+                "error": error,
+                "latency_ms": latency_ms,
+                "cost_usd": cost_usd,
+                "error_kind": error_kind if is_error else None,
+            },
+            span_id=self.span_id,
+        )
+
+    def __enter__(self) -> ToolCall:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not self.done:
+            if ev is not None:
+                self.error(f"{type(ev).__name__}: {ev}", kind="transport")
+            else:
+                self.result(None)
+
+    async def __aenter__(self) -> ToolCall:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(et, ev, tb)

@@ -1,0 +1,312 @@
+"""The local stack: a real Apache Kafka broker (KRaft, single node) and the workers.
+
+`up()` fetches the official Kafka jars from Maven Central with `mvn` (once, cached
+under ``cache_dir``), formats the broker's storage once, starts it bound to
+127.0.0.1, waits until it answers, and creates the topics. With
+``KAFKA_BOOTSTRAP_SERVERS`` set no broker is started: topics are created on that
+cluster. Everything else lives under the data dir (``AGENTLAKE_HOME``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentlake.settings import Settings
+from agentlake.topics import all_topics
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class StackError(RuntimeError):
+    """The local stack could not be brought up; the message says what to do."""
+
+
+@dataclass
+class Proc:
+    name: str
+    pid_file: Path
+    log_file: Path
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        if _is_zombie(pid):
+            return None
+        return pid
+
+    def stop(self, timeout: float = 30.0, sig: int = signal.SIGTERM) -> bool:
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.pid() is not None:
+            time.sleep(0.1)
+        if self.pid() is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            time.sleep(0.2)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def broker_proc(s: Settings) -> Proc:
+    d = s.data_dir / "kafka"
+    return Proc("kafka", d / "broker.pid", d / "broker.log")
+
+
+def worker_proc(s: Settings, name: str = "streams") -> Proc:
+    d = s.data_dir / "logs"
+    return Proc(name, s.data_dir / f"{name}.pid", d / f"{name}.log")
+
+
+# -- Kafka artifacts ------------------------------------------------------------
+def kafka_libs(s: Settings, progress: Any = None) -> Path:
+    """The broker's classpath folder, fetched with Maven on first use."""
+    libs = s.cache_dir / "kafka" / s.kafka_version / "libs"
+    if (libs / f"kafka_2.13-{s.kafka_version}.jar").exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError("Maven (`mvn`) is not on PATH: install it (apt-get install maven) or set KAFKA_BOOTSTRAP_SERVERS")
+    pom = Path(os.environ.get("AGENTLAKE_KAFKA_POM", REPO_ROOT / "infra" / "kafka" / "pom.xml"))
+    if not pom.exists():
+        raise StackError(f"{pom} not found: set AGENTLAKE_KAFKA_POM to infra/kafka/pom.xml of the repository")
+    tmp = libs.with_name(f"libs.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if progress:
+        progress(f"fetching Apache Kafka {s.kafka_version} from Maven Central (once)")
+    cmd = [mvn, "-q", "-B", "-f", str(pom), f"-Dkafka.version={s.kafka_version}",
+           "dependency:copy-dependencies", f"-DoutputDirectory={tmp}"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise StackError(f"mvn could not fetch Kafka {s.kafka_version}: {(r.stdout + r.stderr).strip()[-400:]}")
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(libs, ignore_errors=True)
+    tmp.rename(libs)
+    return libs
+
+
+def _java() -> str:
+    java = str(Path(os.environ["JAVA_HOME"]) / "bin" / "java") if os.environ.get("JAVA_HOME") else shutil.which("java")
+    if not java:
+        raise StackError("Java 17+ is needed for the local Kafka broker: install openjdk-17 or set KAFKA_BOOTSTRAP_SERVERS")
+    return java
+
+
+def _write_config(s: Settings) -> Path:
+    d = s.data_dir / "kafka"
+    d.mkdir(parents=True, exist_ok=True)
+    port = s.kafka_port
+    props = d / "server.properties"
+    props.write_text(
+        "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{port + 1}",
+                f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{port + 1}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"log.dirs={d / 'data'}",
+                f"num.partitions={s.topic_partitions}",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=8",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=true",
+                "log.retention.hours=-1",
+                "log.flush.interval.messages=9223372036854775807",
+                "",
+            ]
+        )
+    )
+    (d / "log4j.properties").write_text(
+        "log4j.rootLogger=WARN, file\n"
+        "log4j.appender.file=org.apache.log4j.FileAppender\n"
+        f"log4j.appender.file.File={d / 'broker.log'}\n"
+        "log4j.appender.file.layout=org.apache.log4j.PatternLayout\n"
+        "log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
+        "log4j.logger.kafka.server.KafkaServer=INFO\nlog4j.logger.kafka.server.BrokerServer=INFO\n"
+    )
+    return props
+
+
+def _format_storage(s: Settings, libs: Path, props: Path) -> None:
+    meta = s.data_dir / "kafka" / "data" / "meta.properties"
+    if meta.exists():
+        return
+    cluster_id = uuid.uuid4().hex[:22]
+    r = subprocess.run(
+        [_java(), "-cp", f"{libs}/*", f"-Dlog4j.configuration=file:{props.parent / 'log4j.properties'}",
+         "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+        capture_output=True, text=True,
+    )
+    if r.returncode != 0:
+        raise StackError(f"formatting Kafka storage failed: {(r.stdout + r.stderr).strip()[-400:]}")
+
+
+def start_broker(s: Settings, progress: Any = None, timeout: float = 90.0) -> int:
+    """Start the embedded broker unless it already runs; returns its pid."""
+    proc = broker_proc(s)
+    pid = proc.pid()
+    if pid is not None:
+        return pid
+    if port_open("127.0.0.1", s.kafka_port):
+        raise StackError(
+            f"port {s.kafka_port} is taken by another process: stop it or set AGENTLAKE_KAFKA_PORT"
+        )
+    libs = kafka_libs(s, progress)
+    props = _write_config(s)
+    _format_storage(s, libs, props)
+    if progress:
+        progress(f"starting Kafka broker on 127.0.0.1:{s.kafka_port}")
+    log = open(proc.log_file.with_suffix(".out"), "ab")  # noqa: SIM115 - handed to the child
+    p = subprocess.Popen(
+        [_java(), f"-Xmx{s.kafka_heap}", f"-Xms{s.kafka_heap}", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
+         "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{props.parent / 'log4j.properties'}",
+         "-cp", f"{libs}/*", "kafka.Kafka", str(props)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    proc.pid_file.write_text(str(p.pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            tail = proc.log_file.with_suffix(".out").read_text(errors="replace")[-600:]
+            raise StackError(f"Kafka broker exited with {p.returncode}: {tail}")
+        if port_open("127.0.0.1", s.kafka_port) and asyncio.run(_metadata_ok(s.bootstrap_servers)):
+            return p.pid
+        time.sleep(0.3)
+    raise StackError(f"Kafka broker did not answer within {timeout:.0f}s; see {proc.log_file}")
+
+
+def port_open(host: str, port: int) -> bool:
+    import socket
+
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex((host, port)) == 0
+
+
+async def _metadata_ok(bootstrap: str) -> bool:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        await asyncio.wait_for(admin.start(), 5)
+        await asyncio.wait_for(admin.list_topics(), 5)
+        return True
+    except Exception:
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
+async def ensure_topics(s: Settings) -> list[str]:
+    """Create missing topics (idempotent); returns the ones created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = []
+        for t in all_topics():
+            name = s.topic(t.name)
+            if name in existing:
+                continue
+            cfg = {"cleanup.policy": "compact"} if t.compacted else {}
+            cfg.update(t.config)
+            new.append(NewTopic(name, num_partitions=s.topic_partitions, replication_factor=1, topic_configs=cfg))
+        if new:
+            with contextlib.suppress(Exception):  # a concurrent `up` may have created some
+                await admin.create_topics(new)
+        return [t.name for t in new]
+    finally:
+        await admin.close()
+
+
+def start_worker(s: Settings, name: str = "streams", extra_env: dict[str, str] | None = None) -> int:
+    """Start `agentlake worker NAME` as a daemon (pid file + log under the data dir)."""
+    proc = worker_proc(s, name)
+    pid = proc.pid()
+    if pid is not None:
+        return pid
+    proc.log_file.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "AGENTLAKE_HOME": str(s.data_dir), **(extra_env or {})}
+    if s.kafka_bootstrap_servers is None:
+        env["AGENTLAKE_KAFKA_PORT"] = str(s.kafka_port)
+    log = open(proc.log_file, "ab")  # noqa: SIM115
+    p = subprocess.Popen(
+        [sys.executable, "-m", "agentlake", "worker", name],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+    )
+    proc.pid_file.write_text(str(p.pid))
+    return p.pid
+
+
+def up(s: Settings, *, workers: bool = True, progress: Any = None) -> dict[str, Any]:
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    info: dict[str, Any] = {"home": str(s.data_dir), "bootstrap_servers": s.bootstrap_servers}
+    if s.embedded_kafka:
+        info["broker_pid"] = start_broker(s, progress)
+    elif not asyncio.run(_metadata_ok(s.bootstrap_servers)):
+        raise StackError(f"KAFKA_BOOTSTRAP_SERVERS={s.bootstrap_servers} does not answer")
+    info["topics_created"] = asyncio.run(ensure_topics(s))
+    if workers:
+        info["streams_pid"] = start_worker(s, "streams")
+    return info
+
+
+def down(s: Settings) -> dict[str, bool]:
+    out = {"streams": worker_proc(s, "streams").stop(), "sink": worker_proc(s, "sink").stop()}
+    out["kafka"] = broker_proc(s).stop(timeout=40) if s.embedded_kafka else False
+    return out
+
+
+def status(s: Settings) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "home": str(s.data_dir),
+        "bootstrap_servers": s.bootstrap_servers,
+        "embedded_kafka": s.embedded_kafka,
+        "broker_pid": broker_proc(s).pid() if s.embedded_kafka else None,
+        "streams_pid": worker_proc(s, "streams").pid(),
+        "sink_pid": worker_proc(s, "sink").pid(),
+        "clickhouse": s.clickhouse_url or f"chdb:{s.chdb_path}",
+        "milvus": s.milvus_target,
+    }
+    info["kafka_reachable"] = asyncio.run(_metadata_ok(s.bootstrap_servers))
+    return info

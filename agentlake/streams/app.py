@@ -1,0 +1,101 @@
+"""The faust application: trajectory events -> `RewardProcessor` -> rewards.
+
+At-least-once (``processing_guarantee="at_least_once"``): offsets are committed
+after an event is processed; a restart re-delivers the uncommitted tail, which
+the processor absorbs (it is keyed by ``seq``). Per-trajectory state lives in a
+table whose changelog topic restores it on restart. Topics are co-partitioned
+by ``trajectory_id`` so one worker sees a whole trajectory.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from agentlake.settings import Settings
+from agentlake.streams.processor import Output, RewardProcessor, RulesLookup, default_rules
+from agentlake.topics import TRAJECTORY_TOPICS
+
+log = logging.getLogger("agentlake.streams")
+
+
+def create_app(
+    settings: Settings,
+    rules: RulesLookup | None = None,
+    *,
+    app_id: str = "agentlake-streams",
+    broker: str | None = None,
+) -> faust.App:
+    """Build the faust app. `broker="memory://"` gives a broker-less app for tests."""
+    app = faust.App(
+        settings.topic(app_id),
+        broker=broker or f"kafka://{settings.bootstrap_servers}",
+        store="memory://",
+        processing_guarantee="at_least_once",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=True,
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+        table_cleanup_interval=3600.0,
+        producer_acks=-1,
+        producer_linger_ms=5,
+        stream_buffer_maxsize=8192,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    processor = RewardProcessor(
+        rules or default_rules, live_scores=settings.live_scores, topic=settings.topic
+    )
+    source = app.topic(*[settings.topic(t) for t in TRAJECTORY_TOPICS], key_serializer="raw", value_serializer="raw")
+    table = app.Table(
+        "trajectory_state", default=None, partitions=settings.topic_partitions, key_type=bytes, value_type=None
+    )
+    sinks: dict[str, Any] = {}
+
+    async def send_to_kafka(out: Output) -> None:
+        if out.topic not in sinks:
+            sinks[out.topic] = app.topic(
+                out.topic, key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions
+            )
+        await sinks[out.topic].send(key=out.key, value=out.value, headers=out.headers or None)
+
+    # Replaceable so that `test_context()` tests can collect outputs without a broker.
+    app.emit = send_to_kafka  # type: ignore[attr-defined]
+
+    @app.agent(source, name="score")
+    async def score(stream: Any) -> Any:
+        async for event in stream.events():
+            msg = event.message
+            key = msg.key
+            pos = f"{msg.partition}:{msg.offset}"
+            state = table.get(key) if key is not None else None
+            res = processor.process(state, msg.topic, key, msg.value, pos)
+            if res.changed and key is not None:
+                table[key] = res.state
+            for out in res.outputs:
+                await app.emit(out)  # type: ignore[attr-defined]
+                if out.topic.endswith(".dlq"):
+                    log.warning("dead letter from %s@%s: %s", msg.topic, pos, dict(out.headers).get("reason"))
+            yield len(res.outputs)
+
+    app.processor = processor  # type: ignore[attr-defined]  # for tests and introspection
+    app.score_agent = score  # type: ignore[attr-defined]
+    app.state_table = table  # type: ignore[attr-defined]
+    return app
+
+
+def run_worker(settings: Settings, rules: RulesLookup | None = None, loglevel: str = "info") -> None:
+    """Run the stream worker in this process until it is stopped."""
+    from faust.worker import Worker
+
+    app = create_app(settings, rules)
+    worker = Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,248 @@
+"""Reward math: pure functions from a trajectory summary to a reward vector.
+
+A reward is a vector. Each component is a number in [0, 1] (higher is better)
+or ``None`` when it does not apply (e.g. no cost was reported); the scalar
+``total`` is the declared weighting over the components that apply, and a
+*gate* names a component that must reach its threshold for the trial to count
+as a success. No I/O here: the stream processor and the tests call the same code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+@dataclass
+class TrajectorySummary:
+    """What the reward functions see: the fold of one trajectory's events."""
+
+    outcome: str | None
+    steps: int = 0
+    tool_calls: int = 0
+    tool_errors: int = 0
+    redundant_calls: int = 0
+    invalid_calls: int = 0
+    out_of_scope_calls: int = 0
+    expected_tool_calls: int | None = None
+    duration_ms: float = 0.0
+    tool_latency_ms: float = 0.0
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    tool_sequence: list[str] = field(default_factory=list)
+    final_answer: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> int | None:
+        if self.tokens_in is None and self.tokens_out is None:
+            return None
+        return (self.tokens_in or 0) + (self.tokens_out or 0)
+
+
+ComponentFn = Callable[[TrajectorySummary, Mapping[str, Any]], float | None]
+
+
+def _clamp(x: float) -> float:
+    return 0.0 if math.isnan(x) else max(0.0, min(1.0, x))
+
+
+def task_success(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
+    """1 when the trajectory ended with outcome ``success``, else 0."""
+    return 1.0 if s.outcome == "success" else 0.0
+
+
+def tool_efficiency(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
+    """expected / actual tool calls (capped at 1) when the expected count is known;
+    otherwise the share of calls that were not exact repeats of an earlier call."""
+    expected = p.get("expected", s.expected_tool_calls)
+    if expected is not None:
+        if s.tool_calls == 0:
+            return 1.0 if expected == 0 else 0.0
+        return _clamp(float(expected) / s.tool_calls)
+    if s.tool_calls == 0:
+        return 1.0
+    return _clamp(1 - s.redundant_calls / s.tool_calls)
+
+
+def tool_reliability(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
+    """1 − (tool calls that returned an error) / (tool calls)."""
+    if s.tool_calls == 0:
+        return 1.0
+    return _clamp(1 - s.tool_errors / s.tool_calls)
+
+
+def valid_calls(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
+    """1 − (calls rejected by the tool's input schema) / (tool calls)."""
+    if s.tool_calls == 0:
+        return 1.0
+    return _clamp(1 - s.invalid_calls / s.tool_calls)
+
+
+def in_scope(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
+    """1 − (calls outside the agent's declared tools or scopes) / (tool calls)."""
+    if s.tool_calls == 0:
+        return 1.0
+    return _clamp(1 - s.out_of_scope_calls / s.tool_calls)
+
+
+def latency(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
+    """min(1, target_ms / wall-clock duration). Default target: 5 s."""
+    target = float(p.get("target_ms", 5000.0))
+    if s.duration_ms <= target:
+        return 1.0
+    return _clamp(target / s.duration_ms)
+
+
+def cost(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
+    """min(1, budget / spend): USD when reported (budget_usd), else tokens (budget_tokens).
+    Not applicable when the agent reported neither."""
+    if s.cost_usd is not None:
+        budget = float(p.get("budget_usd", 0.01))
+        return 1.0 if s.cost_usd <= budget else _clamp(budget / s.cost_usd)
+    tokens = s.tokens
+    if tokens is not None:
+        budget_t = float(p.get("budget_tokens", 4000))
+        return 1.0 if tokens <= budget_t else _clamp(budget_t / tokens)
+    return None
+
+
+def fewest_steps(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
+    """min(1, max_steps_target / steps)."""
+    target = float(p.get("target", 5))
+    if s.steps <= target:
+        return 1.0
+    return _clamp(target / s.steps)
+
+
+BUILTIN_COMPONENTS: dict[str, ComponentFn] = {
+    "task_success": task_success,
+    "tool_efficiency": tool_efficiency,
+    "tool_reliability": tool_reliability,
+    "valid_calls": valid_calls,
+    "in_scope": in_scope,
+    "latency": latency,
+    "cost": cost,
+    "fewest_steps": fewest_steps,
+}
+
+
+class ComponentSpec(BaseModel):
+    """One reward component of a spec: which function, its weight, its gate."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    fn: str | None = Field(default=None, description="builtin name or 'module:function'; defaults to name")
+    weight: float = Field(default=1.0, ge=0)
+    gate: float | None = Field(default=None, ge=0, le=1, description="minimum value for success")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def function_name(self) -> str:
+        return self.fn or self.name
+
+
+class RewardSpec(BaseModel):
+    """A declared reward: components with weights and gates. Versioned like agents."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = "default"
+    version: str = "1"
+    components: list[ComponentSpec]
+
+    @field_validator("components")
+    @classmethod
+    def _known(cls, v: list[ComponentSpec]) -> list[ComponentSpec]:
+        if not v:
+            raise ValueError("a reward spec needs at least one component")
+        names = [c.name for c in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate component names in {names}")
+        for c in v:
+            fn = c.function_name
+            if fn not in BUILTIN_COMPONENTS and ":" not in fn:
+                raise ValueError(
+                    f"unknown reward function {fn!r}: use one of {sorted(BUILTIN_COMPONENTS)} or 'module:function'"
+                )
+        return v
+
+    @property
+    def ref(self) -> str:
+        return f"{self.id}@{self.version}"
+
+
+DEFAULT_SPEC = RewardSpec(
+    id="default",
+    version="1",
+    components=[
+        ComponentSpec(name="task_success", weight=0.5, gate=1.0),
+        ComponentSpec(name="tool_efficiency", weight=0.2),
+        ComponentSpec(name="tool_reliability", weight=0.1),
+        ComponentSpec(name="in_scope", weight=0.1),
+        ComponentSpec(name="latency", weight=0.05),
+        ComponentSpec(name="cost", weight=0.05),
+    ],
+)
+
+_custom_cache: dict[str, ComponentFn] = {}
+
+
+def resolve_function(name: str) -> ComponentFn:
+    if name in BUILTIN_COMPONENTS:
+        return BUILTIN_COMPONENTS[name]
+    if name not in _custom_cache:
+        import importlib
+
+        module, _, attr = name.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"reward function {name!r} cannot be imported: {e}") from e
+        _custom_cache[name] = fn
+    return _custom_cache[name]
+
+
+@dataclass(frozen=True)
+class RewardVector:
+    components: dict[str, float]
+    weights: dict[str, float]
+    total: float
+    gates: list[str]
+    failed_gates: list[str]
+
+
+def score(summary: TrajectorySummary, spec: RewardSpec = DEFAULT_SPEC) -> RewardVector:
+    """Compute every component, the weighted total over those that apply, and the gates.
+
+    A custom function that raises is reported as component value 0 and a failed
+    gate named ``<component>:error`` — a broken grader must not pass silently.
+    """
+    comps: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    gates: list[str] = []
+    failed: list[str] = []
+    for c in spec.components:
+        try:
+            value = resolve_function(c.function_name)(summary, c.params)
+        except Exception:
+            value = 0.0
+            failed.append(f"{c.name}:error")
+        if c.gate is not None:
+            gates.append(c.name)
+        if value is None:
+            continue
+        v = _clamp(float(value))
+        comps[c.name] = v
+        weights[c.name] = c.weight
+        if c.gate is not None and v + 1e-12 < c.gate:
+            failed.append(c.name)
+    wsum = sum(weights.values())
+    total = sum(comps[n] * weights[n] for n in comps) / wsum if wsum > 0 else 0.0
+    return RewardVector(comps, weights, total, gates, failed)

@@ -1,0 +1,55 @@
+"""Topic names and their configuration: the log's layout in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    compacted: bool = False
+    config: dict[str, str] = field(default_factory=dict)
+    doc: str = ""
+
+
+TRAJECTORIES = "agent.trajectories"
+STEPS = "agent.steps"
+TOOL_CALLS = "agent.tool_calls"
+REWARDS = "rewards.scored"
+POLICY = "policy.findings"
+REGISTRY_AGENTS = "registry.agents"
+REGISTRY_SERVERS = "registry.servers"
+LAKE_CLUSTERS = "lake.clusters"
+AUTH_DELEGATIONS = "auth.delegations"
+AUTH_REVOCATIONS = "auth.revocations"
+SIM_RUNS = "sim.runs"
+
+TRAJECTORY_TOPICS = (TRAJECTORIES, STEPS, TOOL_CALLS)
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(TRAJECTORIES, doc="TrajectoryStarted / TrajectoryEnded, keyed by trajectory_id"),
+    TopicSpec(STEPS, doc="AgentStep, keyed by trajectory_id"),
+    TopicSpec(TOOL_CALLS, doc="ToolCallRequested / ToolCallCompleted, keyed by trajectory_id"),
+    TopicSpec(REWARDS, doc="RewardScored from the stream processor (live and final)"),
+    TopicSpec(POLICY, doc="PolicyViolation: tool calls outside an agent's declared tools or scopes"),
+    TopicSpec(REGISTRY_AGENTS, compacted=True, doc="agent specs, keyed by agent@version"),
+    TopicSpec(REGISTRY_SERVERS, compacted=True, doc="MCP server specs, keyed by server id"),
+    TopicSpec(SIM_RUNS, compacted=True, doc="simulation run manifests, keyed by run id"),
+    TopicSpec(LAKE_CLUSTERS, compacted=True, doc="context lake: k-means centroids"),
+    TopicSpec(AUTH_DELEGATIONS, doc="agent auth: issued and attenuated tokens"),
+    TopicSpec(AUTH_REVOCATIONS, compacted=True, doc="agent auth: revoked token ids, fanned out to gateways"),
+)
+
+
+def dlq(topic: str) -> str:
+    """The dead-letter topic of `topic`: malformed records, with the reason in headers."""
+    return f"{topic}.dlq"
+
+
+def all_topics() -> list[TopicSpec]:
+    out = list(TOPICS)
+    for t in TOPICS:
+        if not t.compacted:
+            out.append(TopicSpec(dlq(t.name), doc=f"dead letters of {t.name}"))
+    return out
