@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -119,17 +120,26 @@ def demo(
 
 
 def render_summary(rows: list[dict[str, Any]], title: str) -> None:
-    comps = sorted({c for r in rows for c in r["components"]})
+    """Two tables: the headline per agent version, then the mean of each reward component."""
     t = Table(title=title)
-    for col in ("agent@version", "trajectories", "success", "reward", "tool calls/task", *comps):
+    for col in ("agent@version", "trajectories", "success", "reward", "tool calls/task"):
         t.add_column(col, justify="right")
     for r in rows:
         t.add_row(
             f"{r['agent_id']}@{r['agent_version']}", str(r["trajectories"]), f"{r['success_rate']:.0%}",
             f"{r['mean_total']:.3f}", f"{r['tool_calls_per_task']:.2f}",
-            *[f"{r['components'].get(c, float('nan')):.3f}" for c in comps],
         )
     out.print(t)
+    comps = sorted({c for r in rows for c in r["components"]})
+    if not comps:
+        return
+    c = Table(title="mean reward components (1 = best)")
+    c.add_column("component")
+    for r in rows:
+        c.add_column(f"{r['agent_id']}@{r['agent_version']}", justify="right")
+    for name in comps:
+        c.add_row(name, *[f"{r['components'].get(name, float('nan')):.3f}" for r in rows])
+    out.print(c)
 
 
 @app.command()
@@ -255,10 +265,19 @@ def worker_sink(milvus: bool = typer.Option(True, help="also maintain the Milvus
     asyncio.run(run_sink(_settings(), milvus=milvus))
 
 
+def quiet_logs(level: int = logging.WARNING) -> None:
+    """Warnings and up from us; only errors from the chatty libraries underneath."""
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # milvus-lite's gRPC C core
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("faiss", "faiss.loader", "milvus_lite", "grpc", "grpc._server", "aiokafka", "chdb"):
+        logging.getLogger(name).setLevel(logging.CRITICAL if name.startswith("grpc") else logging.ERROR)
+
+
 def main() -> None:
     from agentlake.projections.clickhouse import ClickHouseError
     from agentlake.stack import StackError
 
+    quiet_logs()
     try:
         app()
     except (UserError, StackError, ClickHouseError) as e:

@@ -9,6 +9,7 @@ then reads the results back from both.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from typing import Any
 
@@ -18,7 +19,7 @@ from agentlake.consumers import Projector
 from agentlake.projections.clickhouse import agent_summary, query
 from agentlake.sdk import KafkaEmitter, TracedSession, Tracer
 from agentlake.settings import Settings
-from agentlake.sim.reference import REFERENCE_AGENTS, demo_tasks, shop_server, shop_state
+from agentlake.sim.reference import REFERENCE_AGENTS, demo_cases, shop_server
 
 
 async def run_agents(
@@ -26,14 +27,14 @@ async def run_agents(
 ) -> list[str]:
     """Run every reference agent over the same tasks; returns the trajectory ids."""
     ids: list[str] = []
-    tasks = demo_tasks(n_per_agent)
+    cases = demo_cases(n_per_agent)
     for (agent_id, version), agent in REFERENCE_AGENTS.items():
         tracer = Tracer(agent_id, version, tenant="demo", emitter=emitter, settings=settings)
         state: dict[str, Any] = {}
         async with Client(shop_server(state)) as client:
-            for i, task in enumerate(tasks):
+            for i, (task, initial) in enumerate(cases):
                 state.clear()
-                state.update(shop_state(seed=i))
+                state.update(copy.deepcopy(initial))
                 async with tracer.trajectory(task, run_id=run_id, trial=0, seed=i, scenario_id=f"task-{i}") as t:
                     await agent(task, TracedSession(client, t, "shop"), t)
                 ids.append(t.trajectory_id)

@@ -287,13 +287,12 @@ def agent_summary(client: Any, *, run_id: str | None = None, tenant: str | None 
     sql = f"""
         SELECT agent_id, agent_version, count() AS trajectories, avg(success) AS success_rate,
                avg(total) AS mean_total, avg(metrics['tool_calls']) AS tool_calls_per_task,
-               sumMap(components) AS comp_sum, countMap(components) AS comp_n
+               sumMap(components) AS comp_sum, sumMap(ones) AS comp_n
         FROM (SELECT agent_id, agent_version, success, total, metrics, components,
-                     mapApply((k, v) -> (k, toUInt64(1)), components) AS countsmap
+                     mapApply((k, v) -> (k, toUInt64(1)), components) AS ones
               FROM rewards FINAL WHERE {' AND '.join(where)})
         GROUP BY agent_id, agent_version ORDER BY agent_id, agent_version
     """
-    sql = sql.replace("countMap(components)", "sumMap(countsmap)")
     rows = query(client, sql, params)
     for r in rows:
         sums, ns = r.pop("comp_sum"), r.pop("comp_n")

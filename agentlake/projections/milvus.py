@@ -8,12 +8,15 @@ data dir by default, any Milvus/Zilliz endpoint with ``MILVUS_URI``.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from agentlake.projections.embeddings import Embedder
 from agentlake.schemas import RewardScored
 from agentlake.settings import Settings
+
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # silence gRPC C-core chatter of milvus-lite
 
 COLLECTION = "trajectories"
 _clients: dict[str, Any] = {}
@@ -132,7 +135,7 @@ class TrajectoryIndex:
             e = hit["entity"]
             out.append(
                 Neighbor(
-                    trajectory_id=hit["id"], score=float(hit["distance"]), task=e["task"], agent_id=e["agent_id"],
+                    trajectory_id=str(hit.get("trajectory_id", hit.get("id"))), score=float(hit["distance"]), task=e["task"], agent_id=e["agent_id"],
                     agent_version=e["agent_version"], tenant=e["tenant"], outcome=e["outcome"],
                     success=bool(e["success"]), reward=float(e["reward"]),
                     tool_sequence=json.loads(e["tool_sequence"] or "[]"), run_id=e["run_id"],

@@ -78,6 +78,7 @@ class KafkaEmitter:
         request_timeout_ms: int = 8000,
         max_batch: int = 8192,
         client_id: str = "agentlake-sdk",
+        compression: str | None = "lz4",
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.spill = SpillBuffer(spill_dir)
@@ -86,6 +87,7 @@ class KafkaEmitter:
         self.request_timeout_ms = request_timeout_ms
         self.max_batch = max_batch
         self.client_id = client_id
+        self.compression = compression
         self.stats = EmitterStats()
         self._q: collections.deque[Record] = collections.deque()
         self._inflight = 0
@@ -147,7 +149,6 @@ class KafkaEmitter:
 
     async def _run(self) -> None:
         from aiokafka import AIOKafkaProducer
-        from aiokafka.errors import KafkaError
 
         producer: AIOKafkaProducer | None = None
         backoff = 0.2
@@ -155,24 +156,25 @@ class KafkaEmitter:
             if self._closing and (not self._q or producer is None):
                 break
             if producer is None:
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=self.bootstrap_servers,
-                    client_id=self.client_id,
-                    acks="all",
-                    enable_idempotence=True,
-                    linger_ms=max(1, int(self.linger * 1000)),
-                    max_batch_size=256 * 1024,
-                    request_timeout_ms=self.request_timeout_ms,
-                    compression_type="lz4",
-                )
                 try:
+                    producer = AIOKafkaProducer(
+                        bootstrap_servers=self.bootstrap_servers,
+                        client_id=self.client_id,
+                        acks="all",
+                        enable_idempotence=True,
+                        linger_ms=max(1, int(self.linger * 1000)),
+                        max_batch_size=256 * 1024,
+                        request_timeout_ms=self.request_timeout_ms,
+                        compression_type=self.compression,
+                    )
                     await asyncio.wait_for(producer.start(), self.request_timeout_ms / 1000)
                     self._connected = True
                     backoff = 0.2
-                except (KafkaError, OSError, asyncio.TimeoutError) as e:
+                except Exception as e:  # unreachable broker, bad config: never lose the events
                     log.warning("kafka unreachable (%s); spilling to %s", e, self.spill.folder)
-                    with contextlib.suppress(Exception):
-                        await producer.stop()
+                    if producer is not None:
+                        with contextlib.suppress(Exception):
+                            await producer.stop()
                     producer = None
                     self._connected = False
                     self._spill_queue()
@@ -186,7 +188,7 @@ class KafkaEmitter:
                     await self._wait_for_work()
                     continue
                 await self._send(producer, batch)
-            except (KafkaError, OSError, asyncio.TimeoutError) as e:
+            except Exception as e:  # noqa: BLE001 - events are on disk; reconnect
                 log.warning("kafka send failed (%s); spilling and reconnecting", e)
                 self.stats.send_errors += 1
                 with contextlib.suppress(Exception):

@@ -65,7 +65,8 @@ SHOP_TOOLS: list[dict[str, Any]] = [
 CUSTOMERS = ["ada", "grace", "linus", "barbara", "ken", "margaret"]
 
 
-def shop_state(seed: int = 0, n_orders: int = 60) -> dict[str, Any]:
+def shop_state(seed: int = 0, n_orders: int = 60, ensure: dict[int, str] | None = None) -> dict[str, Any]:
+    """A seeded shop; `ensure` pins the status of some orders (so a task is feasible)."""
     rng = random.Random(seed)
     orders = {}
     for i in range(1, n_orders + 1):
@@ -75,6 +76,8 @@ def shop_state(seed: int = 0, n_orders: int = 60) -> dict[str, Any]:
             "status": rng.choice(["delivered", "processing", "shipped"]),
             "total": round(rng.uniform(5, 500), 2),
         }
+    for oid, status in (ensure or {}).items():
+        orders[str(oid)]["status"] = status
     return {"orders": orders}
 
 
@@ -229,3 +232,17 @@ TASK_TEMPLATES = [
 def demo_tasks(n: int, seed: int = 7) -> list[str]:
     rng = random.Random(seed)
     return [rng.choice(TASK_TEMPLATES).format(oid=rng.randint(1, 60)) for _ in range(n)]
+
+
+FEASIBLE = {"refund": "delivered", "cancel": "processing"}
+
+
+def demo_cases(n: int, seed: int = 7) -> list[tuple[str, dict[str, Any]]]:
+    """`n` (task, initial shop state) pairs where the task can be done (refunds hit
+    delivered orders, cancellations processing ones), so failures are the agent's."""
+    cases = []
+    for i, task in enumerate(demo_tasks(n, seed)):
+        intent, oid = task_intent(task)
+        pin = {oid: FEASIBLE[intent]} if oid is not None and intent in FEASIBLE else {}
+        cases.append((task, shop_state(seed=seed * 1000 + i, ensure=pin)))
+    return cases

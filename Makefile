@@ -1,0 +1,47 @@
+# AgentLake — everything the project needs is installed by these targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test unit integration lint bench up down status clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+	$(BIN)/agentlake fetch
+
+demo: install
+	$(BIN)/agentlake demo
+
+test: install
+	$(BIN)/pytest -q
+
+unit: install
+	$(BIN)/pytest -q -m "not integration"
+
+integration: install
+	$(BIN)/pytest -q -m integration
+
+lint: $(STAMP)
+	$(BIN)/ruff check agentlake tests bench
+	$(BIN)/ruff format --check agentlake tests bench
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python bench/run.py
+
+up: install
+	$(BIN)/agentlake up
+down: $(STAMP)
+	$(BIN)/agentlake down
+status: $(STAMP)
+	$(BIN)/agentlake status
+
+clean:
+	-$(BIN)/agentlake down
+	rm -rf .agentlake
