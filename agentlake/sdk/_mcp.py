@@ -48,7 +48,7 @@ class TracedSession:
         try:
             result = await self._client.call_tool(name, arguments or {})
         except BaseException as e:
-            call.error(f"{type(e).__name__}: {e}")
+            call.error(f"{type(e).__name__}: {e}", kind="transport")
             raise
         if result.is_error:
             meta = result.meta or {}

@@ -28,7 +28,7 @@ def create_app(
     app_id: str = "agentlake-streams",
     broker: str | None = None,
 ) -> faust.App:
-    """Build the faust app. `broker="memory://"` gives a broker-less app for tests."""
+    """Build the faust app. Tests drive its agent with `test_context()`, which never connects to `broker`."""
     app = faust.App(
         settings.topic(app_id),
         broker=broker or f"kafka://{settings.bootstrap_servers}",

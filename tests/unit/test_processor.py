@@ -1,0 +1,175 @@
+"""The stream processor's fold, with no broker: order, duplicates, dead letters, policy."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from agentlake.schemas import PolicyViolation, RewardScored, codec
+from agentlake.sdk import MemoryEmitter, Tracer
+from agentlake.settings import Settings
+from agentlake.streams.processor import AgentRules, RewardProcessor, is_complete
+from agentlake.streams.rewards import ComponentSpec, RewardSpec
+
+SETTINGS = Settings(home="/tmp/agentlake-unit")  # type: ignore[arg-type]
+
+
+def record_trajectory(tool_calls: int = 2, outcome: str = "success", error_on: int | None = None) -> list[tuple[str, bytes, bytes]]:
+    em = MemoryEmitter()
+    tracer = Tracer("bot", "1.0", tenant="acme", emitter=em, settings=SETTINGS)
+    with tracer.trajectory("refund order 5", expected_tool_calls=1, run_id="r1", scenario_id="s1") as t:
+        t.step("plan", "look it up")
+        for i in range(tool_calls):
+            with t.tool_call("shop", "get_order", {"order_id": 5}) as call:
+                if error_on == i:
+                    call.error("boom", kind="invalid_arguments")
+                else:
+                    call.result({"order_id": 5, "status": "delivered"})
+        t.step("final", "done", tokens_in=10, tokens_out=5)
+        t.end(outcome, final_answer="done")
+    return em.records
+
+
+def run(proc: RewardProcessor, records: list[tuple[str, bytes, bytes]]) -> tuple[dict[str, Any] | None, list[Any]]:
+    state: dict[str, Any] | None = None
+    outputs = []
+    for i, (topic, key, value) in enumerate(records):
+        res = proc.process(state, topic, key, value, f"0:{i}")
+        if res.changed:
+            state = res.state
+        outputs.extend(res.outputs)
+    return state, outputs
+
+
+def finals(outputs: list[Any]) -> list[RewardScored]:
+    out = []
+    for o in outputs:
+        if o.topic == "rewards.scored":
+            ev = codec().decode(o.value)
+            assert isinstance(ev, RewardScored)
+            if ev.is_final:
+                out.append(ev)
+    return out
+
+
+def test_a_trajectory_gets_exactly_one_final_reward_vector() -> None:
+    recs = record_trajectory(tool_calls=2)
+    state, outputs = run(RewardProcessor(), recs)
+    assert state is not None and is_complete(state)
+    [final] = finals(outputs)
+    assert final.is_final and final.seq == len(recs) - 1
+    assert final.components["task_success"] == 1.0
+    assert final.components["tool_efficiency"] == 0.5  # expected 1, made 2
+    assert final.metrics["tool_calls"] == 2.0 and final.metrics["redundant_calls"] == 1.0
+    assert final.metrics["tokens"] == 15.0
+    assert final.tool_sequence == ["get_order", "get_order"]
+    assert final.run_id == "r1" and final.scenario_id == "s1" and final.task == "refund order 5"
+    # live partial scores on each agent step, never final
+    live = [codec().decode(o.value) for o in outputs if o.topic == "rewards.scored"]
+    assert sum(1 for e in live if not e.is_final) == 2
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_any_arrival_order_gives_the_same_final_reward(seed: int) -> None:
+    recs = record_trajectory(tool_calls=3, error_on=1)
+    _, in_order = run(RewardProcessor(live_scores=False), recs)
+    shuffled = recs[:]
+    random.Random(seed).shuffle(shuffled)
+    _, out = run(RewardProcessor(live_scores=False), shuffled)
+    [a] = finals(in_order)
+    [b] = finals(out)
+    assert a.event_id == b.event_id  # deterministic id: a replay writes the same row
+    assert (a.components, a.total, a.tool_sequence) == (b.components, b.total, b.tool_sequence)
+    assert a.components["valid_calls"] if "valid_calls" in a.components else True
+    assert a.metrics["invalid_calls"] == 1.0
+
+
+def test_redelivery_is_absorbed_and_a_completed_trajectory_reemits_the_same_reward() -> None:
+    recs = record_trajectory()
+    proc = RewardProcessor(live_scores=False)
+    doubled = recs[:3] + recs[:3] + recs[3:]
+    state, outputs = run(proc, doubled)
+    [final] = finals(outputs)
+    assert final.metrics["tool_calls"] == 2.0  # duplicates were not counted twice
+    # the worker crashed after scoring but before committing: the tail comes again
+    res = proc.process(state, *recs[-1], "0:99")
+    assert not res.changed
+    [again] = finals(res.outputs)
+    assert again.event_id == final.event_id and again.total == final.total
+
+
+def test_malformed_records_become_dead_letters_with_a_reason() -> None:
+    proc = RewardProcessor()
+    recs = record_trajectory()
+    topic, key, value = recs[1]
+    cases = {
+        "too_short": value[:4],
+        "bad_magic": b"{}" + value[2:],
+        "unknown_fingerprint": value[:2] + b"\x00" * 8 + value[10:],
+        "schema_violation": value[:-3],
+        "empty": None,
+    }
+    for reason, bad in cases.items():
+        res = proc.process(None, topic, key, bad, "2:17")
+        [out] = res.outputs
+        assert out.topic == f"{topic}.dlq"
+        headers = dict(out.headers)
+        assert headers["reason"] == reason.encode(), reason
+        assert headers["source_position"] == b"2:17"
+        assert not res.changed
+    wrong_key = proc.process(None, topic, b"someone-else", value)
+    assert dict(wrong_key.outputs[0].headers)["reason"] == b"key_mismatch"
+    wrong_topic = proc.process(None, "agent.steps", key, recs[0][2])
+    assert dict(wrong_topic.outputs[0].headers)["reason"] == b"wrong_topic"
+
+
+def test_events_after_the_end_are_dead_lettered() -> None:
+    recs = record_trajectory()
+    proc = RewardProcessor(live_scores=False)
+    # everything but one middle event: ended, but not complete yet
+    state, _ = run(proc, recs[:2] + recs[3:])
+    assert state is not None and not is_complete(state)
+    topic, key, value = recs[1]
+    late = codec().encode(codec().decode(value).model_copy(update={"seq": 99}))
+    res = proc.process(state, topic, key, late, "0:50")
+    [out] = res.outputs
+    assert out.topic == f"{topic}.dlq" and dict(out.headers)["reason"] == b"after_end"
+    # the missing event completes it
+    res = proc.process(state, *recs[2], "0:51")
+    assert len(finals(res.outputs)) == 1
+
+
+class DenyRefunds:
+    def check(self, server_id: str, tool: str, arguments: Any) -> tuple[str, str] | None:
+        if tool == "refund_order":
+            return ("undeclared_tool", f"{server_id}.{tool} is not granted")
+        return None
+
+
+def test_policy_findings_are_events_and_a_reward_component() -> None:
+    spec = RewardSpec(components=[ComponentSpec(name="task_success"), ComponentSpec(name="in_scope", gate=1.0)])
+    proc = RewardProcessor(lambda a, v: AgentRules(spec=spec, policy=DenyRefunds()), live_scores=False)
+    em = MemoryEmitter()
+    tracer = Tracer("bot", "1.0", emitter=em, settings=SETTINGS)
+    with tracer.trajectory("refund 5") as t:
+        with t.tool_call("shop", "get_order", {"order_id": 5}) as c:
+            c.result({})
+        with t.tool_call("shop", "refund_order", {"order_id": 5}) as c:
+            c.result({})
+        t.end("success")
+    _, outputs = run(proc, em.records)
+    violations = [codec().decode(o.value) for o in outputs if o.topic == "policy.findings"]
+    assert len(violations) == 1 and isinstance(violations[0], PolicyViolation)
+    assert violations[0].rule == "undeclared_tool" and violations[0].tool == "refund_order"
+    [final] = finals(outputs)
+    assert final.components["in_scope"] == 0.5
+    assert final.failed_gates == ["in_scope"]
+    assert final.flags == ["undeclared_tool:refund_order"]
+
+
+def test_incomplete_trajectory_has_no_final_reward() -> None:
+    recs = record_trajectory()
+    _, outputs = run(RewardProcessor(), recs[:2] + recs[3:])  # one event missing
+    assert finals(outputs) == []

@@ -1,0 +1,46 @@
+"""The faust agent itself, driven through `test_context()`: no broker involved."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentlake.schemas import RewardScored, codec
+from agentlake.sdk import MemoryEmitter, Tracer
+from agentlake.settings import Settings
+from agentlake.streams.app import create_app
+from agentlake.streams.processor import Output
+
+SETTINGS = Settings(home="/tmp/agentlake-unit", topic_prefix="unit-")  # type: ignore[arg-type]
+
+
+async def test_the_score_agent_turns_events_into_rewards_and_dead_letters() -> None:
+    app = create_app(SETTINGS, broker="kafka://127.0.0.1:9", app_id="unit-test-app")
+    app.finalize()
+    app.conf.store = "memory://"
+    sent: list[Output] = []
+
+    async def collect(out: Output) -> None:
+        sent.append(out)
+
+    app.emit = collect  # type: ignore[attr-defined]
+
+    em = MemoryEmitter()
+    tracer = Tracer("bot", "2.0", emitter=em, settings=SETTINGS)
+    with tracer.trajectory("status of order 3") as t:
+        with t.tool_call("shop", "get_order", {"order_id": 3}) as c:
+            c.result({"status": "shipped"})
+        t.step("final", "it shipped")
+        t.end("success", final_answer="it shipped")
+
+    async with app.score_agent.test_context() as agent:  # type: ignore[attr-defined]
+        for topic, key, value in em.records:
+            assert topic.startswith("unit-")
+            await agent.put(value=value, key=key, partition=0)
+        await agent.put(value=b"not an avro event", key=b"x", partition=0)
+
+    rewards = [codec().decode(o.value) for o in sent if o.topic == "unit-rewards.scored"]
+    finals = [r for r in rewards if isinstance(r, RewardScored) and r.is_final]
+    assert len(finals) == 1 and finals[0].agent_version == "2.0"
+    assert finals[0].components["task_success"] == 1.0
+    dead = [o for o in sent if o.topic.endswith(".dlq")]
+    assert len(dead) == 1 and dict(dead[0].headers)["reason"] == b"bad_magic"
