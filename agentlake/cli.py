@@ -233,7 +233,8 @@ async def read_dead_letters(s: Settings, topic: str, limit: int, timeout: float 
                     rows.append({"offset": m.offset, "partition": m.partition, "reason": h.get("reason", ""),
                                  "detail": h.get("detail", ""), "source_topic": h.get("source_topic", ""),
                                  "source_position": h.get("source_position", ""), "bytes": len(m.value or b""),
-                                 "key": (m.key or b"").decode(errors="replace")})
+                                 "key": (m.key or b"").decode(errors="replace"),
+                                 "value": (m.value or b"")[:200].decode(errors="replace")})
     finally:
         await c.stop()
     return rows[:limit]
