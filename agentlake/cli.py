@@ -34,10 +34,16 @@ class UserError(Exception):
 
 
 def _settings() -> Settings:
+    from pydantic import ValidationError
+
     try:
         return get_settings()
-    except Exception as e:  # pydantic ValidationError, bad env values
-        raise UserError(f"bad settings in the environment: {str(e).splitlines()[0]}") from e
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise UserError(
+            f"bad setting AGENTLAKE_{field.upper()}={err.get('input')!r}: {err['msg']}"
+        ) from e
 
 
 def _print_json(data: Any) -> None:
@@ -282,7 +288,7 @@ def main() -> None:
     try:
         app()
     except (UserError, StackError, ClickHouseError) as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {e}", soft_wrap=True, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     sink_batch_size: int = 5000
     sink_batch_ms: int = 200
     live_scores: bool = True
+    stream_batch_size: int = 2000
+    stream_batch_ms: int = 50
 
     @cached_property
     def bootstrap_servers(self) -> str:

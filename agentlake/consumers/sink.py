@@ -39,6 +39,8 @@ class SinkStats:
     dead_letters: int = 0
     vectors: int = 0
     last_lag: int = 0
+    # produced -> row written, in ms, per trajectory event (only with track_latency=True)
+    latencies_ms: list[float] = field(default_factory=list)
 
 
 class Projector:
@@ -48,10 +50,19 @@ class Projector:
         settings: where Kafka, ClickHouse and Milvus are.
         milvus: also maintain the vector index of finished trajectories.
         group_id: Kafka consumer group (offsets are this group's).
+        track_latency: record, per event, the time from production to its row being written.
     """
 
-    def __init__(self, settings: Settings, *, milvus: bool = True, group_id: str = "agentlake-sink") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        milvus: bool = True,
+        group_id: str = "agentlake-sink",
+        track_latency: bool = False,
+    ) -> None:
         self.settings = settings
+        self.track_latency = track_latency
         self.group_id = settings.topic(group_id)
         self.with_milvus = milvus
         self.stats = SinkStats()
@@ -144,6 +155,11 @@ class Projector:
             counts = await asyncio.to_thread(self._writer.write, located, token)
             for k, v in counts.items():
                 self.stats.rows[k] = self.stats.rows.get(k, 0) + v
+        if self.track_latency and located:
+            now = time.time() * 1e6
+            self.stats.latencies_ms.extend(
+                (now - ev.ts_us) / 1000 for ev, topic, _, _ in located if not isinstance(ev, RewardScored)
+            )
         if self._index is not None and rewards:
             self.stats.vectors += await asyncio.to_thread(self._index.upsert, rewards)
         await self._consumer.commit()

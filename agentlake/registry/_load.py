@@ -118,7 +118,7 @@ def parse_registry(data: Any, source: str, known_servers: Iterable[ServerSpec] =
             raise RegistryError(source, f"expected a mapping with {_LAYOUTS}", document)
         if "kind" in doc:
             kind = doc["kind"]
-            if kind not in _MODELS:
+            if not isinstance(kind, str) or kind not in _MODELS:
                 reason = f"must be 'agent' or 'server' (got {kind!r})"
                 raise RegistryError(source, reason, _at(document, "kind"))
             body = {k: v for k, v in doc.items() if k != "kind"}
@@ -174,7 +174,7 @@ def spec_from_dict(kind: str, data: Any, source: str = "spec") -> Spec:
     Raises:
         RegistryError: unknown kind or invalid data.
     """
-    if kind not in _MODELS:
+    if not isinstance(kind, str) or kind not in _MODELS:
         raise RegistryError(source, f"unknown spec kind {kind!r}: use 'agent' or 'server'")
     return _validate(kind, data, source)
 

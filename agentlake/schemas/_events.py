@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import time
-import uuid
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,7 +24,8 @@ def now_us() -> int:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex chars (what uuid4().hex gives, without the object)."""
+    return os.urandom(16).hex()
 
 
 def new_trace_id() -> str:
@@ -34,6 +34,17 @@ def new_trace_id() -> str:
 
 def new_span_id() -> str:
     return os.urandom(8).hex()
+
+
+def bounded(value: Any, limit: int) -> dict[str, Any]:
+    """The Avro form of a `Payload` (the SDK's hot path skips the pydantic object)."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str, separators=(",", ":"))
+    raw = text.encode("utf-8")
+    digest = hashlib.sha256(raw).hexdigest()
+    if len(raw) <= limit:
+        return {"json": text, "truncated": False, "size": len(raw), "sha256": digest}
+    cut = raw[:limit].decode("utf-8", errors="ignore")
+    return {"json": cut, "truncated": True, "size": len(raw), "sha256": digest}
 
 
 class Payload(BaseModel):
@@ -53,13 +64,7 @@ class Payload(BaseModel):
         `size` and `sha256` always describe the full serialization, so a truncated
         payload can still be matched against the original.
         """
-        text = value if isinstance(value, str) else json.dumps(value, default=str, separators=(",", ":"))
-        raw = text.encode("utf-8")
-        digest = hashlib.sha256(raw).hexdigest()
-        if len(raw) <= limit:
-            return cls(json=text, truncated=False, size=len(raw), sha256=digest)
-        cut = raw[:limit].decode("utf-8", errors="ignore")
-        return cls(json=cut, truncated=True, size=len(raw), sha256=digest)
+        return cls.model_validate(bounded(value, limit))
 
     def value(self) -> Any:
         """The payload parsed back, or the raw (possibly truncated) text when it is not JSON."""

@@ -20,7 +20,8 @@ import uuid
 from types import TracebackType
 from typing import Any
 
-from agentlake.schemas import Payload, codec, new_id, new_span_id, new_trace_id, now_us
+from agentlake.schemas import codec, new_id, new_span_id, new_trace_id, now_us
+from agentlake.schemas._events import bounded
 from agentlake.sdk._emitter import Emitter, KafkaEmitter
 from agentlake.settings import Settings, get_settings
 
@@ -214,7 +215,7 @@ class Trajectory:
         fields: dict[str, Any],
         *,
         span_id: str | None = None,
-        parent: str | None | bool = True,
+        parent: str | bool | None = True,
     ) -> None:
         with self._lock:
             seq = next(self._seq)
@@ -270,11 +271,11 @@ class ToolCall:
         self.span_id = new_span_id()
         self.done = False
         self._t0 = time.perf_counter()
-        args = Payload.of(arguments, trajectory.tracer.max_payload)
+        args = bounded(arguments, trajectory.tracer.max_payload)
         trajectory._emit(
             "ToolCallRequested",
             "agent.tool_calls",
-            {"call_id": self.call_id, "server_id": server_id, "tool": tool, "arguments": args.to_avro()},
+            {"call_id": self.call_id, "server_id": server_id, "tool": tool, "arguments": args},
             span_id=self.span_id,
         )
 
@@ -299,7 +300,7 @@ class ToolCall:
             return
         self.done = True
         latency_ms = (time.perf_counter() - self._t0) * 1000
-        res = Payload.of(value, self.trajectory.tracer.max_payload).to_avro()
+        res = bounded(value, self.trajectory.tracer.max_payload)
         self.trajectory._emit(
             "ToolCallCompleted",
             "agent.tool_calls",

@@ -192,7 +192,10 @@ def wilson_interval(c: int, n: int, confidence: float = 0.95) -> Interval:
     denom = 1 + z2 / n
     center = (p + z2 / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return Interval(low=max(0.0, center - half), high=min(1.0, center + half))
+    # at c = 0 (c = n) the lower (upper) bound is exactly 0 (1); avoid float residue
+    low = 0.0 if c == 0 else max(0.0, center - half)
+    high = 1.0 if c == n else min(1.0, center + half)
+    return Interval(low=low, high=high)
 
 
 class ScenarioMetrics(_Frozen):
@@ -274,7 +277,7 @@ def suite_metrics(
     *,
     reward_totals: Sequence[float] = (),
     reward_components: Sequence[Mapping[str, float | None]] = (),
-    tool_calls: Sequence[int] = (),
+    tool_calls: Sequence[float] = (),
     n_resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
@@ -293,8 +296,8 @@ def suite_metrics(
       trials within each drawn scenario with replacement (the resampled success
       count is Binomial(n, c/n), which is what drawing n trials with replacement
       gives), recomputes each scenario's pass^k / pass@k exactly and averages
-      them like the point estimate. The interval is the (α/2, 1 − α/2) quantile
-      pair of the replicates, α = 1 − confidence. A replicate in which no drawn
+      them like the point estimate. The interval is the (alpha/2, 1 - alpha/2) quantile
+      pair of the replicates, alpha = 1 - confidence. A replicate in which no drawn
       scenario has n ≥ k is left out for that k. Scenarios are taken in sorted
       id order and numpy's PCG64 is seeded with ``seed``, so the result is
       deterministic for a given seed (and numpy version).
@@ -415,7 +418,9 @@ Bound = Literal["min", "max", "max_drop", "max_increase"]
 _BOUNDS: tuple[Bound, ...] = ("min", "max", "max_drop", "max_increase")
 _PASS_NAME = re.compile(r"(pass_hat|pass_at)_(k|[1-9][0-9]*)")
 _REWARD_NAME = re.compile(r"reward(\.[A-Za-z0-9_\-]+)?")
-_METRIC_HELP = "use pass_hat_<k>, pass_hat_k, pass_at_<k>, pass_at_k, reward, reward.<component> or tool_calls"
+_METRIC_HELP = (
+    "use pass_hat_<k>, pass_hat_k, pass_at_<k>, pass_at_k, reward, reward.<component> or tool_calls"
+)
 
 
 class Threshold(_Frozen):

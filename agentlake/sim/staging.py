@@ -82,7 +82,10 @@ from pydantic import (
 
 __all__ = [
     "ERROR_KIND_KEY",
+    "HTTP_STATUS_KEY",
     "INJECTED_KEY",
+    "MALFORMED_TEXT",
+    "REPLAY_KEY",
     "Behaviour",
     "CallRecord",
     "Faults",
@@ -100,6 +103,7 @@ __all__ = [
     "argument_similarity",
     "import_handler",
     "load_staging_spec",
+    "serve_asgi",
     "serve_http",
     "serve_stdio",
     "tools_from_specs",
@@ -114,7 +118,10 @@ INJECTED_KEY = "agentlake/injected"
 """Result meta key set to True when the failure comes from staging, not from the agent."""
 
 REPLAY_KEY = "agentlake/replay"
+"""Result meta key of a replayed answer: ``{"exact": bool, "similarity": float}``."""
+
 HTTP_STATUS_KEY = "agentlake/http_status"
+"""Result meta key with the HTTP status of a forwarded call."""
 
 MALFORMED_TEXT = '{"status": "ok", "data": {"items": [{"id": 1, "name": "wid'
 """What a ``malformed`` fault returns: truncated JSON, as from a dropped connection."""
@@ -991,11 +998,11 @@ class _EmbeddedUvicorn(uvicorn.Server):
 
 @dataclass
 class HttpHandle:
-    """A staging server served over streamable HTTP by `serve_http`.
+    """A server running under uvicorn, from `serve_http` or `serve_asgi`.
 
     Attributes:
-        url: the MCP endpoint, e.g. ``http://127.0.0.1:54321/mcp``; pass it to
-            ``mcp.Client(url)``.
+        url: for `serve_http` the MCP endpoint (``http://127.0.0.1:54321/mcp``, pass
+            it to ``mcp.Client(url)``); for `serve_asgi` the base URL.
     """
 
     url: str
@@ -1035,15 +1042,39 @@ async def serve_http(
         path: the MCP endpoint path.
 
     Returns:
-        The handle, with the endpoint `url` and `close()`.
+        The handle; its `url` is the MCP endpoint, e.g. ``http://127.0.0.1:54321/mcp``.
 
     Raises:
         ValueError: `host` is not a loopback address.
         OSError: the port cannot be bound.
     """
-    if host not in _LOOPBACK:
-        raise ValueError(f"staging servers listen on loopback only (127.0.0.1, localhost, ::1), not {host!r}")
-    address = _LOOPBACK[host]
+    address = _loopback(host)
+    app = _lowlevel(server).streamable_http_app(streamable_http_path=path, host=address)
+    handle = await serve_asgi(app, address, port)
+    handle.url += path
+    return handle
+
+
+async def serve_asgi(app: Any, host: str = "127.0.0.1", port: int = 0) -> HttpHandle:
+    """Serve any ASGI app with uvicorn on loopback, e.g. a sandbox API for `ForwardBehaviour`.
+
+    Runs as a task of the current asyncio loop (without touching signal handlers)
+    and returns once the socket is listening.
+
+    Args:
+        app: the ASGI application; its lifespan is run.
+        host: ``127.0.0.1`` (default), ``localhost`` or ``::1``.
+        port: TCP port; 0 picks a free one.
+
+    Returns:
+        The handle; its `url` is the base URL, e.g. ``http://127.0.0.1:54321``.
+
+    Raises:
+        ValueError: `host` is not a loopback address.
+        OSError: the port cannot be bound.
+        RuntimeError: the app's lifespan startup failed.
+    """
+    address = _loopback(host)
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -1053,7 +1084,6 @@ async def serve_http(
         sock.close()
         raise
     bound_port = sock.getsockname()[1]
-    app = _lowlevel(server).streamable_http_app(streamable_http_path=path, host=address)
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
     embedded = _EmbeddedUvicorn(config)
 
@@ -1061,7 +1091,7 @@ async def serve_http(
         try:
             await embedded.serve(sockets=[sock])
         except SystemExit as e:  # uvicorn exits the process when startup fails
-            raise RuntimeError(f"staging HTTP server on port {bound_port} failed to start") from e
+            raise RuntimeError(f"HTTP server on port {bound_port} failed to start") from e
         finally:
             sock.close()
 
@@ -1069,10 +1099,16 @@ async def serve_http(
     while not embedded.started:
         if task.done():
             await task
-            raise RuntimeError(f"staging HTTP server on port {bound_port} stopped during startup")
+            raise RuntimeError(f"HTTP server on port {bound_port} stopped during startup")
         await asyncio.sleep(0.005)
     netloc = f"[{address}]" if family == socket.AF_INET6 else address
-    return HttpHandle(url=f"http://{netloc}:{bound_port}{path}", _uvicorn=embedded, _task=task)
+    return HttpHandle(url=f"http://{netloc}:{bound_port}", _uvicorn=embedded, _task=task)
+
+
+def _loopback(host: str) -> str:
+    if host not in _LOOPBACK:
+        raise ValueError(f"staging servers listen on loopback only (127.0.0.1, localhost, ::1), not {host!r}")
+    return _LOOPBACK[host]
 
 
 # ---------------------------------------------------------------------------

@@ -10,9 +10,11 @@ by ``trajectory_id`` so one worker sees a whole trajectory.
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any
 
 import faust
+from faust.streams import _current_event
 
 from agentlake.settings import Settings
 from agentlake.streams.processor import Output, RewardProcessor, RulesLookup, default_rules
@@ -72,19 +74,35 @@ def create_app(
 
     @app.agent(source, name="score")
     async def score(stream: Any) -> Any:
-        async for event in stream.events():
-            msg = event.message
-            key = msg.key
-            pos = f"{msg.partition}:{msg.offset}"
-            state = table.get(key) if key is not None else None
-            res = processor.process(state, msg.topic, key, msg.value, pos)
-            if res.changed and key is not None:
-                table[key] = res.state
-            for out in res.outputs:
+        # Batches amortise faust's per-event cost: each trajectory's state is read once
+        # and written (one changelog record) once per batch instead of once per event.
+        # `take_events` acks a batch only after this body has processed it.
+        async for batch in stream.take_events(settings.stream_batch_size, within=settings.stream_batch_ms / 1000):
+            changed: dict[bytes, tuple[Any, Any]] = {}
+            outputs: list[Output] = []
+            for event in batch:
+                msg = event.message
+                key = msg.key
+                pos = f"{msg.partition}:{msg.offset}"
+                if key is not None and key in changed:
+                    state = changed[key][0]
+                else:
+                    state = table.get(key) if key is not None else None
+                res = processor.process(state, msg.topic, key, msg.value, pos)
+                if res.changed and key is not None:
+                    changed[key] = (res.state, event)
+                for out in res.outputs:
+                    outputs.append(out)
+                    if out.topic.endswith(".dlq"):
+                        log.warning("dead letter from %s@%s: %s", msg.topic, pos, dict(out.headers).get("reason"))
+            for key, (state, event) in changed.items():
+                # The changelog partition is the source partition of the *current* event;
+                # make it the key's own event (all of a key's events share a partition).
+                _current_event.set(weakref.ref(event))
+                table[key] = state
+            for out in outputs:
                 await app.emit(out)  # type: ignore[attr-defined]
-                if out.topic.endswith(".dlq"):
-                    log.warning("dead letter from %s@%s: %s", msg.topic, pos, dict(out.headers).get("reason"))
-            yield len(res.outputs)
+            yield len(outputs)
 
     app.processor = processor  # type: ignore[attr-defined]  # for tests and introspection
     app.score_agent = score  # type: ignore[attr-defined]

@@ -1,0 +1,209 @@
+"""AgentLake backbone benchmark. Not a test: it measures and prints a table.
+
+    .venv/bin/python bench/run.py [--events 200000] [--rate 10000] [--seconds 20]
+
+Starts its own stack in a temporary data dir (a real broker, the stream worker),
+then measures:
+1. SDK encode+enqueue rate (what an agent pays per event), one core.
+2. SDK produce rate to Kafka: events acknowledged by the broker per second.
+3. End to end at a steady load: events/s written to ClickHouse by the sink,
+   produced -> row visible latency (p50/p99), reward lag, and the stream
+   worker's CPU per 1k events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agentlake import stack  # noqa: E402
+from agentlake.cli import quiet_logs  # noqa: E402
+from agentlake.consumers import Projector  # noqa: E402
+from agentlake.projections.clickhouse import query  # noqa: E402
+from agentlake.sdk import KafkaEmitter, MemoryEmitter, Tracer  # noqa: E402
+from agentlake.settings import Settings  # noqa: E402
+
+console = Console()
+
+
+class NullEmitter(MemoryEmitter):
+    def emit(self, topic: str, key: bytes, value: bytes) -> None:
+        pass
+
+
+def one_trajectory(tracer: Tracer, i: int, run_id: str) -> int:
+    """A 10-event trajectory: start, plan, 3 tool calls (request+completion), final, end."""
+    with tracer.trajectory(f"refund order {i}", run_id=run_id, expected_tool_calls=3) as t:
+        t.step("plan", "look the order up, then refund it")
+        for j in range(3):
+            with t.tool_call("shop", "get_order", {"order_id": i, "j": j}) as c:
+                c.result({"order_id": i, "status": "delivered", "total": 12.5})
+        t.step("final", "refunded", tokens_in=100, tokens_out=20)
+        t.end("success", final_answer="refunded")
+    return 10
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().split(")")[-1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(parts[11]) + int(parts[12])) / ticks
+
+
+def percentile(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    ys = sorted(xs)
+    return ys[min(len(ys) - 1, int(q * len(ys)))]
+
+
+def bench_sdk_encode(settings: Settings, n_traj: int) -> float:
+    tracer = Tracer("bench", "1", emitter=NullEmitter(), settings=settings)
+    t0 = time.perf_counter()
+    events = sum(one_trajectory(tracer, i, "enc") for i in range(n_traj))
+    return events / (time.perf_counter() - t0)
+
+
+def bench_sdk_produce(settings: Settings, n_traj: int) -> tuple[float, float]:
+    em = KafkaEmitter(settings.bootstrap_servers, settings.spill_dir / "bench", max_queue=10_000_000)
+    tracer = Tracer("bench", "1", emitter=em, settings=settings)
+    t0 = time.perf_counter()
+    events = sum(one_trajectory(tracer, i, "produce") for i in range(n_traj))
+    enqueue = events / (time.perf_counter() - t0)
+    assert em.flush(300)
+    acked = events / (time.perf_counter() - t0)
+    em.close(10)
+    return enqueue, acked
+
+
+async def bench_end_to_end(settings: Settings, rate: int, seconds: float) -> dict[str, Any]:
+    run_id = f"e2e-{uuid.uuid4().hex[:6]}"
+    worker_pid = stack.worker_proc(settings, "streams").pid()
+    assert worker_pid is not None
+    projector = Projector(settings, milvus=False, group_id=f"bench-{run_id}", track_latency=True)
+    await projector.start()
+    await projector.catch_up(120)  # start from the end of what earlier stages produced
+    projector.stats.latencies_ms.clear()
+    em = KafkaEmitter(settings.bootstrap_servers, settings.spill_dir / "e2e", max_queue=10_000_000)
+    tracer = Tracer("bench", "1", emitter=em, settings=settings)
+    cpu0 = cpu_seconds(worker_pid)
+    sent = 0
+    stop = asyncio.Event()
+
+    def produce() -> None:
+        nonlocal sent
+        t0 = time.perf_counter()
+        i = 0
+        while time.perf_counter() - t0 < seconds:
+            target = (time.perf_counter() - t0) * rate
+            while sent < target:
+                sent += one_trajectory(tracer, i, run_id)
+                i += 1
+            time.sleep(0.002)
+        em.flush(120)
+        stop.set()
+
+    t0 = time.perf_counter()
+    prod = asyncio.create_task(asyncio.to_thread(produce))
+    written_at_stop = None
+    while True:
+        await projector.step(50)
+        if stop.is_set() and written_at_stop is None:
+            written_at_stop = len(projector.stats.latencies_ms)
+        if stop.is_set() and len(projector.stats.latencies_ms) >= sent:
+            break
+        if time.perf_counter() - t0 > seconds + 300:
+            break
+    await prod
+    elapsed = time.perf_counter() - t0
+    lat = projector.stats.latencies_ms
+    # rewards: wait until every trajectory is scored, then read the lag from ClickHouse
+    n_traj = sent // 10
+
+    def scored() -> int:
+        r = query(projector.clickhouse, "SELECT count() AS n FROM rewards FINAL WHERE is_final=1 AND run_id={r:String}",
+                  {"r": run_id})
+        return int(r[0]["n"])
+
+    deadline = time.monotonic() + 300
+    while await asyncio.to_thread(scored) < n_traj and time.monotonic() < deadline:
+        await projector.step(100)
+    cpu = cpu_seconds(worker_pid) - cpu0
+    reward_lag = query(
+        projector.clickhouse,
+        "SELECT quantile(0.5)(d) AS p50, quantile(0.99)(d) AS p99 FROM ("
+        " SELECT dateDiff('millisecond', t.ended_at, r.scored_at) AS d FROM rewards AS r FINAL"
+        " JOIN (SELECT trajectory_id, max(ended_at) AS ended_at FROM trajectories GROUP BY trajectory_id) AS t"
+        " USING trajectory_id WHERE r.is_final = 1 AND r.run_id = {r:String})",
+        {"r": run_id},
+    )[0]
+    await projector.stop()
+    em.close(5)
+    return {
+        "offered_rate": rate,
+        "events": sent,
+        "trajectories": n_traj,
+        "sink_events_per_s": len(lat) / elapsed,
+        "lag_p50_ms": percentile(lat, 0.50),
+        "lag_p99_ms": percentile(lat, 0.99),
+        "reward_lag_p50_ms": float(reward_lag["p50"]),
+        "reward_lag_p99_ms": float(reward_lag["p99"]),
+        "worker_cpu_ms_per_1k_events": 1000 * cpu / max(1, sent) * 1000,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trajectories", type=int, default=20_000, help="for the SDK stages (10 events each)")
+    ap.add_argument("--rate", type=int, default=10_000, help="offered load for the end-to-end stage, events/s")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = ap.parse_args()
+    quiet_logs()
+    home = Path(tempfile.mkdtemp(prefix="agentlake-bench-"))
+    os.environ["AGENTLAKE_HOME"] = str(home)
+    os.environ.setdefault("AGENTLAKE_KAFKA_PORT", "19192")
+    os.environ["AGENTLAKE_LIVE_SCORES"] = "false"
+    settings = Settings()
+    console.log(f"stack in {home}")
+    stack.up(settings, workers=True)
+    try:
+        results: dict[str, Any] = {"machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"}
+        console.log("SDK encode")
+        results["sdk_encode_events_per_s"] = bench_sdk_encode(settings, args.trajectories)
+        console.log("SDK produce")
+        enq, acked = bench_sdk_produce(settings, args.trajectories)
+        results["sdk_enqueue_events_per_s"] = enq
+        results["sdk_acked_events_per_s"] = acked
+        console.log(f"end to end at {args.rate} events/s for {args.seconds}s")
+        results.update(asyncio.run(bench_end_to_end(settings, args.rate, args.seconds)))
+    finally:
+        stack.down(settings)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    t = Table(title=f"AgentLake backbone ({results['machine']})")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    for k, v in results.items():
+        t.add_row(k, f"{v:,.1f}" if isinstance(v, float) else str(v))
+    console.print(t)
+
+
+if __name__ == "__main__":
+    main()
