@@ -8,5 +8,13 @@ The public surface for agent code is the SDK::
 from agentlake.sdk import KafkaEmitter, MemoryEmitter, TracedSession, Tracer, Trajectory
 from agentlake.settings import Settings, get_settings
 
-__all__ = ["KafkaEmitter", "MemoryEmitter", "Settings", "TracedSession", "Tracer", "Trajectory", "get_settings"]
+__all__ = [
+    "KafkaEmitter",
+    "MemoryEmitter",
+    "Settings",
+    "TracedSession",
+    "Tracer",
+    "Trajectory",
+    "get_settings",
+]
 __version__ = "0.1.0"

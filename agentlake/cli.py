@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -23,6 +24,10 @@ app = typer.Typer(
 )
 worker_app = typer.Typer(help="Long-running workers.", no_args_is_help=True)
 app.add_typer(worker_app, name="worker")
+registry_app = typer.Typer(
+    help="Agents and MCP servers: declared in YAML, kept on the log.", no_args_is_help=True
+)
+app.add_typer(registry_app, name="registry")
 console = Console(stderr=True)
 out = Console()
 
@@ -41,9 +46,7 @@ def _settings() -> Settings:
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
-        raise UserError(
-            f"bad setting AGENTLAKE_{field.upper()}={err.get('input')!r}: {err['msg']}"
-        ) from e
+        raise UserError(f"bad setting AGENTLAKE_{field.upper()}={err.get('input')!r}: {err['msg']}") from e
 
 
 def _print_json(data: Any) -> None:
@@ -112,17 +115,28 @@ def demo(
     if as_json:
         _print_json(result)
         return
-    render_summary(result["agents"], f"run {result['run_id']}: {result['trajectories']} trajectories "
-                   f"({result['events_emitted']} events) in {result['seconds_total']}s")
+    render_summary(
+        result["agents"],
+        f"run {result['run_id']}: {result['trajectories']} trajectories "
+        f"({result['events_emitted']} events) in {result['seconds_total']}s",
+    )
     t = Table(title=f"nearest past trajectories to: {result['query']!r} (Milvus)")
     for col in ("score", "agent", "outcome", "reward", "task", "tools"):
         t.add_column(col)
     for n in result["nearest"]:
-        t.add_row(f"{n['score']:.3f}", f"{n['agent_id']}@{n['agent_version']}", n["outcome"], f"{n['reward']:.2f}",
-                  n["task"], " → ".join(n["tool_sequence"]))
+        t.add_row(
+            f"{n['score']:.3f}",
+            f"{n['agent_id']}@{n['agent_version']}",
+            n["outcome"],
+            f"{n['reward']:.2f}",
+            n["task"],
+            " → ".join(n["tool_sequence"]),
+        )
     out.print(t)
     if not result["caught_up"]:
-        raise UserError("the projections did not catch up in time: is the stream worker running? (agentlake status)")
+        raise UserError(
+            "the projections did not catch up in time: is the stream worker running? (agentlake status)"
+        )
 
 
 def render_summary(rows: list[dict[str, Any]], title: str) -> None:
@@ -132,8 +146,11 @@ def render_summary(rows: list[dict[str, Any]], title: str) -> None:
         t.add_column(col, justify="right")
     for r in rows:
         t.add_row(
-            f"{r['agent_id']}@{r['agent_version']}", str(r["trajectories"]), f"{r['success_rate']:.0%}",
-            f"{r['mean_total']:.3f}", f"{r['tool_calls_per_task']:.2f}",
+            f"{r['agent_id']}@{r['agent_version']}",
+            str(r["trajectories"]),
+            f"{r['success_rate']:.0%}",
+            f"{r['mean_total']:.3f}",
+            f"{r['tool_calls_per_task']:.2f}",
         )
     out.print(t)
     comps = sorted({c for r in rows for c in r["components"]})
@@ -158,7 +175,9 @@ def report(
     """Per agent and version: trajectories, success rate, reward components (from ClickHouse)."""
     from agentlake.projections.clickhouse import agent_summary
 
-    rows = asyncio.run(_with_projections(lambda ch: agent_summary(ch, run_id=run_id, tenant=tenant), catch_up))
+    rows = asyncio.run(
+        _with_projections(lambda ch: agent_summary(ch, run_id=run_id, tenant=tenant), catch_up)
+    )
     if as_json:
         _print_json(rows)
     else:
@@ -167,7 +186,9 @@ def report(
 
 @app.command()
 def sql(
-    statement: str = typer.Argument(..., help="a SELECT over events, trajectories, steps, tool_calls, rewards, ..."),
+    statement: str = typer.Argument(
+        ..., help="a SELECT over events, trajectories, steps, tool_calls, rewards, ..."
+    ),
     catch_up: bool = typer.Option(False, help="project what the log holds before reading"),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -220,11 +241,18 @@ def dlq(
     out.print(t)
 
 
-async def read_dead_letters(s: Settings, topic: str, limit: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+async def read_dead_letters(
+    s: Settings, topic: str, limit: int, timeout: float = 5.0
+) -> list[dict[str, Any]]:
     from aiokafka import AIOKafkaConsumer
 
-    c = AIOKafkaConsumer(s.topic(topic), bootstrap_servers=s.bootstrap_servers, auto_offset_reset="earliest",
-                         enable_auto_commit=False, group_id=None)
+    c = AIOKafkaConsumer(
+        s.topic(topic),
+        bootstrap_servers=s.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
     await c.start()
     rows: list[dict[str, Any]] = []
     try:
@@ -236,11 +264,19 @@ async def read_dead_letters(s: Settings, topic: str, limit: int, timeout: float 
             for msgs in batch.values():
                 for m in msgs:
                     h = {k: v.decode(errors="replace") for k, v in (m.headers or [])}
-                    rows.append({"offset": m.offset, "partition": m.partition, "reason": h.get("reason", ""),
-                                 "detail": h.get("detail", ""), "source_topic": h.get("source_topic", ""),
-                                 "source_position": h.get("source_position", ""), "bytes": len(m.value or b""),
-                                 "key": (m.key or b"").decode(errors="replace"),
-                                 "value": (m.value or b"")[:200].decode(errors="replace")})
+                    rows.append(
+                        {
+                            "offset": m.offset,
+                            "partition": m.partition,
+                            "reason": h.get("reason", ""),
+                            "detail": h.get("detail", ""),
+                            "source_topic": h.get("source_topic", ""),
+                            "source_position": h.get("source_position", ""),
+                            "bytes": len(m.value or b""),
+                            "key": (m.key or b"").decode(errors="replace"),
+                            "value": (m.value or b"")[:200].decode(errors="replace"),
+                        }
+                    )
     finally:
         await c.stop()
     return rows[:limit]
@@ -256,11 +292,115 @@ def worker_streams(loglevel: str = typer.Option("info")) -> None:
 
 
 def _rules() -> Any:
-    try:
-        from agentlake.registry import rules_lookup
-    except ImportError:
-        return None
+    from agentlake.registry import rules_lookup
+
     return rules_lookup(_settings())
+
+
+# -- registry ------------------------------------------------------------------
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """`name@version` -> (name, version); `name` -> (name, None)."""
+    name, _, version = ref.partition("@")
+    if not name:
+        raise UserError(f"bad reference {ref!r}: expected NAME or NAME@VERSION")
+    return name, version or None
+
+
+@registry_app.command("apply")
+def registry_apply(
+    file: Path = typer.Argument(
+        ..., help="YAML with `agents:` and/or `servers:` (see examples/registry.yaml)"
+    ),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Validate a registry file and publish its specs to the registry topics."""
+    from agentlake.registry import RegistryError, apply_specs, load_registry_file, read_registry
+
+    s = _settings()
+    if not file.exists():
+        raise UserError(f"{file}: no such file")
+    known = asyncio.run(read_registry(s)).servers()
+    try:
+        specs = load_registry_file(file, known_servers=known)
+    except RegistryError as e:
+        raise UserError(str(e)) from e
+    n = asyncio.run(apply_specs(s, specs, source=str(file)))
+    refs = [f"{type(x).__name__.removesuffix('Spec').lower()} {x.id}@{x.version}" for x in specs]
+    if as_json:
+        _print_json({"applied": n, "specs": refs})
+    else:
+        console.print(f"applied {n} spec(s): " + ", ".join(refs))
+
+
+@registry_app.command("list")
+def registry_list(
+    kind: str = typer.Option("all", help="agent | server | all"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """List registered agents and MCP servers (every version)."""
+    from agentlake.registry import dump_spec, read_registry
+
+    if kind not in ("agent", "server", "all"):
+        raise UserError(f"--kind must be agent, server or all, not {kind!r}")
+    reg = asyncio.run(read_registry(_settings()))
+    rows: list[dict[str, Any]] = []
+    if kind in ("agent", "all"):
+        for a in reg.agents():
+            rows.append(
+                {
+                    "kind": "agent",
+                    "id": a.id,
+                    "version": a.version,
+                    "owner": a.owner,
+                    "tools": [f"{g.server}.{g.tool}" for g in a.tools],
+                    "objective": a.objective,
+                }
+            )
+    if kind in ("server", "all"):
+        for sv in reg.servers():
+            rows.append(
+                {
+                    "kind": "server",
+                    "id": sv.id,
+                    "version": sv.version,
+                    "owner": "",
+                    "tools": [t.name for t in sv.tools],
+                    "objective": sv.description,
+                }
+            )
+    if as_json:
+        _print_json(rows)
+        return
+    del dump_spec
+    t = Table(title="registry")
+    for c in ("kind", "id@version", "owner", "tools", "objective / description"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["kind"], f"{r['id']}@{r['version']}", r["owner"], ", ".join(r["tools"]), r["objective"])
+    out.print(t)
+
+
+@registry_app.command("show")
+def registry_show(
+    ref: str = typer.Argument(..., help="NAME or NAME@VERSION (latest version when omitted)"),
+    kind: str = typer.Option("agent", help="agent | server"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Show one spec as registered."""
+    from agentlake.registry import dump_spec, read_registry
+
+    name, version = split_ref(ref)
+    reg = asyncio.run(read_registry(_settings()))
+    spec = reg.agent(name, version) if kind == "agent" else reg.server(name, version)
+    if spec is None:
+        raise UserError(f"no {kind} {ref} in the registry (agentlake registry list)")
+    data = dump_spec(spec)
+    if as_json:
+        _print_json(data)
+    else:
+        import yaml
+
+        out.print(yaml.safe_dump(data, sort_keys=False), highlight=False)
 
 
 @worker_app.command("sink")

@@ -35,7 +35,9 @@ async def run_agents(
             for i, (task, initial) in enumerate(cases):
                 state.clear()
                 state.update(copy.deepcopy(initial))
-                async with tracer.trajectory(task, run_id=run_id, trial=0, seed=i, scenario_id=f"task-{i}") as t:
+                async with tracer.trajectory(
+                    task, run_id=run_id, trial=0, seed=i, scenario_id=f"task-{i}"
+                ) as t:
                     await agent(task, TracedSession(client, t, "shop"), t)
                 ids.append(t.trajectory_id)
                 if progress:

@@ -97,7 +97,9 @@ def kafka_libs(s: Settings, progress: Any = None) -> Path:
         return libs
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise StackError("Maven (`mvn`) is not on PATH: install it (apt-get install maven) or set KAFKA_BOOTSTRAP_SERVERS")
+        raise StackError(
+            "Maven (`mvn`) is not on PATH: install it (apt-get install maven) or set KAFKA_BOOTSTRAP_SERVERS"
+        )
     pom = Path(os.environ.get("AGENTLAKE_KAFKA_POM", REPO_ROOT / "infra" / "kafka" / "pom.xml"))
     if not pom.exists():
         raise StackError(f"{pom} not found: set AGENTLAKE_KAFKA_POM to infra/kafka/pom.xml of the repository")
@@ -105,11 +107,21 @@ def kafka_libs(s: Settings, progress: Any = None) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     if progress:
         progress(f"fetching Apache Kafka {s.kafka_version} from Maven Central (once)")
-    cmd = [mvn, "-q", "-B", "-f", str(pom), f"-Dkafka.version={s.kafka_version}",
-           "dependency:copy-dependencies", f"-DoutputDirectory={tmp}"]
+    cmd = [
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(pom),
+        f"-Dkafka.version={s.kafka_version}",
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={tmp}",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
-        raise StackError(f"mvn could not fetch Kafka {s.kafka_version}: {(r.stdout + r.stderr).strip()[-400:]}")
+        raise StackError(
+            f"mvn could not fetch Kafka {s.kafka_version}: {(r.stdout + r.stderr).strip()[-400:]}"
+        )
     libs.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(libs, ignore_errors=True)
     tmp.rename(libs)
@@ -117,9 +129,15 @@ def kafka_libs(s: Settings, progress: Any = None) -> Path:
 
 
 def _java() -> str:
-    java = str(Path(os.environ["JAVA_HOME"]) / "bin" / "java") if os.environ.get("JAVA_HOME") else shutil.which("java")
+    java = (
+        str(Path(os.environ["JAVA_HOME"]) / "bin" / "java")
+        if os.environ.get("JAVA_HOME")
+        else shutil.which("java")
+    )
     if not java:
-        raise StackError("Java 17+ is needed for the local Kafka broker: install openjdk-17 or set KAFKA_BOOTSTRAP_SERVERS")
+        raise StackError(
+            "Java 17+ is needed for the local Kafka broker: install openjdk-17 or set KAFKA_BOOTSTRAP_SERVERS"
+        )
     return java
 
 
@@ -170,9 +188,20 @@ def _format_storage(s: Settings, libs: Path, props: Path) -> None:
         return
     cluster_id = uuid.uuid4().hex[:22]
     r = subprocess.run(
-        [_java(), "-cp", f"{libs}/*", f"-Dlog4j.configuration=file:{props.parent / 'log4j.properties'}",
-         "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
-        capture_output=True, text=True,
+        [
+            _java(),
+            "-cp",
+            f"{libs}/*",
+            f"-Dlog4j.configuration=file:{props.parent / 'log4j.properties'}",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(props),
+        ],
+        capture_output=True,
+        text=True,
     )
     if r.returncode != 0:
         raise StackError(f"formatting Kafka storage failed: {(r.stdout + r.stderr).strip()[-400:]}")
@@ -195,10 +224,23 @@ def start_broker(s: Settings, progress: Any = None, timeout: float = 90.0) -> in
         progress(f"starting Kafka broker on 127.0.0.1:{s.kafka_port}")
     log = open(proc.log_file.with_suffix(".out"), "ab")  # noqa: SIM115 - handed to the child
     p = subprocess.Popen(
-        [_java(), f"-Xmx{s.kafka_heap}", f"-Xms{s.kafka_heap}", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
-         "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{props.parent / 'log4j.properties'}",
-         "-cp", f"{libs}/*", "kafka.Kafka", str(props)],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        [
+            _java(),
+            f"-Xmx{s.kafka_heap}",
+            f"-Xms{s.kafka_heap}",
+            "-XX:+UseG1GC",
+            "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{props.parent / 'log4j.properties'}",
+            "-cp",
+            f"{libs}/*",
+            "kafka.Kafka",
+            str(props),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     proc.pid_file.write_text(str(p.pid))
     deadline = time.monotonic() + timeout
@@ -250,7 +292,9 @@ async def ensure_topics(s: Settings) -> list[str]:
                 continue
             cfg = {"cleanup.policy": "compact"} if t.compacted else {}
             cfg.update(t.config)
-            new.append(NewTopic(name, num_partitions=s.topic_partitions, replication_factor=1, topic_configs=cfg))
+            new.append(
+                NewTopic(name, num_partitions=s.topic_partitions, replication_factor=1, topic_configs=cfg)
+            )
         if new:
             with contextlib.suppress(Exception):  # a concurrent `up` may have created some
                 await admin.create_topics(new)
@@ -272,7 +316,11 @@ def start_worker(s: Settings, name: str = "streams", extra_env: dict[str, str] |
     log = open(proc.log_file, "ab")  # noqa: SIM115
     p = subprocess.Popen(
         [sys.executable, "-m", "agentlake", "worker", name],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
     )
     proc.pid_file.write_text(str(p.pid))
     return p.pid

@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -31,12 +30,12 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agentlake import stack  # noqa: E402
-from agentlake.cli import quiet_logs  # noqa: E402
-from agentlake.consumers import Projector  # noqa: E402
-from agentlake.projections.clickhouse import query  # noqa: E402
-from agentlake.sdk import KafkaEmitter, MemoryEmitter, Tracer  # noqa: E402
-from agentlake.settings import Settings  # noqa: E402
+from agentlake import stack
+from agentlake.cli import quiet_logs
+from agentlake.consumers import Projector
+from agentlake.projections.clickhouse import query
+from agentlake.sdk import KafkaEmitter, MemoryEmitter, Tracer
+from agentlake.settings import Settings
 
 console = Console()
 
@@ -136,8 +135,11 @@ async def bench_end_to_end(settings: Settings, rate: int, seconds: float) -> dic
     n_traj = sent // 10
 
     def scored() -> int:
-        r = query(projector.clickhouse, "SELECT count() AS n FROM rewards FINAL WHERE is_final=1 AND run_id={r:String}",
-                  {"r": run_id})
+        r = query(
+            projector.clickhouse,
+            "SELECT count() AS n FROM rewards FINAL WHERE is_final=1 AND run_id={r:String}",
+            {"r": run_id},
+        )
         return int(r[0]["n"])
 
     deadline = time.monotonic() + 300
@@ -148,7 +150,8 @@ async def bench_end_to_end(settings: Settings, rate: int, seconds: float) -> dic
         projector.clickhouse,
         "SELECT quantile(0.5)(d) AS p50, quantile(0.99)(d) AS p99 FROM ("
         " SELECT dateDiff('millisecond', t.ended_at, r.scored_at) AS d FROM rewards AS r FINAL"
-        " JOIN (SELECT trajectory_id, max(ended_at) AS ended_at FROM trajectories GROUP BY trajectory_id) AS t"
+        " JOIN (SELECT trajectory_id, max(ended_at) AS ended_at FROM trajectories"
+        " GROUP BY trajectory_id) AS t"
         " USING trajectory_id WHERE r.is_final = 1 AND r.run_id = {r:String})",
         {"r": run_id},
     )[0]
@@ -170,7 +173,9 @@ async def bench_end_to_end(settings: Settings, rate: int, seconds: float) -> dic
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trajectories", type=int, default=20_000, help="for the SDK stages (10 events each)")
-    ap.add_argument("--rate", type=int, default=10_000, help="offered load for the end-to-end stage, events/s")
+    ap.add_argument(
+        "--rate", type=int, default=10_000, help="offered load for the end-to-end stage, events/s"
+    )
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args()
@@ -183,7 +188,9 @@ def main() -> None:
     console.log(f"stack in {home}")
     stack.up(settings, workers=True)
     try:
-        results: dict[str, Any] = {"machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"}
+        results: dict[str, Any] = {
+            "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+        }
         console.log("SDK encode")
         results["sdk_encode_events_per_s"] = bench_sdk_encode(settings, args.trajectories)
         console.log("SDK produce")

@@ -183,7 +183,9 @@ class Projector:
             self.stats.dead_letters += 1
         else:
             self.stats.skipped += 1
-        log.warning("malformed record %s@%s:%s (%s: %s)", msg.topic, msg.partition, msg.offset, reason, detail)
+        log.warning(
+            "malformed record %s@%s:%s (%s: %s)", msg.topic, msg.partition, msg.offset, reason, detail
+        )
 
     async def lag(self) -> int:
         """Records in the sink's topics not yet consumed by this projector."""
@@ -234,5 +236,7 @@ class Projector:
 async def run_sink(settings: Settings, *, milvus: bool = True) -> None:
     """`agentlake worker sink`: project until interrupted."""
     async with Projector(settings, milvus=milvus) as p:
-        log.info("sink consuming %s into ClickHouse%s", ", ".join(SINK_TOPICS), " and Milvus" if milvus else "")
+        log.info(
+            "sink consuming %s into ClickHouse%s", ", ".join(SINK_TOPICS), " and Milvus" if milvus else ""
+        )
         await p.run_forever()

@@ -51,9 +51,11 @@ DDL: tuple[str, ...] = (
         scenario_id {_AGG}(any, Nullable(String)), run_id {_AGG}(any, Nullable(String)),
         trial {_AGG}(any, Nullable(Int32)), seed {_AGG}(any, Nullable(Int64)),
         expected_tool_calls {_AGG}(any, Nullable(Int32)),
-        started_at {_AGG}(min, Nullable(DateTime64(6, 'UTC'))), ended_at {_AGG}(max, Nullable(DateTime64(6, 'UTC'))),
+        started_at {_AGG}(min, Nullable(DateTime64(6, 'UTC'))),
+        ended_at {_AGG}(max, Nullable(DateTime64(6, 'UTC'))),
         outcome {_AGG}(any, Nullable(String)), final_answer {_AGG}(any, Nullable(String)),
-        error {_AGG}(any, Nullable(String)), end_seq {_AGG}(max, Nullable(Int64)), trace_id {_AGG}(any, String)
+        error {_AGG}(any, Nullable(String)), end_seq {_AGG}(max, Nullable(Int64)),
+        trace_id {_AGG}(any, String)
     ) ENGINE = AggregatingMergeTree ORDER BY trajectory_id {_SETTINGS}""",
     f"""CREATE TABLE IF NOT EXISTS steps (
         trajectory_id String, seq Int64, event_id String,
@@ -171,60 +173,205 @@ class ClickHouseWriter:
                 continue
             if isinstance(ev, PolicyViolation):
                 out["policy_violations"].append(
-                    [ev.trajectory_id, ev.seq, ev.event_id, ev.tenant, ev.agent_id, ev.agent_version,
-                     _ts(ev.ts_us), ev.call_id, ev.server_id, ev.tool, ev.rule, ev.detail]
+                    [
+                        ev.trajectory_id,
+                        ev.seq,
+                        ev.event_id,
+                        ev.tenant,
+                        ev.agent_id,
+                        ev.agent_version,
+                        _ts(ev.ts_us),
+                        ev.call_id,
+                        ev.server_id,
+                        ev.tool,
+                        ev.rule,
+                        ev.detail,
+                    ]
                 )
                 continue
             body = ev.model_dump_json(by_alias=True)
             out["events"].append(
-                [ev.trajectory_id, ev.seq, ev.event_id, ev.record, ev.tenant, ev.agent_id, ev.agent_version,
-                 _ts(ev.ts_us), ev.trace_id, ev.span_id, ev.parent_span_id, topic, partition, offset, body]
+                [
+                    ev.trajectory_id,
+                    ev.seq,
+                    ev.event_id,
+                    ev.record,
+                    ev.tenant,
+                    ev.agent_id,
+                    ev.agent_version,
+                    _ts(ev.ts_us),
+                    ev.trace_id,
+                    ev.span_id,
+                    ev.parent_span_id,
+                    topic,
+                    partition,
+                    offset,
+                    body,
+                ]
             )
             base = [ev.trajectory_id]
             ident = [ev.tenant, ev.agent_id, ev.agent_version]
             if isinstance(ev, TrajectoryStarted):
                 out["trajectories"].append(
-                    [*base, *ident, ev.task, ev.user_id, ev.scenario_id, ev.run_id, ev.trial, ev.seed,
-                     ev.expected_tool_calls, _ts(ev.ts_us), None, None, None, None, None, ev.trace_id]
+                    [
+                        *base,
+                        *ident,
+                        ev.task,
+                        ev.user_id,
+                        ev.scenario_id,
+                        ev.run_id,
+                        ev.trial,
+                        ev.seed,
+                        ev.expected_tool_calls,
+                        _ts(ev.ts_us),
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        ev.trace_id,
+                    ]
                 )
             elif isinstance(ev, TrajectoryEnded):
                 out["trajectories"].append(
-                    [*base, *ident, None, None, None, None, None, None, None, None, _ts(ev.ts_us),
-                     ev.outcome, ev.final_answer, ev.error, ev.seq, ev.trace_id]
+                    [
+                        *base,
+                        *ident,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        _ts(ev.ts_us),
+                        ev.outcome,
+                        ev.final_answer,
+                        ev.error,
+                        ev.seq,
+                        ev.trace_id,
+                    ]
                 )
             elif isinstance(ev, AgentStep):
                 out["steps"].append(
-                    [*base, ev.seq, ev.event_id, *ident, _ts(ev.ts_us), ev.kind, ev.content,
-                     int(ev.content_truncated), ev.tokens_in, ev.tokens_out, ev.cost_usd, ev.span_id]
+                    [
+                        *base,
+                        ev.seq,
+                        ev.event_id,
+                        *ident,
+                        _ts(ev.ts_us),
+                        ev.kind,
+                        ev.content,
+                        int(ev.content_truncated),
+                        ev.tokens_in,
+                        ev.tokens_out,
+                        ev.cost_usd,
+                        ev.span_id,
+                    ]
                 )
             elif isinstance(ev, ToolCallRequested):
                 a = ev.arguments
                 out["tool_calls"].append(
-                    [*base, ev.call_id, *ident, ev.server_id, ev.tool, ev.seq, _ts(ev.ts_us), a.json_,
-                     int(a.truncated), a.sha256, None, None, None, None, None, None, None, None, None, None, None,
-                     ev.span_id]
+                    [
+                        *base,
+                        ev.call_id,
+                        *ident,
+                        ev.server_id,
+                        ev.tool,
+                        ev.seq,
+                        _ts(ev.ts_us),
+                        a.json_,
+                        int(a.truncated),
+                        a.sha256,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        ev.span_id,
+                    ]
                 )
             elif isinstance(ev, ToolCallCompleted):
                 r = ev.result
                 out["tool_calls"].append(
-                    [*base, ev.call_id, *ident, ev.server_id, ev.tool, None, None, None, None, None, ev.seq,
-                     _ts(ev.ts_us), r.json_, int(r.truncated), r.size, r.sha256, int(ev.is_error), ev.error,
-                     ev.error_kind, ev.latency_ms, ev.cost_usd, ev.span_id]
+                    [
+                        *base,
+                        ev.call_id,
+                        *ident,
+                        ev.server_id,
+                        ev.tool,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        ev.seq,
+                        _ts(ev.ts_us),
+                        r.json_,
+                        int(r.truncated),
+                        r.size,
+                        r.sha256,
+                        int(ev.is_error),
+                        ev.error,
+                        ev.error_kind,
+                        ev.latency_ms,
+                        ev.cost_usd,
+                        ev.span_id,
+                    ]
                 )
         return out
 
     def _reward(self, out: dict[str, list[list[Any]]], ev: RewardScored) -> None:
         version = ev.seq * 2 + (1 if ev.is_final else 0)
         out["rewards"].append(
-            [ev.trajectory_id, version, ev.event_id, int(ev.is_final), ev.tenant, ev.agent_id, ev.agent_version,
-             ev.reward_spec, ev.total, int(ev.success), ev.components, ev.weights, ev.metrics, ev.gates,
-             ev.failed_gates, ev.outcome, ev.task, ev.tool_sequence, ev.scenario_id, ev.run_id, ev.trial, ev.seed,
-             ev.flags, _ts(ev.ts_us)]
+            [
+                ev.trajectory_id,
+                version,
+                ev.event_id,
+                int(ev.is_final),
+                ev.tenant,
+                ev.agent_id,
+                ev.agent_version,
+                ev.reward_spec,
+                ev.total,
+                int(ev.success),
+                ev.components,
+                ev.weights,
+                ev.metrics,
+                ev.gates,
+                ev.failed_gates,
+                ev.outcome,
+                ev.task,
+                ev.tool_sequence,
+                ev.scenario_id,
+                ev.run_id,
+                ev.trial,
+                ev.seed,
+                ev.flags,
+                _ts(ev.ts_us),
+            ]
         )
         for name, value in ev.components.items():
             out["reward_components"].append(
-                [ev.trajectory_id, name, version, int(ev.is_final), ev.agent_id, ev.agent_version, ev.run_id,
-                 ev.scenario_id, value, ev.weights.get(name, 0.0)]
+                [
+                    ev.trajectory_id,
+                    name,
+                    version,
+                    int(ev.is_final),
+                    ev.agent_id,
+                    ev.agent_version,
+                    ev.run_id,
+                    ev.scenario_id,
+                    value,
+                    ev.weights.get(name, 0.0),
+                ]
             )
 
     def write(self, batch: Sequence[Located], token: str) -> dict[str, int]:
@@ -234,7 +381,9 @@ class ClickHouseWriter:
             if not rows:
                 continue
             self.client.insert(
-                table, rows, column_names=COLUMNS[table],
+                table,
+                rows,
+                column_names=COLUMNS[table],
                 settings={"insert_deduplication_token": f"{token}:{table}"},
             )
             counts[table] = len(rows)
@@ -242,24 +391,137 @@ class ClickHouseWriter:
 
 
 COLUMNS: dict[str, list[str]] = {
-    "events": ["trajectory_id", "seq", "event_id", "record", "tenant", "agent_id", "agent_version", "ts",
-               "trace_id", "span_id", "parent_span_id", "topic", "partition", "offset", "body"],
-    "trajectories": ["trajectory_id", "tenant", "agent_id", "agent_version", "task", "user_id", "scenario_id",
-                     "run_id", "trial", "seed", "expected_tool_calls", "started_at", "ended_at", "outcome",
-                     "final_answer", "error", "end_seq", "trace_id"],
-    "steps": ["trajectory_id", "seq", "event_id", "tenant", "agent_id", "agent_version", "ts", "kind", "content",
-              "content_truncated", "tokens_in", "tokens_out", "cost_usd", "span_id"],
-    "tool_calls": ["trajectory_id", "call_id", "tenant", "agent_id", "agent_version", "server_id", "tool",
-                   "request_seq", "requested_at", "arguments", "arguments_truncated", "arguments_sha256",
-                   "complete_seq", "completed_at", "result", "result_truncated", "result_size", "result_sha256",
-                   "is_error", "error", "error_kind", "latency_ms", "cost_usd", "span_id"],
-    "rewards": ["trajectory_id", "version", "event_id", "is_final", "tenant", "agent_id", "agent_version",
-                "reward_spec", "total", "success", "components", "weights", "metrics", "gates", "failed_gates",
-                "outcome", "task", "tool_sequence", "scenario_id", "run_id", "trial", "seed", "flags", "scored_at"],
-    "reward_components": ["trajectory_id", "component", "version", "is_final", "agent_id", "agent_version",
-                          "run_id", "scenario_id", "value", "weight"],
-    "policy_violations": ["trajectory_id", "seq", "event_id", "tenant", "agent_id", "agent_version", "ts",
-                          "call_id", "server_id", "tool", "rule", "detail"],
+    "events": [
+        "trajectory_id",
+        "seq",
+        "event_id",
+        "record",
+        "tenant",
+        "agent_id",
+        "agent_version",
+        "ts",
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "topic",
+        "partition",
+        "offset",
+        "body",
+    ],
+    "trajectories": [
+        "trajectory_id",
+        "tenant",
+        "agent_id",
+        "agent_version",
+        "task",
+        "user_id",
+        "scenario_id",
+        "run_id",
+        "trial",
+        "seed",
+        "expected_tool_calls",
+        "started_at",
+        "ended_at",
+        "outcome",
+        "final_answer",
+        "error",
+        "end_seq",
+        "trace_id",
+    ],
+    "steps": [
+        "trajectory_id",
+        "seq",
+        "event_id",
+        "tenant",
+        "agent_id",
+        "agent_version",
+        "ts",
+        "kind",
+        "content",
+        "content_truncated",
+        "tokens_in",
+        "tokens_out",
+        "cost_usd",
+        "span_id",
+    ],
+    "tool_calls": [
+        "trajectory_id",
+        "call_id",
+        "tenant",
+        "agent_id",
+        "agent_version",
+        "server_id",
+        "tool",
+        "request_seq",
+        "requested_at",
+        "arguments",
+        "arguments_truncated",
+        "arguments_sha256",
+        "complete_seq",
+        "completed_at",
+        "result",
+        "result_truncated",
+        "result_size",
+        "result_sha256",
+        "is_error",
+        "error",
+        "error_kind",
+        "latency_ms",
+        "cost_usd",
+        "span_id",
+    ],
+    "rewards": [
+        "trajectory_id",
+        "version",
+        "event_id",
+        "is_final",
+        "tenant",
+        "agent_id",
+        "agent_version",
+        "reward_spec",
+        "total",
+        "success",
+        "components",
+        "weights",
+        "metrics",
+        "gates",
+        "failed_gates",
+        "outcome",
+        "task",
+        "tool_sequence",
+        "scenario_id",
+        "run_id",
+        "trial",
+        "seed",
+        "flags",
+        "scored_at",
+    ],
+    "reward_components": [
+        "trajectory_id",
+        "component",
+        "version",
+        "is_final",
+        "agent_id",
+        "agent_version",
+        "run_id",
+        "scenario_id",
+        "value",
+        "weight",
+    ],
+    "policy_violations": [
+        "trajectory_id",
+        "seq",
+        "event_id",
+        "tenant",
+        "agent_id",
+        "agent_version",
+        "ts",
+        "call_id",
+        "server_id",
+        "tool",
+        "rule",
+        "detail",
+    ],
 }
 
 
@@ -271,10 +533,13 @@ def query(client: Any, sql: str, params: dict[str, Any] | None = None) -> list[d
 
 
 def jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return json.loads(json.dumps(rows, default=str))
+    out: list[dict[str, Any]] = json.loads(json.dumps(rows, default=str))
+    return out
 
 
-def agent_summary(client: Any, *, run_id: str | None = None, tenant: str | None = None) -> list[dict[str, Any]]:
+def agent_summary(
+    client: Any, *, run_id: str | None = None, tenant: str | None = None
+) -> list[dict[str, Any]]:
     """Per agent and version: trajectories, success rate, mean of each component, tool calls per task."""
     where = ["is_final = 1"]
     params: dict[str, Any] = {}
@@ -290,7 +555,7 @@ def agent_summary(client: Any, *, run_id: str | None = None, tenant: str | None 
                sumMap(components) AS comp_sum, sumMap(ones) AS comp_n
         FROM (SELECT agent_id, agent_version, success, total, metrics, components,
                      mapApply((k, v) -> (k, toUInt64(1)), components) AS ones
-              FROM rewards FINAL WHERE {' AND '.join(where)})
+              FROM rewards FINAL WHERE {" AND ".join(where)})
         GROUP BY agent_id, agent_version ORDER BY agent_id, agent_version
     """
     rows = query(client, sql, params)

@@ -34,7 +34,7 @@ def _normalize(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, dtype=np.float32)
     norms = np.linalg.norm(v, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return v / norms
+    return np.asarray(v / norms, dtype=np.float32)
 
 
 class WordLlamaEmbedder:
@@ -72,7 +72,8 @@ class SentenceTransformerEmbedder:
             from sentence_transformers import SentenceTransformer
         except ImportError as e:
             raise RuntimeError(
-                "AGENTLAKE_EMBEDDER=sentence-transformers:... needs `pip install agentlake[sentence-transformers]`"
+                "AGENTLAKE_EMBEDDER=sentence-transformers:... needs "
+                "`pip install agentlake[sentence-transformers]`"
             ) from e
         self._model = SentenceTransformer(model)
         self.dim = int(self._model.get_sentence_embedding_dimension())
@@ -121,8 +122,12 @@ def get_embedder(settings: Settings) -> Embedder:
         emb = SentenceTransformerEmbedder(arg or "all-MiniLM-L6-v2")
     elif kind == "openai":
         if not settings.embeddings_url:
-            raise RuntimeError("AGENTLAKE_EMBEDDER=openai:... needs OPENAI_BASE_URL (or AGENTLAKE_EMBEDDINGS_URL)")
-        emb = OpenAIEmbedder(arg or "text-embedding-3-small", settings.embeddings_url, settings.embeddings_api_key)
+            raise RuntimeError(
+                "AGENTLAKE_EMBEDDER=openai:... needs OPENAI_BASE_URL (or AGENTLAKE_EMBEDDINGS_URL)"
+            )
+        emb = OpenAIEmbedder(
+            arg or "text-embedding-3-small", settings.embeddings_url, settings.embeddings_api_key
+        )
     else:
         raise RuntimeError(
             f"AGENTLAKE_EMBEDDER={spec!r}: use wordllama, sentence-transformers:<model> or openai:<model>"

@@ -50,8 +50,18 @@ class Neighbor:
     scenario_id: str
 
 
-_FIELDS = ["task", "agent_id", "agent_version", "tenant", "outcome", "success", "reward", "tool_sequence",
-           "run_id", "scenario_id"]
+_FIELDS = [
+    "task",
+    "agent_id",
+    "agent_version",
+    "tenant",
+    "outcome",
+    "success",
+    "reward",
+    "tool_sequence",
+    "run_id",
+    "scenario_id",
+]
 
 
 class TrajectoryIndex:
@@ -75,7 +85,8 @@ class TrajectoryIndex:
                     if dim != self.embedder.dim:
                         raise RuntimeError(
                             f"Milvus collection {self.collection!r} holds {dim}-d vectors but the embedder "
-                            f"{self.embedder.name} gives {self.embedder.dim}-d: drop it and replay, or switch back"
+                            f"{self.embedder.name} gives {self.embedder.dim}-d: "
+                            "drop it and replay, or switch back"
                         )
             c.load_collection(self.collection)
             return
@@ -90,8 +101,12 @@ class TrajectoryIndex:
         schema.add_field("tool_sequence", DataType.VARCHAR, max_length=8192)
         schema.add_field("ended_us", DataType.INT64)
         index = c.prepare_index_params()
-        index.add_index(field_name="vector", index_type="HNSW", metric_type="COSINE",
-                        params={"M": 16, "efConstruction": 200})
+        index.add_index(
+            field_name="vector",
+            index_type="HNSW",
+            metric_type="COSINE",
+            params={"M": 16, "efConstruction": 200},
+        )
         c.create_collection(self.collection, schema=schema, index_params=index)
         c.load_collection(self.collection)
 
@@ -127,7 +142,11 @@ class TrajectoryIndex:
         """The `k` past trajectories whose task is closest to `task` (cosine)."""
         vec = self.embedder.embed([task])[0].tolist()
         res = self.client.search(
-            self.collection, [vec], limit=k, filter=filter, output_fields=_FIELDS,
+            self.collection,
+            [vec],
+            limit=k,
+            filter=filter,
+            output_fields=_FIELDS,
             search_params={"metric_type": "COSINE", "params": {"ef": max(64, k)}},
         )
         out = []
@@ -135,15 +154,24 @@ class TrajectoryIndex:
             e = hit["entity"]
             out.append(
                 Neighbor(
-                    trajectory_id=str(hit.get("trajectory_id", hit.get("id"))), score=float(hit["distance"]), task=e["task"], agent_id=e["agent_id"],
-                    agent_version=e["agent_version"], tenant=e["tenant"], outcome=e["outcome"],
-                    success=bool(e["success"]), reward=float(e["reward"]),
-                    tool_sequence=json.loads(e["tool_sequence"] or "[]"), run_id=e["run_id"],
+                    trajectory_id=str(hit.get("trajectory_id", hit.get("id"))),
+                    score=float(hit["distance"]),
+                    task=e["task"],
+                    agent_id=e["agent_id"],
+                    agent_version=e["agent_version"],
+                    tenant=e["tenant"],
+                    outcome=e["outcome"],
+                    success=bool(e["success"]),
+                    reward=float(e["reward"]),
+                    tool_sequence=json.loads(e["tool_sequence"] or "[]"),
+                    run_id=e["run_id"],
                     scenario_id=e["scenario_id"],
                 )
             )
         return out
 
     def count(self, filter: str = "") -> int:
-        res = self.client.query(self.collection, filter=filter or 'trajectory_id != ""', output_fields=["count(*)"])
+        res = self.client.query(
+            self.collection, filter=filter or 'trajectory_id != ""', output_fields=["count(*)"]
+        )
         return int(res[0]["count(*)"])

@@ -26,6 +26,14 @@ from agentlake.registry._models import (
 )
 from agentlake.registry._policy import OUT_OF_SCOPE, UNDECLARED_TOOL, ScopePolicy
 from agentlake.registry._registry import Registry
+from agentlake.registry._store import (
+    RegistryFollower,
+    apply_specs,
+    decode_spec,
+    encode_spec,
+    read_registry,
+    rules_lookup,
+)
 
 __all__ = [
     "OUT_OF_SCOPE",
@@ -33,6 +41,7 @@ __all__ = [
     "AgentSpec",
     "ArgConstraint",
     "Registry",
+    "RegistryFollower",
     "RegistryError",
     "ScopePolicy",
     "ServerSpec",
@@ -40,9 +49,14 @@ __all__ = [
     "SpecKind",
     "ToolGrant",
     "ToolSpec",
+    "apply_specs",
+    "decode_spec",
     "dump_spec",
+    "encode_spec",
     "load_registry_file",
     "parse_registry",
+    "read_registry",
+    "rules_lookup",
     "spec_from_dict",
     "spec_kind",
     "version_key",

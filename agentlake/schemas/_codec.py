@@ -18,7 +18,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 try:  # fastavro's compiled writer: ~2x faster than schemaless_writer's per-call set-up
-    from fastavro._write import write_data as _write_data
+    from fastavro._write import write_data as _write_data  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - pure-python fastavro builds
     _write_data = None
 

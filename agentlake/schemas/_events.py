@@ -212,6 +212,14 @@ class PolicyViolation(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.record: cls
-    for cls in (TrajectoryStarted, AgentStep, ToolCallRequested, ToolCallCompleted, TrajectoryEnded, RewardScored, PolicyViolation)
+    for cls in (
+        TrajectoryStarted,
+        AgentStep,
+        ToolCallRequested,
+        ToolCallCompleted,
+        TrajectoryEnded,
+        RewardScored,
+        PolicyViolation,
+    )
 }
 TRAJECTORY_TOPICS: tuple[str, ...] = ("agent.trajectories", "agent.steps", "agent.tool_calls")

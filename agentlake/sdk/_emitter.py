@@ -188,7 +188,7 @@ class KafkaEmitter:
                     await self._wait_for_work()
                     continue
                 await self._send(producer, batch)
-            except Exception as e:  # noqa: BLE001 - events are on disk; reconnect
+            except Exception as e:
                 log.warning("kafka send failed (%s); spilling and reconnecting", e)
                 self.stats.send_errors += 1
                 with contextlib.suppress(Exception):

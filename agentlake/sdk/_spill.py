@@ -129,7 +129,7 @@ class SegmentClaim:
 
     def __enter__(self) -> SegmentClaim | None:
         try:
-            self._f = open(self.path, "rb")  # noqa: SIM115
+            self._f = open(self.path, "rb")
             fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except (BlockingIOError, FileNotFoundError):
             if self._f:

@@ -280,11 +280,19 @@ class ToolCall:
         )
 
     def result(self, value: Any, *, is_error: bool = False, cost_usd: float | None = None) -> None:
-        self._complete(value, is_error=is_error, error=None, cost_usd=cost_usd,
-                       error_kind="tool_error" if is_error else None)
+        self._complete(
+            value,
+            is_error=is_error,
+            error=None,
+            cost_usd=cost_usd,
+            error_kind="tool_error" if is_error else None,
+        )
 
     def error(self, message: str, value: Any = None, *, kind: str = "tool_error") -> None:
-        """Record a failed call. `kind`: invalid_arguments | tool_error | timeout | injected_fault | transport."""
+        """Record a failed call.
+
+        `kind`: invalid_arguments | tool_error | timeout | injected_error | transport | ...
+        """
         self._complete(value, is_error=True, error=message, cost_usd=None, error_kind=kind)
 
     def _complete(

@@ -93,12 +93,16 @@ def shop_handler(state: dict[str, Any], tool: str, args: dict[str, Any]) -> Any:
         return order
     if tool == "refund_order":
         if order["status"] != "delivered":
-            raise ValueError(f"order {order['order_id']} is {order['status']}, only delivered orders are refunded")
+            raise ValueError(
+                f"order {order['order_id']} is {order['status']}, only delivered orders are refunded"
+            )
         order["status"] = "refunded"
         return {"order_id": order["order_id"], "status": "refunded", "amount": order["total"]}
     if tool == "cancel_order":
         if order["status"] != "processing":
-            raise ValueError(f"order {order['order_id']} is {order['status']}, only processing orders are cancelled")
+            raise ValueError(
+                f"order {order['order_id']} is {order['status']}, only processing orders are cancelled"
+            )
         order["status"] = "cancelled"
         return {"order_id": order["order_id"], "status": "cancelled"}
     raise ValueError(f"unknown tool {tool}")
@@ -111,8 +115,10 @@ def shop_server(state: dict[str, Any] | None = None) -> Server[Any]:
 
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
         return types.ListToolsResult(
-            tools=[types.Tool(name=t["name"], description=t["description"], input_schema=t["input_schema"])
-                   for t in SHOP_TOOLS]
+            tools=[
+                types.Tool(name=t["name"], description=t["description"], input_schema=t["input_schema"])
+                for t in SHOP_TOOLS
+            ]
         )
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
@@ -137,7 +143,9 @@ def shop_server(state: dict[str, Any] | None = None) -> Server[Any]:
 
 def _error(message: str, kind: str) -> types.CallToolResult:
     return types.CallToolResult(
-        content=[types.TextContent(type="text", text=message)], is_error=True, meta={"agentlake/error_kind": kind}
+        content=[types.TextContent(type="text", text=message)],
+        is_error=True,
+        _meta={"agentlake/error_kind": kind},
     )
 
 

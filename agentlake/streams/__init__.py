@@ -1,6 +1,14 @@
 """Stream processors (event -> event): live rewards, policy findings, dead letters."""
 
-from agentlake.streams.processor import AgentRules, Output, RewardProcessor, ToolPolicy, apply, new_state, summarize
+from agentlake.streams.processor import (
+    AgentRules,
+    Output,
+    RewardProcessor,
+    ToolPolicy,
+    apply,
+    new_state,
+    summarize,
+)
 from agentlake.streams.rewards import (
     BUILTIN_COMPONENTS,
     DEFAULT_SPEC,

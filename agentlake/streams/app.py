@@ -56,9 +56,15 @@ def create_app(
     processor = RewardProcessor(
         rules or default_rules, live_scores=settings.live_scores, topic=settings.topic
     )
-    source = app.topic(*[settings.topic(t) for t in TRAJECTORY_TOPICS], key_serializer="raw", value_serializer="raw")
+    source = app.topic(
+        *[settings.topic(t) for t in TRAJECTORY_TOPICS], key_serializer="raw", value_serializer="raw"
+    )
     table = app.Table(
-        "trajectory_state", default=None, partitions=settings.topic_partitions, key_type=bytes, value_type=None
+        "trajectory_state",
+        default=None,
+        partitions=settings.topic_partitions,
+        key_type=bytes,
+        value_type=None,
     )
     sinks: dict[str, Any] = {}
 
@@ -77,7 +83,9 @@ def create_app(
         # Batches amortise faust's per-event cost: each trajectory's state is read once
         # and written (one changelog record) once per batch instead of once per event.
         # `take_events` acks a batch only after this body has processed it.
-        async for batch in stream.take_events(settings.stream_batch_size, within=settings.stream_batch_ms / 1000):
+        async for batch in stream.take_events(
+            settings.stream_batch_size, within=settings.stream_batch_ms / 1000
+        ):
             changed: dict[bytes, tuple[Any, Any]] = {}
             outputs: list[Output] = []
             for event in batch:
@@ -94,7 +102,9 @@ def create_app(
                 for out in res.outputs:
                     outputs.append(out)
                     if out.topic.endswith(".dlq"):
-                        log.warning("dead letter from %s@%s: %s", msg.topic, pos, dict(out.headers).get("reason"))
+                        log.warning(
+                            "dead letter from %s@%s: %s", msg.topic, pos, dict(out.headers).get("reason")
+                        )
             for key, (state, event) in changed.items():
                 # The changelog partition is the source partition of the *current* event;
                 # make it the key's own event (all of a key's events share a partition).

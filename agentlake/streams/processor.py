@@ -303,7 +303,13 @@ class RewardProcessor:
         self._logical = {topic(t): t for t in TRAJECTORY_TOPICS}
 
     def dead_letter(
-        self, source_topic: str, key: bytes | None, value: bytes | None, reason: str, detail: str, position: str = ""
+        self,
+        source_topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        detail: str,
+        position: str = "",
     ) -> Output:
         return Output(
             self.topic(dlq(self._logical.get(source_topic, source_topic))),
@@ -317,7 +323,9 @@ class RewardProcessor:
             ],
         )
 
-    def decode(self, topic: str, key: bytes | None, value: bytes | None, position: str = "") -> Event | Output:
+    def decode(
+        self, topic: str, key: bytes | None, value: bytes | None, position: str = ""
+    ) -> Event | Output:
         """The event, or the dead letter that explains why it is not one."""
         if value is None:
             return self.dead_letter(topic, key, value, "empty", "record has no value", position)
@@ -328,15 +336,29 @@ class RewardProcessor:
         logical = self._logical.get(topic, topic)
         expected = _EXPECTED_TOPIC.get(ev.record)
         if expected is None or (logical in TRAJECTORY_TOPICS and expected != logical):
-            return self.dead_letter(topic, key, value, "wrong_topic", f"{ev.record} does not belong on {logical}", position)
+            return self.dead_letter(
+                topic, key, value, "wrong_topic", f"{ev.record} does not belong on {logical}", position
+            )
         if key is not None and key != ev.trajectory_id.encode():
-            return self.dead_letter(topic, key, value, "key_mismatch", f"key {key!r} != trajectory_id {ev.trajectory_id}", position)
+            return self.dead_letter(
+                topic,
+                key,
+                value,
+                "key_mismatch",
+                f"key {key!r} != trajectory_id {ev.trajectory_id}",
+                position,
+            )
         if ev.seq < 0:
             return self.dead_letter(topic, key, value, "schema_violation", f"negative seq {ev.seq}", position)
         return ev
 
     def process(
-        self, state: dict[str, Any] | None, topic: str, key: bytes | None, value: bytes | None, position: str = ""
+        self,
+        state: dict[str, Any] | None,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        position: str = "",
     ) -> Result:
         decoded = self.decode(topic, key, value, position)
         if isinstance(decoded, Output):
@@ -351,7 +373,11 @@ class RewardProcessor:
         if st["end_seq"] is not None and ev.seq > st["end_seq"]:
             return Result(
                 st,
-                [self.dead_letter(topic, key, value, "after_end", f"seq {ev.seq} > end seq {st['end_seq']}", position)],
+                [
+                    self.dead_letter(
+                        topic, key, value, "after_end", f"seq {ev.seq} > end seq {st['end_seq']}", position
+                    )
+                ],
                 changed=False,
             )
         rules = self.rules(ev.agent_id, ev.agent_version)
@@ -365,7 +391,11 @@ class RewardProcessor:
                 st[k] = []
             outputs.append(self._out(ev.trajectory_id, reward))
         elif self.live_scores and isinstance(ev, AgentStep):
-            outputs.append(self._out(ev.trajectory_id, self.codec.encode(reward_event(ev.trajectory_id, st, rules, False))))
+            outputs.append(
+                self._out(
+                    ev.trajectory_id, self.codec.encode(reward_event(ev.trajectory_id, st, rules, False))
+                )
+            )
         return Result(st, outputs, changed=True)
 
     def _out(self, trajectory_id: str, value: bytes, logical: str = REWARDS) -> Output:

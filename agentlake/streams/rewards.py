@@ -71,21 +71,21 @@ def tool_efficiency(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
 
 
 def tool_reliability(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
-    """1 − (tool calls that returned an error) / (tool calls)."""
+    """1 - (tool calls that returned an error) / (tool calls)."""
     if s.tool_calls == 0:
         return 1.0
     return _clamp(1 - s.tool_errors / s.tool_calls)
 
 
 def valid_calls(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
-    """1 − (calls rejected by the tool's input schema) / (tool calls)."""
+    """1 - (calls rejected by the tool's input schema) / (tool calls)."""
     if s.tool_calls == 0:
         return 1.0
     return _clamp(1 - s.invalid_calls / s.tool_calls)
 
 
 def in_scope(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
-    """1 − (calls outside the agent's declared tools or scopes) / (tool calls)."""
+    """1 - (calls outside the agent's declared tools or scopes) / (tool calls)."""
     if s.tool_calls == 0:
         return 1.0
     return _clamp(1 - s.out_of_scope_calls / s.tool_calls)
@@ -169,7 +169,8 @@ class RewardSpec(BaseModel):
             fn = c.function_name
             if fn not in BUILTIN_COMPONENTS and ":" not in fn:
                 raise ValueError(
-                    f"unknown reward function {fn!r}: use one of {sorted(BUILTIN_COMPONENTS)} or 'module:function'"
+                    f"unknown reward function {fn!r}: "
+                    f"use one of {sorted(BUILTIN_COMPONENTS)} or 'module:function'"
                 )
         return v
 

@@ -47,5 +47,7 @@ async def project_until_final(p: Projector, run_id: str, expected: int, timeout:
 
 
 def count_final(p: Projector, run_id: str) -> int:
-    rows = sql(p, "SELECT count() AS n FROM rewards FINAL WHERE is_final = 1 AND run_id = {r:String}", r=run_id)
+    rows = sql(
+        p, "SELECT count() AS n FROM rewards FINAL WHERE is_final = 1 AND run_id = {r:String}", r=run_id
+    )
     return int(rows[0]["n"])

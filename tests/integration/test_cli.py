@@ -12,13 +12,27 @@ from agentlake.settings import Settings
 
 def agentlake(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agentlake", *args], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "agentlake", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, **(env or {})},
     )
 
 
 def test_help_everywhere() -> None:
-    for cmd in ([], ["up"], ["down"], ["status"], ["demo"], ["report"], ["sql"], ["dlq"], ["worker"], ["worker", "sink"]):
+    for cmd in (
+        [],
+        ["up"],
+        ["down"],
+        ["status"],
+        ["demo"],
+        ["report"],
+        ["sql"],
+        ["dlq"],
+        ["worker"],
+        ["worker", "sink"],
+    ):
         r = agentlake(*cmd, "--help")
         assert r.returncode == 0, (cmd, r.stderr)
         assert "Usage" in r.stdout

@@ -15,7 +15,7 @@ from agentlake.cli import read_dead_letters
 from agentlake.consumers import Projector
 from agentlake.sdk import KafkaEmitter, Tracer
 from agentlake.settings import Settings
-from tests.integration.helpers import TeeEmitter, count_final, project_until_final, sql
+from tests.integration.helpers import count_final, project_until_final, sql
 
 
 def emit_trajectories(tracer: Tracer, run_id: str, n: int, calls: int = 3, pause: float = 0.0) -> list[str]:
@@ -53,7 +53,8 @@ def assert_exactly_once(p: Projector, run_id: str, ids: list[str], events_per_tr
     # re-deliveries after the crash re-sent the *same* reward event, never a second one
     ids_per_traj = sql(
         p,
-        "SELECT trajectory_id, uniqExact(event_id) AS u FROM rewards WHERE run_id = {r:String} AND is_final = 1 "
+        "SELECT trajectory_id, uniqExact(event_id) AS u FROM rewards "
+        "WHERE run_id = {r:String} AND is_final = 1 "
         "GROUP BY trajectory_id HAVING u > 1",
         r=run_id,
     )
@@ -87,7 +88,9 @@ async def test_kill_9_the_worker_mid_stream_and_restart(settings: Settings, proj
     assert_exactly_once(projector, run_id, ids, events_per_trajectory=1 + 1 + 3 * 2 + 1 + 1)
 
 
-async def test_broker_down_while_the_agent_emits_loses_nothing(settings: Settings, projector: Projector) -> None:
+async def test_broker_down_while_the_agent_emits_loses_nothing(
+    settings: Settings, projector: Projector
+) -> None:
     if not settings.embedded_kafka:
         return  # an external cluster is not ours to stop
     run_id = f"outage-{uuid.uuid4().hex[:8]}"
@@ -112,7 +115,9 @@ async def test_broker_down_while_the_agent_emits_loses_nothing(settings: Setting
     assert emit_seconds < 30  # sanity: emitting did not wait for the broker's return
 
 
-async def test_a_sink_crash_before_commit_writes_no_duplicate(settings: Settings, projector: Projector) -> None:
+async def test_a_sink_crash_before_commit_writes_no_duplicate(
+    settings: Settings, projector: Projector
+) -> None:
     run_id = f"sink-{uuid.uuid4().hex[:8]}"
     emitter = KafkaEmitter(settings.bootstrap_servers, settings.spill_dir / "sink")
     ids = emit_trajectories(Tracer("bot", "1.0", emitter=emitter, settings=settings), run_id, 10)
@@ -148,7 +153,9 @@ async def test_malformed_events_go_to_the_dead_letter_topic_and_the_stream_goes_
     await producer.start()
     try:
         await producer.send_and_wait(settings.topic("agent.steps"), b"not avro " + marker, key=b"traj-x")
-        await producer.send_and_wait(settings.topic("rewards.scored"), b"\xc3\x01garbage " + marker, key=b"traj-y")
+        await producer.send_and_wait(
+            settings.topic("rewards.scored"), b"\xc3\x01garbage " + marker, key=b"traj-y"
+        )
     finally:
         await producer.stop()
     emitter = KafkaEmitter(settings.bootstrap_servers, settings.spill_dir / "dlq")

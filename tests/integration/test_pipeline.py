@@ -14,7 +14,6 @@ from agentlake.schemas import RewardScored, ToolCallCompleted, TrajectoryStarted
 from agentlake.sdk import KafkaEmitter
 from agentlake.settings import Settings
 from agentlake.streams.processor import RewardProcessor
-
 from tests.integration.helpers import TeeEmitter, project_until_final, sql
 
 
@@ -34,7 +33,9 @@ def expected_finals(records: list[tuple[str, bytes, bytes]]) -> dict[str, Reward
     return out
 
 
-async def test_demo_agents_land_exactly_in_clickhouse_and_milvus(settings: Settings, projector: Projector) -> None:
+async def test_demo_agents_land_exactly_in_clickhouse_and_milvus(
+    settings: Settings, projector: Projector
+) -> None:
     run_id = f"it-{uuid.uuid4().hex[:8]}"
     tee = TeeEmitter(KafkaEmitter(settings.bootstrap_servers, settings.spill_dir / "pipeline"))
     ids = await run_agents(settings, tee, run_id, n_per_agent=8)
@@ -47,7 +48,8 @@ async def test_demo_agents_land_exactly_in_clickhouse_and_milvus(settings: Setti
     per_traj = Counter(k.decode() for _, k, _ in records)
     rows = sql(
         projector,
-        "SELECT trajectory_id, count() AS n, max(seq) AS last FROM events FINAL WHERE trajectory_id IN {ids:Array(String)} "
+        "SELECT trajectory_id, count() AS n, max(seq) AS last FROM events FINAL "
+        "WHERE trajectory_id IN {ids:Array(String)} "
         "GROUP BY trajectory_id",
         ids=ids,
     )
@@ -57,11 +59,16 @@ async def test_demo_agents_land_exactly_in_clickhouse_and_milvus(settings: Setti
     # trajectories: one row each, started and ended halves merged
     traj = sql(
         projector,
-        "SELECT trajectory_id, agent_id, agent_version, task, outcome, run_id, end_seq FROM trajectories FINAL "
+        "SELECT trajectory_id, agent_id, agent_version, task, outcome, run_id, end_seq "
+        "FROM trajectories FINAL "
         "WHERE run_id = {r:String}",
         r=run_id,
     )
-    started = {e.trajectory_id: e for e in map(codec().decode, (v for _, _, v in records)) if isinstance(e, TrajectoryStarted)}
+    started = {
+        e.trajectory_id: e
+        for e in map(codec().decode, (v for _, _, v in records))
+        if isinstance(e, TrajectoryStarted)
+    }
     assert {t["trajectory_id"] for t in traj} == set(ids)
     for t in traj:
         assert t["task"] == started[t["trajectory_id"]].task
@@ -69,10 +76,13 @@ async def test_demo_agents_land_exactly_in_clickhouse_and_milvus(settings: Setti
         assert t["end_seq"] == per_traj[t["trajectory_id"]] - 1
 
     # tool calls: one row per call with request and completion merged
-    completions = [e for e in map(codec().decode, (v for _, _, v in records)) if isinstance(e, ToolCallCompleted)]
+    completions = [
+        e for e in map(codec().decode, (v for _, _, v in records)) if isinstance(e, ToolCallCompleted)
+    ]
     calls = sql(
         projector,
-        "SELECT call_id, tool, is_error, error_kind, arguments, request_seq, complete_seq FROM tool_calls FINAL "
+        "SELECT call_id, tool, is_error, error_kind, arguments, request_seq, complete_seq "
+        "FROM tool_calls FINAL "
         "WHERE trajectory_id IN {ids:Array(String)}",
         ids=ids,
     )
@@ -80,7 +90,11 @@ async def test_demo_agents_land_exactly_in_clickhouse_and_milvus(settings: Setti
     by_id = {c["call_id"]: c for c in calls}
     for e in completions:
         row = by_id[e.call_id]
-        assert row["tool"] == e.tool and bool(row["is_error"]) == e.is_error and row["error_kind"] == e.error_kind
+        assert (
+            row["tool"] == e.tool
+            and bool(row["is_error"]) == e.is_error
+            and row["error_kind"] == e.error_kind
+        )
         assert row["request_seq"] is not None and row["complete_seq"] == e.seq
         assert isinstance(json.loads(row["arguments"]), dict)
 

@@ -16,7 +16,9 @@ from agentlake.streams.rewards import ComponentSpec, RewardSpec
 SETTINGS = Settings(home="/tmp/agentlake-unit")  # type: ignore[arg-type]
 
 
-def record_trajectory(tool_calls: int = 2, outcome: str = "success", error_on: int | None = None) -> list[tuple[str, bytes, bytes]]:
+def record_trajectory(
+    tool_calls: int = 2, outcome: str = "success", error_on: int | None = None
+) -> list[tuple[str, bytes, bytes]]:
     em = MemoryEmitter()
     tracer = Tracer("bot", "1.0", tenant="acme", emitter=em, settings=SETTINGS)
     with tracer.trajectory("refund order 5", expected_tool_calls=1, run_id="r1", scenario_id="s1") as t:
@@ -32,7 +34,9 @@ def record_trajectory(tool_calls: int = 2, outcome: str = "success", error_on: i
     return em.records
 
 
-def run(proc: RewardProcessor, records: list[tuple[str, bytes, bytes]]) -> tuple[dict[str, Any] | None, list[Any]]:
+def run(
+    proc: RewardProcessor, records: list[tuple[str, bytes, bytes]]
+) -> tuple[dict[str, Any] | None, list[Any]]:
     state: dict[str, Any] | None = None
     outputs = []
     for i, (topic, key, value) in enumerate(records):
@@ -82,7 +86,6 @@ def test_any_arrival_order_gives_the_same_final_reward(seed: int) -> None:
     [b] = finals(out)
     assert a.event_id == b.event_id  # deterministic id: a replay writes the same row
     assert (a.components, a.total, a.tool_sequence) == (b.components, b.total, b.tool_sequence)
-    assert a.components["valid_calls"] if "valid_calls" in a.components else True
     assert a.metrics["invalid_calls"] == 1.0
 
 
@@ -149,7 +152,9 @@ class DenyRefunds:
 
 
 def test_policy_findings_are_events_and_a_reward_component() -> None:
-    spec = RewardSpec(components=[ComponentSpec(name="task_success"), ComponentSpec(name="in_scope", gate=1.0)])
+    spec = RewardSpec(
+        components=[ComponentSpec(name="task_success"), ComponentSpec(name="in_scope", gate=1.0)]
+    )
     proc = RewardProcessor(lambda a, v: AgentRules(spec=spec, policy=DenyRefunds()), live_scores=False)
     em = MemoryEmitter()
     tracer = Tracer("bot", "1.0", emitter=em, settings=SETTINGS)

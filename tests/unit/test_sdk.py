@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from agentlake.schemas import AgentStep, ToolCallCompleted, ToolCallRequested, TrajectoryEnded, TrajectoryStarted, codec
+from agentlake.schemas import (
+    AgentStep,
+    ToolCallCompleted,
+    ToolCallRequested,
+    TrajectoryEnded,
+    TrajectoryStarted,
+    codec,
+)
 from agentlake.sdk import KafkaEmitter, MemoryEmitter, SpillBuffer, TracedSession, Tracer
 from agentlake.sdk._spill import SegmentClaim, read_segment
 from agentlake.settings import Settings
@@ -30,44 +37,62 @@ def test_sync_trajectory_records_every_event_in_order() -> None:
             call.result({"status": "delivered", "blob": "x" * 10_000})
         t.end("success", final_answer="ok")
     evs = decoded(em)
-    assert [type(e) for e in evs] == [TrajectoryStarted, AgentStep, ToolCallRequested, ToolCallCompleted, TrajectoryEnded]
+    assert [type(e) for e in evs] == [
+        TrajectoryStarted,
+        AgentStep,
+        ToolCallRequested,
+        ToolCallCompleted,
+        TrajectoryEnded,
+    ]
     assert [e.seq for e in evs] == [0, 1, 2, 3, 4]
-    assert len({e.trajectory_id for e in evs}) == 1 and all(k == evs[0].trajectory_id.encode() for _, k, _ in em.records)
+    assert len({e.trajectory_id for e in evs}) == 1 and all(
+        k == evs[0].trajectory_id.encode() for _, k, _ in em.records
+    )
     assert len({e.trace_id for e in evs}) == 1 and len(evs[0].trace_id) == 32
     assert evs[2].span_id == evs[3].span_id and evs[2].parent_span_id == evs[0].span_id
     assert evs[3].result.truncated and evs[3].result.size > 10_000  # bounded payload
     assert evs[0].user_id == "u-1" and evs[4].outcome == "success"
     assert [t for t, _, _ in em.records] == [
-        "agent.trajectories", "agent.steps", "agent.tool_calls", "agent.tool_calls", "agent.trajectories",
+        "agent.trajectories",
+        "agent.steps",
+        "agent.tool_calls",
+        "agent.tool_calls",
+        "agent.trajectories",
     ]
 
 
 def test_an_exception_ends_the_trajectory_with_error() -> None:
     em = MemoryEmitter()
     tracer = Tracer("bot", "1.0", emitter=em, settings=SETTINGS)
-    with pytest.raises(RuntimeError), tracer.trajectory("x") as t:
-        with t.tool_call("s", "t", {}):
-            raise RuntimeError("agent crashed")
+    with pytest.raises(RuntimeError), tracer.trajectory("x") as t, t.tool_call("s", "t", {}):
+        raise RuntimeError("agent crashed")
     evs = decoded(em)
     assert isinstance(evs[-2], ToolCallCompleted) and evs[-2].is_error
-    assert isinstance(evs[-1], TrajectoryEnded) and evs[-1].outcome == "error" and "agent crashed" in (evs[-1].error or "")
+    assert (
+        isinstance(evs[-1], TrajectoryEnded)
+        and evs[-1].outcome == "error"
+        and "agent crashed" in (evs[-1].error or "")
+    )
 
 
 async def test_async_api_and_mcp_wrapper_record_real_tools_calls() -> None:
     em = MemoryEmitter()
     tracer = Tracer("bot", "1.0", emitter=em, settings=SETTINGS)
     state = shop_state(seed=1, ensure={5: "delivered"})
-    async with Client(shop_server(state)) as client:
-        async with tracer.trajectory("refund 5") as t:
-            shop = TracedSession(client, t, "shop")
-            ok = await shop.call_tool("refund_order", {"order_id": 5})
-            bad = await shop.call_tool("refund_order", {"order_id": "five"})
-            missing = await shop.call_tool("get_order", {"order_id": 9999})
-            t.end("success")
+    async with Client(shop_server(state)) as client, tracer.trajectory("refund 5") as t:
+        shop = TracedSession(client, t, "shop")
+        ok = await shop.call_tool("refund_order", {"order_id": 5})
+        bad = await shop.call_tool("refund_order", {"order_id": "five"})
+        missing = await shop.call_tool("get_order", {"order_id": 9999})
+        t.end("success")
     assert not ok.is_error and bad.is_error and missing.is_error
     assert state["orders"]["5"]["status"] == "refunded"
     done = [e for e in decoded(em) if isinstance(e, ToolCallCompleted)]
-    assert [(d.is_error, d.error_kind) for d in done] == [(False, None), (True, "invalid_arguments"), (True, "tool_error")]
+    assert [(d.is_error, d.error_kind) for d in done] == [
+        (False, None),
+        (True, "invalid_arguments"),
+        (True, "tool_error"),
+    ]
     reqs = [e for e in decoded(em) if isinstance(e, ToolCallRequested)]
     assert reqs[1].arguments.value() == {"order_id": "five"}
 

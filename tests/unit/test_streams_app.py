@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from agentlake.schemas import RewardScored, codec
 from agentlake.sdk import MemoryEmitter, Tracer
 from agentlake.settings import Settings
