@@ -86,6 +86,9 @@ DDL: tuple[str, ...] = (
         tool_sequence Array(String), scenario_id Nullable(String), run_id Nullable(String),
         trial Nullable(Int32), seed Nullable(Int64), flags Array(String), scored_at DateTime64(6, 'UTC')
     ) ENGINE = ReplacingMergeTree(version) ORDER BY trajectory_id {_SETTINGS}""",
+    # added with RewardScored v2 (simulation grading); ALTER keeps older data dirs working
+    "ALTER TABLE rewards ADD COLUMN IF NOT EXISTS checks Map(String, UInt8)",
+    "ALTER TABLE rewards ADD COLUMN IF NOT EXISTS attribution Nullable(String)",
     f"""CREATE TABLE IF NOT EXISTS reward_components (
         trajectory_id String, component LowCardinality(String), version UInt64, is_final UInt8,
         agent_id LowCardinality(String), agent_version LowCardinality(String),
@@ -356,6 +359,8 @@ class ClickHouseWriter:
                 ev.seed,
                 ev.flags,
                 _ts(ev.ts_us),
+                {k: int(v) for k, v in ev.checks.items()},
+                ev.attribution,
             ]
         )
         for name, value in ev.components.items():
@@ -495,6 +500,8 @@ COLUMNS: dict[str, list[str]] = {
         "seed",
         "flags",
         "scored_at",
+        "checks",
+        "attribution",
     ],
     "reward_components": [
         "trajectory_id",

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-StepKind = Literal["thought", "message", "plan", "final"]
+StepKind = Literal["thought", "message", "plan", "final", "user"]
 Outcome = Literal["success", "failure", "error", "timeout", "aborted"]
 OUTCOMES: tuple[str, ...] = ("success", "failure", "error", "timeout", "aborted")
 
@@ -171,6 +171,9 @@ class TrajectoryEnded(Event):
     tokens_in: int | None = None
     tokens_out: int | None = None
     cost_usd: float | None = None
+    checks: dict[str, bool] = Field(default_factory=dict)
+    attribution: str | None = None
+    verdict: str | None = None
 
 
 class RewardScored(Event):
@@ -193,10 +196,19 @@ class RewardScored(Event):
     trial: int | None = None
     seed: int | None = None
     flags: list[str] = Field(default_factory=list)
+    checks: dict[str, bool] = Field(default_factory=dict)
+    attribution: str | None = None
 
     @property
     def success(self) -> bool:
-        return self.outcome == "success" and not self.failed_gates
+        """A graded trial succeeds when every check passed (a correct refusal reports
+        outcome ``failure`` and still succeeds); otherwise the agent's own outcome counts.
+        Failed gates always fail it."""
+        if self.failed_gates:
+            return False
+        if self.checks:
+            return all(self.checks.values())
+        return self.outcome == "success"
 
 
 class PolicyViolation(Event):

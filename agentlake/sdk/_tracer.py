@@ -133,6 +133,9 @@ class Trajectory:
         self._lock = threading.Lock()
         self.ended = False
         self.outcome: str | None = None
+        self.final_answer: str | None = None
+        self._held = False
+        self._pending_end: dict[str, Any] | None = None
         self.tool_calls = 0
         self._emit(
             "TrajectoryStarted",
@@ -153,8 +156,8 @@ class Trajectory:
         cost_usd: float | None = None,
     ) -> None:
         """Record a thought / message / plan / final step (content bounded like payloads)."""
-        if kind not in ("thought", "message", "plan", "final"):
-            raise ValueError(f"step kind must be thought|message|plan|final, got {kind!r}")
+        if kind not in ("thought", "message", "plan", "final", "user"):
+            raise ValueError(f"step kind must be thought|message|plan|final|user, got {kind!r}")
         raw = content.encode()
         truncated = len(raw) > self.tracer.max_payload
         if truncated:
@@ -187,26 +190,64 @@ class Trajectory:
         tokens_out: int | None = None,
         cost_usd: float | None = None,
     ) -> None:
-        """Emit `TrajectoryEnded`. Its seq is the last one: the stream knows it has everything."""
+        """Emit `TrajectoryEnded`. Its seq is the last one: the stream knows it has everything.
+
+        After `hold_end()` the event is kept until `release_end()` adds the grader's checks.
+        """
         if self.ended:
             return
         if outcome not in ("success", "failure", "error", "timeout", "aborted"):
             raise ValueError(f"outcome must be success|failure|error|timeout|aborted, got {outcome!r}")
         self.ended = True
         self.outcome = outcome
-        self._emit(
-            "TrajectoryEnded",
-            "agent.trajectories",
-            {
-                "outcome": outcome,
-                "final_answer": final_answer,
-                "error": error,
-                "tokens_in": tokens_in,
-                "tokens_out": tokens_out,
-                "cost_usd": cost_usd,
-            },
-            span_id=new_span_id(),
-        )
+        self.final_answer = final_answer
+        fields = {
+            "outcome": outcome,
+            "final_answer": final_answer,
+            "error": error,
+            "tokens_in": tokens_in,
+            "tokens_out": tokens_out,
+            "cost_usd": cost_usd,
+            "checks": {},
+            "attribution": None,
+            "verdict": None,
+        }
+        if self._held:
+            self._pending_end = fields
+            return
+        self._emit("TrajectoryEnded", "agent.trajectories", fields, span_id=new_span_id())
+
+    def hold_end(self) -> None:
+        """Defer `TrajectoryEnded` until `release_end()`.
+
+        A simulation runner grades the trial after the agent has ended it, then
+        releases the end event with the checks attached, so that the stream
+        processor computes the rewards from the events alone.
+        """
+        self._held = True
+
+    def release_end(
+        self,
+        *,
+        checks: dict[str, bool] | None = None,
+        attribution: str | None = None,
+        verdict: str | None = None,
+        outcome_if_missing: str = "error",
+        error: str | None = None,
+    ) -> None:
+        """Emit the held `TrajectoryEnded` with the grader's checks (or end it now if the
+        agent never did, with `outcome_if_missing` and `error`)."""
+        if not self.ended:
+            self.end(outcome_if_missing, error=error)
+        fields = self._pending_end
+        self._held = False
+        self._pending_end = None
+        if fields is None:
+            return  # already emitted: end() ran before hold_end()
+        fields.update(checks=dict(checks or {}), attribution=attribution, verdict=verdict)
+        if error and not fields.get("error"):
+            fields["error"] = error
+        self._emit("TrajectoryEnded", "agent.trajectories", fields, span_id=new_span_id())
 
     def _emit(
         self,

@@ -110,6 +110,8 @@ def new_state() -> dict[str, Any]:
         "flags": [],
         "final": None,
         "max_seq": -1,
+        "checks": {},
+        "attribution": None,
     }
 
 
@@ -194,6 +196,8 @@ def apply(state: dict[str, Any], ev: Event, rules: AgentRules) -> list[PolicyVio
     elif isinstance(ev, TrajectoryEnded):
         st["end_seq"] = ev.seq
         st["outcome"] = ev.outcome
+        st["checks"] = dict(ev.checks)
+        st["attribution"] = ev.attribution
         st["final_answer"] = ev.final_answer
         st["tokens_in"] = _add(st["tokens_in"], ev.tokens_in)
         st["tokens_out"] = _add(st["tokens_out"], ev.tokens_out)
@@ -226,6 +230,7 @@ def summarize(state: dict[str, Any]) -> TrajectorySummary:
         tool_sequence=[t for _, t in sorted(state["tool_seq"])],
         final_answer=state["final_answer"],
         attributes=started.get("attributes") or {},
+        checks=dict(state.get("checks") or {}),
     )
 
 
@@ -276,6 +281,8 @@ def reward_event(trajectory_id: str, state: dict[str, Any], rules: AgentRules, f
         trial=started.get("trial"),
         seed=started.get("seed"),
         flags=list(state["flags"]),
+        checks=dict(state.get("checks") or {}) if final else {},
+        attribution=state.get("attribution") if final else None,
     )
 
 

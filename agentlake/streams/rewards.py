@@ -37,6 +37,8 @@ class TrajectorySummary:
     tool_sequence: list[str] = field(default_factory=list)
     final_answer: str | None = None
     attributes: dict[str, str] = field(default_factory=dict)
+    # a simulation grader's checks (name -> passed), from TrajectoryEnded; empty in production
+    checks: dict[str, bool] = field(default_factory=dict)
 
     @property
     def tokens(self) -> int | None:
@@ -53,8 +55,31 @@ def _clamp(x: float) -> float:
 
 
 def task_success(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
-    """1 when the trajectory ended with outcome ``success``, else 0."""
+    """1 when the task was done: every grader check passed (simulations), or, with no
+    checks, the trajectory ended with outcome ``success``. Else 0."""
+    if s.checks:
+        return 1.0 if all(s.checks.values()) else 0.0
     return 1.0 if s.outcome == "success" else 0.0
+
+
+def _share(s: TrajectorySummary, prefix: str) -> float | None:
+    named = [v for k, v in s.checks.items() if k == prefix or k.startswith(prefix + ".")]
+    return sum(named) / len(named) if named else None
+
+
+def state_correctness(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
+    """Share of the final-state assertions that hold (simulations only)."""
+    return _share(s, "final_state")
+
+
+def expected_calls(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
+    """1 when the tool calls matched the expected ones in the declared mode (simulations only)."""
+    return _share(s, "tool_calls")
+
+
+def answer_quality(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
+    """Share of the final-answer checks that pass (simulations only)."""
+    return _share(s, "final_answer")
 
 
 def tool_efficiency(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
@@ -129,6 +154,9 @@ BUILTIN_COMPONENTS: dict[str, ComponentFn] = {
     "latency": latency,
     "cost": cost,
     "fewest_steps": fewest_steps,
+    "state_correctness": state_correctness,
+    "expected_calls": expected_calls,
+    "answer_quality": answer_quality,
 }
 
 

@@ -31,7 +31,7 @@ from agentlake.registry import (
 )
 from agentlake.sim.reference import SHOP_TOOLS
 from agentlake.streams.processor import AgentRules
-from agentlake.streams.rewards import DEFAULT_SPEC, ComponentSpec, RewardSpec
+from agentlake.streams.rewards import BUILTIN_COMPONENTS, DEFAULT_SPEC, ComponentSpec, RewardSpec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -238,8 +238,7 @@ def test_integer_version_becomes_a_string_but_a_float_is_refused() -> None:
         (
             {"agents": [{**AGENT, "reward": {"id": "r", "components": [{"name": "speed"}]}}]},
             "registry.yaml: agents[0].reward.components: unknown reward function 'speed': use one of "
-            "['cost', 'fewest_steps', 'in_scope', 'latency', 'task_success', 'tool_efficiency', "
-            "'tool_reliability', 'valid_calls'] or 'module:function'",
+            f"{sorted(BUILTIN_COMPONENTS)} or 'module:function'",
         ),
         (
             {"servers": [{"id": "shop", "tools": [{"name": "t", "input_schema": {"type": "strin"}}]}]},
@@ -606,7 +605,10 @@ def test_reference_agents_stay_in_scope_of_the_example() -> None:
         assert (
             p.check("shop", "cancel_order", {"order_id": "42"}) is None
         )  # a schema problem, not a scope one
-        assert p.check("shop", "search_orders", {"customer": "ada"}) is None
+        assert p.check("shop", "search_orders", {"customer": "ada"}) == (
+            UNDECLARED_TOOL,
+            f"support-bot@{version} may not call shop.search_orders",
+        )
         assert p.check("shop", "refund_order", {"order_id": 20_000}) == (
             OUT_OF_SCOPE,
             "shop.refund_order: argument order_id=20000 exceeds max 10000",
@@ -802,7 +804,7 @@ def test_example_registry_loads() -> None:
     assert [t.model_dump(exclude_defaults=True) for t in server.tools] == SHOP_TOOLS
     for bot in specs[1:]:
         assert isinstance(bot, AgentSpec)
-        assert {g.tool for g in bot.tools} == {"get_order", "refund_order", "cancel_order", "search_orders"}
+        assert {g.tool for g in bot.tools} == {"get_order", "refund_order", "cancel_order"}
         assert bot.reward is not None and bot.reward.ref == "support@1"
         assert bot.owner and bot.objective
         refund = next(g for g in bot.tools if g.tool == "refund_order")
