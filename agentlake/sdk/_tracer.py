@@ -137,6 +137,7 @@ class Trajectory:
         self._held = False
         self._pending_end: dict[str, Any] | None = None
         self.tool_calls = 0
+        self.steps = 0
         self._emit(
             "TrajectoryStarted",
             "agent.trajectories",
@@ -158,6 +159,7 @@ class Trajectory:
         """Record a thought / message / plan / final step (content bounded like payloads)."""
         if kind not in ("thought", "message", "plan", "final", "user"):
             raise ValueError(f"step kind must be thought|message|plan|final|user, got {kind!r}")
+        self.steps += 1
         raw = content.encode()
         truncated = len(raw) > self.tracer.max_payload
         if truncated:

@@ -163,9 +163,20 @@ def task_intent(task: str) -> tuple[str, int | None]:
     return "status", oid
 
 
-async def support_bot_v1(task: str, shop: TracedSession, trajectory: Trajectory) -> str:
-    """The good reference agent: one lookup, one action, a clear answer."""
+async def support_bot_v1(task: str, shop: TracedSession, trajectory: Trajectory, user: Any = None) -> str:
+    """The good reference agent: one lookup, one action, a clear answer. Asks the
+    user for the order number when the task has none (multi-turn)."""
     intent, oid = task_intent(task)
+    if oid is None and user is not None:
+        question = "Which order number is it?"
+        trajectory.step("message", question)
+        reply = await user.reply(question)
+        if reply:
+            trajectory.step("user", reply)
+            _, oid = task_intent(reply)
+            if oid is None:
+                m = re.search(r"\b(\d+)\b", reply)
+                oid = int(m.group(1)) if m else None
     trajectory.step("plan", f"intent={intent} order={oid}")
     if oid is None:
         trajectory.step("final", "I need an order number.")
