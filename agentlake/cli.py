@@ -76,6 +76,19 @@ def up(
 
 
 @app.command()
+def fetch(as_json: bool = JSON_OPT) -> None:
+    """Fetch what the local stack needs once (Apache Kafka jars from Maven Central, cached)."""
+    from agentlake import stack
+
+    s = _settings()
+    libs = stack.kafka_libs(s, progress=lambda m: console.log(m)) if s.embedded_kafka else None
+    if as_json:
+        _print_json({"kafka_libs": str(libs) if libs else None})
+    else:
+        console.print(f"kafka jars: {libs}" if libs else "KAFKA_BOOTSTRAP_SERVERS is set: nothing to fetch")
+
+
+@app.command()
 def down(as_json: bool = JSON_OPT) -> None:
     """Stop the workers and the local broker (data is kept)."""
     from agentlake import stack
@@ -699,7 +712,7 @@ def sim_runs(
     from agentlake.sim.gate import read_runs
 
     runs = [r for r in asyncio.run(read_runs(_settings())) if suite is None or r.suite_id == suite]
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "run_id": r.run_id,
             "suite": r.suite_id,
@@ -793,6 +806,266 @@ async def _serve_forever(tools: list[Any], name: str, port: int) -> None:
         await asyncio.Event().wait()
     finally:
         await handle.close()
+
+
+# -- replay and export --------------------------------------------------------------------
+@app.command()
+def replay(
+    trajectory_id: str | None = typer.Argument(None, help="the trajectory to replay"),
+    agent: str = typer.Option(..., "--agent", help="candidate: NAME@VERSION, module:callable, openai:MODEL"),
+    fork_at: int | None = typer.Option(
+        None, help="serve recorded results only before this tool call (0-based)"
+    ),
+    suite_file: Path | None = typer.Option(
+        None, "--suite", help="the suite the trajectory came from (its state)"
+    ),
+    run: str | None = typer.Option(None, help="replay a whole past run as a new run of --suite"),
+    where: str | None = typer.Option(
+        None, help="or: trajectories matching this ClickHouse filter, e.g. \"outcome != 'success'\""
+    ),
+    timeout: float = typer.Option(120.0, help="seconds to wait for the pipeline to score the replay"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Replay a past trajectory against a candidate agent (recorded results until it diverges,
+    then live staging), or re-run a whole past run (--run / --where) as a new suite run."""
+    from agentlake import stack
+
+    s = _settings()
+    suite = None
+    if suite_file is not None:
+        from agentlake.sim.suite import SuiteError, load_suite
+
+        try:
+            suite = load_suite(suite_file)
+        except SuiteError as e:
+            raise UserError(str(e)) from e
+    if trajectory_id is None and run is None and where is None:
+        raise UserError("give a TRAJECTORY_ID, or --run RUN_ID / --where FILTER (with --suite)")
+    stack.up(s, workers=True, progress=lambda m: console.log(m))
+    if trajectory_id is None:
+        if suite is None:
+            raise UserError("--run/--where re-run the trials of a suite: pass --suite FILE")
+        result = asyncio.run(_replay_run(s, suite, agent, run, where, timeout))
+    else:
+        result = asyncio.run(_replay_one(s, trajectory_id, agent, fork_at, suite, timeout))
+    if as_json:
+        _print_json(result)
+        return
+    if "trials" in result:
+        console.print(
+            f"re-ran {result['trials']} trials of {result['source']} as run {result['run_id']}: "
+            f"pass^1 {result['pass_hat_1']:.3f}, mean reward {result['reward']:.3f}"
+        )
+        return
+    d = result["divergence"]
+    t = Table(title=f"replay of {result['source']} with {result['agent']}", show_header=False)
+    t.add_row("task", result["task"])
+    t.add_row("recorded", f"{result['recorded_calls']} calls, outcome {result['recorded_outcome']}")
+    t.add_row("replayed", f"{result['replayed_calls']} calls served from the log")
+    t.add_row(
+        "diverged",
+        "never"
+        if d is None
+        else f"at tool call {d['step']}: {d['reason']} (recorded {d['expected']}, candidate {d['actual']})",
+    )
+    t.add_row("new trajectory", result["trajectory_id"])
+    t.add_row("outcome", f"{'success' if result['success'] else 'failure'} ({result['reason']})")
+    t.add_row("reward", f"{result['reward']:.3f}" if result["reward"] is not None else "–")
+    out.print(t)
+
+
+async def _replay_one(
+    s: Settings, trajectory_id: str, ref: str, fork_at: int | None, suite: Any, timeout: float
+) -> dict[str, Any]:
+    from agentlake.consumers import Projector
+    from agentlake.registry import read_registry
+    from agentlake.sdk import KafkaEmitter, Tracer
+    from agentlake.sim import gate as g
+    from agentlake.sim.replay import ReplayError, load_recorded
+    from agentlake.sim.runner import RunnerError, StagingFactory, replay, resolve_agent
+
+    registry = await read_registry(s)
+    try:
+        target = resolve_agent(ref, registry)
+    except RunnerError as e:
+        raise UserError(str(e)) from e
+    async with Projector(s) as projector:
+        await projector.catch_up(60)
+        try:
+            recorded = await asyncio.to_thread(load_recorded, projector.clickhouse, trajectory_id)
+        except ReplayError as e:
+            raise UserError(str(e)) from e
+        emitter = KafkaEmitter(s.bootstrap_servers, s.spill_dir)
+        tracer = Tracer(target.agent_id, target.version, tenant="sim", emitter=emitter, settings=s)
+        run_id = f"replay-{trajectory_id[:12]}-{int(g.now() / 1e6)}"
+        try:
+            rep = await replay(
+                recorded,
+                target,
+                tracer,
+                suite=suite,
+                fork_at=fork_at,
+                staging=StagingFactory.default(registry),
+                run_id=run_id,
+            )
+        except RunnerError as e:
+            raise UserError(str(e)) from e
+        await asyncio.to_thread(emitter.flush, 60)
+        emitter.close(10)
+
+        async def done() -> bool:
+            return await asyncio.to_thread(g.count_scored, projector.clickhouse, run_id) >= 1
+
+        await projector.run_until(done, timeout=timeout)
+        rows = await asyncio.to_thread(g.read_trials, projector.clickhouse, run_id)
+    d = rep.divergence
+    return {
+        "source": trajectory_id,
+        "agent": target.ref,
+        "task": recorded.task,
+        "recorded_calls": len(recorded.calls),
+        "recorded_outcome": recorded.outcome,
+        "replayed_calls": rep.replayed,
+        "divergence": None
+        if d is None
+        else {"step": d.step, "reason": d.reason, "expected": d.expected, "actual": d.actual},
+        "calls": rep.calls,
+        "trajectory_id": rep.result.trajectory_id,
+        "run_id": run_id,
+        "success": rep.result.verdict.success,
+        "reason": rep.result.verdict.reason,
+        "reward": rows[0].total if rows else None,
+        "components": rows[0].components if rows else None,
+    }
+
+
+async def _replay_run(
+    s: Settings, suite: Any, ref: str, run: str | None, where: str | None, timeout: float
+) -> dict[str, Any]:
+    from agentlake.consumers import Projector
+    from agentlake.sim.replay import trials_of_run
+    from agentlake.sim.suite import expand
+
+    async with Projector(s) as projector:
+        await projector.catch_up(60)
+        try:
+            ids = set(await asyncio.to_thread(trials_of_run, projector.clickhouse, run, where))
+        except Exception as e:
+            raise UserError(f"cannot select the trials to replay: {str(e).splitlines()[0]}") from e
+    if not ids:
+        raise UserError(f"no trajectories of suite trials match {run or where!r}")
+    index_max = max(int(i.rsplit(":", 1)[-1]) for i in ids if i.rsplit(":", 1)[-1].isdigit())
+    trials = [t for t in expand(suite, max(index_max + 1, suite.trials)) if t.trial_id in ids]
+    if not trials:
+        raise UserError(f"the trials of {run or where!r} are not in suite {suite.id}")
+    _code, report = await _sim_run(
+        s, suite, trials, ref, None, f"replay-of-{run or 'query'}", 8, False, [], 0.0, timeout
+    )
+    return {
+        "source": run or where,
+        "run_id": report["run_id"],
+        "trials": len(report["trials"]),
+        "pass_hat_1": report["suite_metrics"]["pass_hat"].get(1, 0.0),
+        "reward": report["suite_metrics"]["reward"] or 0.0,
+        "report": report,
+    }
+
+
+@app.command()
+def export(
+    fmt: str = typer.Option("openai-chat-jsonl", "--format", help="openai-chat-jsonl"),
+    min_reward: float | None = typer.Option(
+        None, help="only trajectories whose final reward is at least this"
+    ),
+    agent: str | None = typer.Option(None, "--agent", help="only this agent (NAME or NAME@VERSION)"),
+    run: str | None = typer.Option(None, help="only this run"),
+    successful: bool = typer.Option(False, help="only successful trajectories"),
+    limit: int = typer.Option(100_000, help="at most this many trajectories"),
+    out_file: Path | None = typer.Option(None, "--out", help="write here instead of stdout"),
+) -> None:
+    """Export trajectories with their tool calls as chat fine-tuning data (rewards attached)."""
+    if fmt != "openai-chat-jsonl":
+        raise UserError(f"unknown --format {fmt!r}: supported: openai-chat-jsonl")
+    rows = asyncio.run(
+        _with_projections(
+            lambda ch: export_rows(ch, min_reward, agent, run, successful, limit), catch_up=True
+        )
+    )
+    from agentlake.sim.export import write_jsonl
+
+    n = write_jsonl(rows, sys.stdout if out_file is None else out_file)
+    console.print(f"exported {n} trajectories" + (f" to {out_file}" if out_file else ""))
+
+
+def export_rows(
+    client: Any,
+    min_reward: float | None,
+    agent: str | None,
+    run: str | None,
+    successful: bool,
+    limit: int,
+    tools_by_server: dict[str, list[dict[str, Any]]] | None = None,
+) -> list[dict[str, Any]]:
+    """Chat fine-tuning rows for the trajectories whose final reward matches the filters."""
+    import json as _json
+
+    from agentlake.projections.clickhouse import query
+    from agentlake.sim.export import trajectory_to_chat
+
+    where = ["is_final = 1"]
+    params: dict[str, Any] = {"limit": limit}
+    if min_reward is not None:
+        where.append("total >= {min_reward:Float64}")
+        params["min_reward"] = min_reward
+    if agent:
+        name, version = split_ref(agent)
+        where.append("agent_id = {agent_id:String}")
+        params["agent_id"] = name
+        if version:
+            where.append("agent_version = {agent_version:String}")
+            params["agent_version"] = version
+    if run:
+        where.append("run_id = {run:String}")
+        params["run"] = run
+    if successful:
+        where.append("success = 1")
+    rewards = query(
+        client,
+        "SELECT trajectory_id, total, components, success, agent_id, agent_version, run_id, scenario_id "
+        f"FROM rewards FINAL WHERE {' AND '.join(where)} ORDER BY trajectory_id LIMIT {{limit:UInt64}}",
+        params,
+    )
+    if not rewards:
+        return []
+    ids = [r["trajectory_id"] for r in rewards]
+    events = query(
+        client,
+        "SELECT trajectory_id, record, body FROM events FINAL WHERE trajectory_id IN {ids:Array(String)} "
+        "ORDER BY trajectory_id, seq",
+        {"ids": ids},
+    )
+    by_traj: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        by_traj.setdefault(e["trajectory_id"], []).append({**_json.loads(e["body"]), "record": e["record"]})
+    out = []
+    for r in rewards:
+        evs = by_traj.get(r["trajectory_id"])
+        if not evs:
+            continue
+        reward = {
+            "total": r["total"],
+            "components": dict(r["components"]),
+            "success": bool(r["success"]),
+            "run_id": r["run_id"],
+            "scenario": r["scenario_id"],
+        }
+        try:
+            used = sorted({str(e["server_id"]) for e in evs if e.get("server_id")})
+            tools = [t for sv in used for t in (tools_by_server or {}).get(sv, [])]
+            out.append(trajectory_to_chat(evs, tools=tools or None, reward=reward))
+        except ValueError:
+            continue  # incomplete trajectory (e.g. its start event was never projected)
+    return out
 
 
 def main() -> None:

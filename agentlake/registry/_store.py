@@ -62,7 +62,8 @@ def decode_spec(value: bytes) -> Spec:
     if record != RECORD:
         raise DecodeError("wrong_topic", f"{record} is not a {RECORD}")
     try:
-        return spec_from_dict(data["kind"], json.loads(data["spec_json"]), source="registry topic")
+        spec: Spec = spec_from_dict(data["kind"], json.loads(data["spec_json"]), source="registry topic")
+        return spec
     except Exception as e:
         raise DecodeError("schema_violation", f"invalid spec in registry: {e}") from e
 
@@ -126,7 +127,9 @@ async def _partitions(consumer: Any, topics: list[str]) -> list[Any]:
     for t in topics:
         client.add_topic(t)
     await client.force_metadata_update()
-    return [TopicPartition(t, p) for t in topics for p in sorted(client.cluster.partitions_for_topic(t) or set())]
+    return [
+        TopicPartition(t, p) for t in topics for p in sorted(client.cluster.partitions_for_topic(t) or set())
+    ]
 
 
 def _apply_record(registry: Registry, value: bytes | None, where: str) -> None:

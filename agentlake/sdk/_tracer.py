@@ -203,7 +203,7 @@ class Trajectory:
         self.ended = True
         self.outcome = outcome
         self.final_answer = final_answer
-        fields = {
+        fields: dict[str, Any] = {
             "outcome": outcome,
             "final_answer": final_answer,
             "error": error,

@@ -365,9 +365,11 @@ class PersonaUser:
                 model=self.model,
             )
         except Exception as e:
+            self.history.pop()  # keep the history consistent if the caller tries again
             raise UserSimulationError(f"simulated user's model failed: {e}") from e
         text = message_text(response.message).strip()
         if not text:
+            self.history.pop()
             raise UserSimulationError("simulated user's model answered no text")
         self.turns += 1
         if text == DONE:

@@ -360,7 +360,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Run `{report['run_id']}`"
         + (f" vs baseline `{report['baseline']}`" if report["baseline"] else "")
-        + f": **{verdict}** ({len(report['trials'])} trials, {len(report['skipped'])} skipped by early stop).",
+        + f": **{verdict}** ({len(report['trials'])} trials, "
+        f"{len(report['skipped'])} skipped by early stop).",
         "",
         "| k | " + " | ".join(str(k) for k in ks) + " |",
         "|---|" + "---|" * len(ks),

@@ -216,9 +216,17 @@ def _expected_calls(trial: Trial) -> int | None:
 
 
 async def run_trial(
-    trial: Trial, target: AgentTarget, tracer: Tracer, run_id: str, staging: StagingFactory
+    trial: Trial,
+    target: AgentTarget,
+    tracer: Tracer,
+    run_id: str,
+    staging: StagingFactory,
+    wrap_client: Callable[[Any], Any] | None = None,
 ) -> TrialResult:
-    """Run, observe and grade one trial; its events go through `tracer`."""
+    """Run, observe and grade one trial; its events go through `tracer`.
+
+    `wrap_client` sits between the recorder and the live MCP client (replay uses it).
+    """
     t0 = time.perf_counter()
     server_name = trial.server or "shop"
     server = staging.build(server_name, trial.state(), seed=trial.seed)
@@ -256,7 +264,8 @@ async def run_trial(
         else:
             assert target.fn is not None
             async with Client(server.server) as client:
-                tools = _BudgetedTools(TracedSession(client, t, server_name), trial.budgets.max_tool_calls)
+                inner = wrap_client(client) if wrap_client is not None else client
+                tools = _BudgetedTools(TracedSession(inner, t, server_name), trial.budgets.max_tool_calls)
                 answer = await asyncio.wait_for(_call_agent(target.fn, trial.task, tools, t, user), timeout)
     except TimeoutError:
         budget, error, outcome_if_missing = "timeout_s", f"timed out after {timeout}s", "timeout"
@@ -422,6 +431,83 @@ async def run_suite(
     return RunOutcome(run_id, results, skipped, time.perf_counter() - t0)
 
 
+@dataclass
+class ReplayOutcome:
+    source: Any
+    result: TrialResult
+    replayed: int
+    divergence: Any
+    calls: list[dict[str, Any]]
+
+
+def replay_trial(recorded: Any, suite: Suite | None, fork_at: int | None) -> Trial:
+    """The trial a recorded trajectory ran (from its suite when given), else a bare one
+    over the reference shop seeded like the original."""
+    from agentlake.sim.suite import Budgets, Criteria, expand
+
+    trial_id = recorded.attributes.get("trial_id")
+    if suite is not None and trial_id:
+        index = int(trial_id.rsplit(":", 1)[-1]) if trial_id.rsplit(":", 1)[-1].isdigit() else 0
+        for tr in expand(suite, max(index + 1, suite.trials)):
+            if tr.trial_id == trial_id:
+                return tr.model_copy(update={"task": recorded.task})
+        raise RunnerError(
+            f"trial {trial_id} of trajectory {recorded.trajectory_id} is not in suite {suite.id}"
+        )
+    return Trial(
+        trial_id=f"replay:{recorded.trajectory_id}",
+        suite_id="replay",
+        scenario_id="replay",
+        variant_id=recorded.trajectory_id[:8],
+        binding={},
+        index=0,
+        seed=int(recorded.seed or 0),
+        task=recorded.task,
+        perturbations=[],
+        initial_state={
+            "$generator": "agentlake.sim.reference:shop_state",
+            "args": {"seed": int(recorded.seed or 0)},
+        },
+        criteria=Criteria.model_construct(),
+        budgets=Budgets(),
+    )
+
+
+async def replay(
+    recorded: Any,
+    target: AgentTarget,
+    tracer: Tracer,
+    *,
+    suite: Suite | None = None,
+    fork_at: int | None = None,
+    staging: StagingFactory | None = None,
+    run_id: str | None = None,
+) -> ReplayOutcome:
+    """Re-run a recorded trajectory with `target`: recorded results while the calls match
+    (and before `fork_at`), live staging after the first divergence."""
+    from agentlake.sim.replay import ReplayClient
+
+    trial = replay_trial(recorded, suite, fork_at)
+    holder: dict[str, ReplayClient] = {}
+
+    def wrap(client: Any) -> Any:
+        holder["c"] = ReplayClient(client, recorded.calls, fork_at)
+        return holder["c"]
+
+    result = await run_trial(
+        trial,
+        target,
+        tracer,
+        run_id or f"replay-{recorded.trajectory_id[:12]}",
+        staging or StagingFactory.default(),
+        wrap_client=wrap,
+    )
+    rc = holder.get("c")
+    return ReplayOutcome(
+        recorded, result, rc.replayed if rc else 0, rc.divergence if rc else None, rc.log if rc else []
+    )
+
+
 def stable_run_id(suite: Suite, agent: str) -> str:
     return f"{suite.id}-{agent.replace('@', '-')}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
@@ -440,11 +526,14 @@ def trial_summary(result: TrialResult) -> dict[str, Any]:
 
 __all__ = [
     "AgentTarget",
+    "ReplayOutcome",
     "RunOutcome",
     "RunnerError",
     "StagingFactory",
     "TrialResult",
     "interleave",
+    "replay",
+    "replay_trial",
     "resolve_agent",
     "run_suite",
     "run_trial",

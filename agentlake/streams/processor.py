@@ -162,6 +162,12 @@ def apply(state: dict[str, Any], ev: Event, rules: AgentRules) -> list[PolicyVio
             st["call_keys"].append(key)
         if rules.policy is not None:
             verdict = rules.policy.check(ev.server_id, ev.tool, ev.arguments.value())
+            limit = getattr(rules.policy, "max_calls", None)
+            if verdict is None and callable(limit):
+                cap = limit(ev.server_id, ev.tool)
+                made = sum(1 for _, t in st["tool_seq"] if t == ev.tool)
+                if cap is not None and made > cap:
+                    verdict = ("max_calls", f"{ev.server_id}.{ev.tool}: call {made} exceeds max_calls {cap}")
             if verdict is not None:
                 rule, detail = verdict
                 st["out_of_scope"] += 1

@@ -77,10 +77,14 @@ def support_model(messages: list[dict[str, Any]]) -> dict[str, Any]:
         return assistant("What is your order number?")
     oid = int(found.group())
     if last["role"] == "user":
-        return assistant(f"Let me look up order {oid}.", tool_call("c1", "get_order", json.dumps({"order_id": oid})))
+        return assistant(
+            f"Let me look up order {oid}.", tool_call("c1", "get_order", json.dumps({"order_id": oid}))
+        )
     tool = called_tool(messages, last["tool_call_id"])
     if tool == "get_order":
-        return assistant(None, tool_call("c2", "refund_order", json.dumps({"order_id": oid, "reason": "broken"})))
+        return assistant(
+            None, tool_call("c2", "refund_order", json.dumps({"order_id": oid, "reason": "broken"}))
+        )
     if last["content"].startswith("Error:"):
         return assistant(f"Cannot refund order {oid}.")
     return assistant(f"Order {oid} refunded.")
@@ -225,8 +229,15 @@ async def test_agent_refunds_an_order_through_the_real_mcp_server(base_url: str,
         "AgentStep",
         "TrajectoryEnded",
     ]
-    assert steps(evs) == [("thought", "Let me look up order 5."), ("thought", ""), ("final", "Order 5 refunded.")]
-    assert calls(evs) == [("get_order", {"order_id": 5}), ("refund_order", {"order_id": 5, "reason": "broken"})]
+    assert steps(evs) == [
+        ("thought", "Let me look up order 5."),
+        ("thought", ""),
+        ("final", "Order 5 refunded."),
+    ]
+    assert calls(evs) == [
+        ("get_order", {"order_id": 5}),
+        ("refund_order", {"order_id": 5, "reason": "broken"}),
+    ]
     assert [(e.is_error, e.server_id) for e in evs if isinstance(e, ToolCallCompleted)] == [
         (False, "shop"),
         (False, "shop"),
@@ -289,7 +300,9 @@ async def test_an_ended_trajectory_is_not_ended_again(base_url: str, fake: FakeO
     async with ChatClient(base_url, KEY, "loop") as llm, Client(shop_server(shop_state())) as client:
         t = tracer.trajectory("Refund order 1.")
         t.end("aborted", final_answer="stopped by the operator")
-        answer = await OpenAIChatAgent(llm, max_steps=1)("Refund order 1.", TracedSession(client, t, "shop"), t)
+        answer = await OpenAIChatAgent(llm, max_steps=1)(
+            "Refund order 1.", TracedSession(client, t, "shop"), t
+        )
     assert answer == BUDGET_EXHAUSTED
     end = ended(events(em))
     assert (end.outcome, end.final_answer) == ("aborted", "stopped by the operator")
@@ -374,7 +387,9 @@ def test_from_env_reads_the_openai_variables(monkeypatch: pytest.MonkeyPatch) ->
         ChatClient.from_env()
 
 
-async def test_an_llm_error_leaves_the_trajectory_to_its_context_manager(base_url: str, fake: FakeOpenAI) -> None:
+async def test_an_llm_error_leaves_the_trajectory_to_its_context_manager(
+    base_url: str, fake: FakeOpenAI
+) -> None:
     em = MemoryEmitter()
     tracer = Tracer("llm-bot", "0.1", emitter=em, settings=SETTINGS)
     async with ChatClient(base_url, KEY, "always-500", max_retries=0) as llm, Client(shop_server()) as client:
@@ -392,7 +407,9 @@ async def test_an_llm_error_leaves_the_trajectory_to_its_context_manager(base_ur
 async def test_scripted_user_answers_the_agents_question(base_url: str, fake: FakeOpenAI) -> None:
     state = shop_state(seed=3, ensure={5: "delivered"})
     user = ScriptedUser(["It's order 5."])
-    answer, evs, _ = await run_agent(base_url, "support", "I want a refund, it arrived broken.", state, user=user)
+    answer, evs, _ = await run_agent(
+        base_url, "support", "I want a refund, it arrived broken.", state, user=user
+    )
 
     assert answer == "Order 5 refunded."
     assert user.received == ["What is your order number?"]
@@ -447,7 +464,9 @@ async def test_persona_user_played_by_the_same_server(base_url: str, fake: FakeO
         assert persona.turns == 2
 
 
-async def test_persona_stops_after_max_turns_without_calling_the_model(base_url: str, fake: FakeOpenAI) -> None:
+async def test_persona_stops_after_max_turns_without_calling_the_model(
+    base_url: str, fake: FakeOpenAI
+) -> None:
     async with ChatClient(base_url, KEY, "support") as llm:
         persona = PersonaUser(llm, "A customer.", max_turns=1, model="persona")
         assert await persona.reply("Can I help?") == "I just want my money back."
@@ -465,7 +484,7 @@ async def test_persona_model_failure_is_a_user_simulation_error(base_url: str, f
     ):
         t = tracer.trajectory("I want a refund.")
         user = PersonaUser(broken, "A customer.", hidden_info="order 5")
-        with pytest.raises(UserSimulationError, match="simulated user's model failed: .*HTTP 404") as info:
+        with pytest.raises(UserSimulationError, match=r"simulated user.s model failed: .*HTTP 404") as info:
             await OpenAIChatAgent(llm)("I want a refund.", TracedSession(client, t, "shop"), t, user=user)
     assert isinstance(info.value.__cause__, LLMError)
     assert not t.ended  # the caller decides how a user failure ends the trajectory
@@ -479,11 +498,15 @@ async def test_persona_model_failure_is_a_user_simulation_error(base_url: str, f
 async def test_export_reproduces_the_conversation_the_model_saw(base_url: str, fake: FakeOpenAI) -> None:
     state = shop_state(seed=3, ensure={5: "delivered"})
     user = ScriptedUser(["It's order 5."])
-    answer, evs, _ = await run_agent(base_url, "support", "I want a refund, it arrived broken.", state, user=user)
+    answer, evs, _ = await run_agent(
+        base_url, "support", "I want a refund, it arrived broken.", state, user=user
+    )
     rows = [ev.model_dump(by_alias=True) | {"record": ev.record} for ev in evs]
     last_request = fake.bodies("support")[-1]
 
-    row = trajectory_to_chat(rows, system_prompt=last_request["messages"][0]["content"], tools=last_request["tools"])
+    row = trajectory_to_chat(
+        rows, system_prompt=last_request["messages"][0]["content"], tools=last_request["tools"]
+    )
 
     seen = [*last_request["messages"], {"role": "assistant", "content": answer}]
     exported = row["messages"]

@@ -705,6 +705,8 @@ def test_rules_of_the_example_registry() -> None:
     components = {c.name: c for c in rules.spec.components}
     assert list(components) == [
         "task_success",
+        "state_correctness",
+        "expected_calls",
         "tool_efficiency",
         "tool_reliability",
         "valid_calls",
@@ -712,7 +714,7 @@ def test_rules_of_the_example_registry() -> None:
         "latency",
         "cost",
     ]
-    assert components["task_success"].weight == 0.5 and components["task_success"].gate == 1.0
+    assert components["task_success"].weight == 0.4 and components["task_success"].gate == 1.0
     assert sum(c.weight for c in components.values()) == pytest.approx(1.0)
     assert registry.rules("support-bot", "1.1-beta").spec == rules.spec
 
