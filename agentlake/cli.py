@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,10 +118,13 @@ def status(as_json: bool = JSON_OPT) -> None:
 
 @app.command()
 def demo(
-    trajectories: int = typer.Option(24, "--trajectories", "-n", help="tasks per agent"),
+    trajectories: int = typer.Option(24, "--trajectories", "-n", help="production-like tasks per agent"),
+    trials: int = typer.Option(3, help="trials per scenario case in the simulation part"),
+    simulate: bool = typer.Option(True, help="also run the simulation suite and the CI gate"),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Bring the stack up, run two reference agents, and read the results back."""
+    """The whole loop on the embedded stack: traffic through Kafka, live rewards, ClickHouse
+    and Milvus read-back; then register the agents, simulate both versions, gate the candidate."""
     from rich.progress import Progress
 
     from agentlake import stack
@@ -131,9 +135,17 @@ def demo(
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("trajectories", total=trajectories * 2)
         result = asyncio.run(run_demo(s, trajectories, progress=lambda n: bar.advance(task, n)))
+    if not result["caught_up"]:
+        raise UserError(
+            "the projections did not catch up in time: is the stream worker running? (agentlake status)"
+        )
+    sim: dict[str, Any] = {}
+    if simulate:
+        sim = _demo_simulation(s, trials)
     if as_json:
-        _print_json(result)
+        _print_json({**result, "simulation": sim})
         return
+    out.rule("1. agents in production: events → Kafka → stream rewards → ClickHouse / Milvus")
     render_summary(
         result["agents"],
         f"run {result['run_id']}: {result['trajectories']} trajectories "
@@ -152,10 +164,33 @@ def demo(
             " → ".join(n["tool_sequence"]),
         )
     out.print(t)
-    if not result["caught_up"]:
-        raise UserError(
-            "the projections did not catch up in time: is the stream worker running? (agentlake status)"
-        )
+    if sim:
+        out.rule("2. simulation as CI: registry → staging MCP → suite × trials → pipeline → gate")
+        out.print(f"registered: {', '.join(sim['registered'])}")
+        out.print(f"[bold]baseline[/] support-bot@1.0: run {sim['baseline']['run_id']}")
+        render_sim_report(sim["baseline"])
+        out.print(f"[bold]candidate[/] support-bot@1.1-beta vs baseline: run {sim['candidate']['run_id']}")
+        render_sim_report(sim["candidate"])
+        verdict = "would merge" if sim["candidate"]["passed"] else "blocked by the gate"
+        out.print(f"[bold]CI verdict for support-bot@1.1-beta: {verdict}[/]")
+
+
+def _demo_simulation(s: Settings, trials: int) -> dict[str, Any]:
+    from agentlake.registry import apply_specs, load_registry_file
+    from agentlake.sim.suite import expand, load_suite
+
+    examples = Path(__file__).resolve().parent / "examples"
+    specs = load_registry_file(examples / "registry.yaml")
+    asyncio.run(apply_specs(s, specs, source="agentlake/examples/registry.yaml"))
+    time.sleep(0.5)  # the stream worker follows the registry topic (polls every 100 ms)
+    suite = load_suite(examples / "suite.yaml")
+    planned = expand(suite, trials)
+    tag = f"demo-baseline-{int(time.time())}"
+    _, base = asyncio.run(_sim_run(s, suite, planned, "support-bot@1.0", None, tag, 8, False, [], 0.0, 300.0))
+    _, cand = asyncio.run(
+        _sim_run(s, suite, planned, "support-bot@1.1-beta", tag, None, 8, False, [], 0.0, 300.0)
+    )
+    return {"registered": [f"{x.id}@{x.version}" for x in specs], "baseline": base, "candidate": cand}
 
 
 def render_summary(rows: list[dict[str, Any]], title: str) -> None:
