@@ -524,6 +524,17 @@ def sim_run(
         raise UserError("--trials must be at least 1")
     if not 0.0 <= fault_rate <= 1.0:
         raise UserError("--fault-rate must be between 0 and 1")
+    n_trials = trials or suite.trials
+    gate_ks = [
+        int(name.rsplit("_", 1)[-1])
+        for name, _ in (suite.gate.resolved() if suite.gate else [])
+        if name.startswith("pass_") and name[-1].isdigit()
+    ]
+    if gate_ks and n_trials < max(gate_ks):
+        raise UserError(
+            f"the gate of {suite_file} checks pass^{max(gate_ks)}/pass@{max(gate_ks)}, which needs at least "
+            f"{max(gate_ks)} trials per case: use --trials {max(gate_ks)} or more"
+        )
     stack.up(s, workers=True, progress=lambda m: console.log(m))
     expanded = expand(suite, trials, base_seed=seed)
     code, report = asyncio.run(
@@ -558,7 +569,10 @@ async def _sim_run(
     staging_files: list[Path],
     fault_rate: float,
     timeout: float,
+    projector: Any = None,
 ) -> tuple[int, dict[str, Any]]:
+    """Run, score through the pipeline, gate. `projector`: a started sink to reuse (else one is
+    started for the call; one process must not run two sinks of the same group)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from agentlake.consumers import Projector
@@ -614,22 +628,27 @@ async def _sim_run(
         await asyncio.to_thread(emitter.flush, 60)
         emitter.close(10)
         scoring = bar.add_task("scored by the pipeline", total=len(outcome.results))
-        async with Projector(s) as projector:
+        owned = projector is None
+        p = projector if projector is not None else Projector(s)
+        if owned:
+            await p.start()
+        try:
 
             async def done() -> bool:
-                n = await asyncio.to_thread(g.count_scored, projector.clickhouse, run_id)
+                n = await asyncio.to_thread(g.count_scored, p.clickhouse, run_id)
                 bar.update(scoring, completed=n)
                 return n >= len(outcome.results)
 
-            if not await projector.run_until(done, timeout=timeout):
+            if not await p.run_until(done, timeout=timeout):
                 raise UserError(
                     f"the pipeline scored only part of run {run_id} within {timeout:.0f}s; "
                     "is the stream worker running? (agentlake status)"
                 )
-            rows = await asyncio.to_thread(g.read_trials, projector.clickhouse, run_id)
-            base_rows = (
-                await asyncio.to_thread(g.read_trials, projector.clickhouse, base.run_id) if base else []
-            )
+            rows = await asyncio.to_thread(g.read_trials, p.clickhouse, run_id)
+            base_rows = await asyncio.to_thread(g.read_trials, p.clickhouse, base.run_id) if base else []
+        finally:
+            if owned:
+                await p.stop()
     metrics = g.metrics_of(rows)
     base_metrics = g.metrics_of(base_rows) if base_rows else None
     result = g.gate_of(gate_spec, metrics, base_metrics)
@@ -668,7 +687,7 @@ async def _sim_run(
 
 def _early_stop_rule(gate_spec: Any, trials: list[Any]) -> tuple[int, float] | None:
     """(k, min pass^k) from the gate's absolute pass^k floor, if it declares one."""
-    for name, th in gate_spec.resolved().items() if hasattr(gate_spec, "resolved") else []:
+    for name, th in gate_spec.resolved():
         if name.startswith("pass_hat_") and th.min is not None:
             return int(name.removeprefix("pass_hat_")), float(th.min)
     return None
@@ -1045,7 +1064,7 @@ def export_rows(
     import json as _json
 
     from agentlake.projections.clickhouse import query
-    from agentlake.sim.export import trajectory_to_chat
+    from agentlake.sim.export import tools_to_openai, trajectory_to_chat
 
     where = ["is_final = 1"]
     params: dict[str, Any] = {"limit": limit}
@@ -1097,7 +1116,9 @@ def export_rows(
         try:
             used = sorted({str(e["server_id"]) for e in evs if e.get("server_id")})
             tools = [t for sv in used for t in (tools_by_server or {}).get(sv, [])]
-            out.append(trajectory_to_chat(evs, tools=tools or None, reward=reward))
+            out.append(
+                trajectory_to_chat(evs, tools=tools_to_openai(tools) if tools else None, reward=reward)
+            )
         except ValueError:
             continue  # incomplete trajectory (e.g. its start event was never projected)
     return out
