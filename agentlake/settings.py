@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     sink_batch_size: int = 5000
     sink_batch_ms: int = 200
     live_scores: bool = True
+    worker_session_timeout_s: float = 10.0
     stream_batch_size: int = 2000
     stream_batch_ms: int = 50
 

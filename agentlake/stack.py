@@ -303,12 +303,46 @@ async def ensure_topics(s: Settings) -> list[str]:
         await admin.close()
 
 
+async def _group_members(s: Settings, group: str) -> int:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers, request_timeout_ms=5000)
+    await admin.start()
+    try:
+        resp = await admin.describe_consumer_groups([group])
+        groups = resp[0].to_object()["groups"] if resp else []
+        return sum(len(g.get("members") or []) for g in groups)
+    finally:
+        await admin.close()
+
+
+def wait_for_dead_members(s: Settings, group: str, timeout: float = 30.0) -> bool:
+    """Wait until `group` has no members left.
+
+    A worker killed with SIGKILL stays a member until its session times out. A
+    replacement that joins before then shares a rebalance with the dead member,
+    and faust can stall on the partitions that rebalance hands to the ghost, so
+    the replacement waits for the group to empty first (at most `timeout`).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if asyncio.run(_group_members(s, group)) == 0:
+                return True
+        except Exception:
+            return False  # cannot tell (e.g. old broker): start anyway
+        time.sleep(0.5)
+    return False
+
+
 def start_worker(s: Settings, name: str = "streams", extra_env: dict[str, str] | None = None) -> int:
     """Start `agentlake worker NAME` as a daemon (pid file + log under the data dir)."""
     proc = worker_proc(s, name)
     pid = proc.pid()
     if pid is not None:
         return pid
+    if name == "streams":
+        wait_for_dead_members(s, s.topic("agentlake-streams"), timeout=s.worker_session_timeout_s + 5)
     proc.log_file.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "AGENTLAKE_HOME": str(s.data_dir), **(extra_env or {})}
     if s.kafka_bootstrap_servers is None:

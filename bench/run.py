@@ -1,6 +1,6 @@
 """AgentLake backbone benchmark. Not a test: it measures and prints a table.
 
-    .venv/bin/python bench/run.py [--events 200000] [--rate 10000] [--seconds 20]
+    .venv/bin/python bench/run.py [--trajectories N] [--rate 3000,10000] [--seconds 20] [--sim-trials N]
 
 Starts its own stack in a temporary data dir (a real broker, the stream worker),
 then measures:
@@ -9,6 +9,8 @@ then measures:
 3. End to end at a steady load: events/s written to ClickHouse by the sink,
    produced -> row visible latency (p50/p99), reward lag, and the stream
    worker's CPU per 1k events.
+4. Simulation: trials/min for a scripted agent making 5 tool calls, with every
+   event flowing through Kafka to ClickHouse, and the runner's overhead per tool call.
 """
 
 from __future__ import annotations
@@ -170,6 +172,86 @@ async def bench_end_to_end(settings: Settings, rate: int, seconds: float) -> dic
     }
 
 
+SIM_SUITE = """
+id: bench
+trials: 1
+scenarios:
+  - id: five-steps
+    variables: {samples: {count: 200, seed: 1, vars: {oid: {min: 1, max: 60}}}}
+    task: "Check order {oid} five times and report."
+    initial_state: {$generator: "agentlake.sim.reference:shop_state", args: {seed: 1}}
+    criteria:
+      tool_calls: {mode: superset, calls: [{tool: get_order}]}
+      outcome: success
+"""
+
+
+async def five_step_agent(task: str, tools: Any, trajectory: Any) -> str:
+    """A scripted agent: plan, five tool calls, final answer (7 steps/calls, 14 events)."""
+    oid = int("".join(ch for ch in task if ch.isdigit()) or 1)
+    trajectory.step("plan", "five lookups")
+    for _ in range(5):
+        await tools.call_tool("get_order", {"order_id": oid})
+    trajectory.step("final", "done")
+    trajectory.end("success", final_answer="done")
+    return "done"
+
+
+async def bench_simulation(settings: Settings, trials: int, concurrency: int) -> dict[str, Any]:
+    """Trials/min through the whole pipeline, and the runner's overhead per tool call."""
+    from mcp import Client
+
+    from agentlake.sdk import TracedSession
+    from agentlake.sim import gate as g
+    from agentlake.sim.runner import AgentTarget, StagingFactory, run_suite
+    from agentlake.sim.suite import expand, parse_suite
+
+    suite = parse_suite(SIM_SUITE, "bench")
+    planned = expand(suite, max(1, trials // 200))[:trials]
+    em = KafkaEmitter(settings.bootstrap_servers, settings.spill_dir / "sim", max_queue=10_000_000)
+    tracer = Tracer("bench-agent", "1", emitter=em, settings=settings)
+    target = AgentTarget("bench-agent", "1", fn=five_step_agent)
+    projector = Projector(settings, milvus=False, group_id=f"bench-sim-{uuid.uuid4().hex[:6]}")
+    await projector.start()
+    await projector.catch_up(120)
+    run_id = f"bench-sim-{uuid.uuid4().hex[:6]}"
+    t0 = time.perf_counter()
+    outcome = await run_suite(planned, target, tracer, run_id=run_id, concurrency=concurrency)
+    ran = time.perf_counter() - t0
+    em.flush(120)
+
+    async def done() -> bool:
+        return await asyncio.to_thread(g.count_scored, projector.clickhouse, run_id) >= len(outcome.results)
+
+    await projector.run_until(done, timeout=600)
+    scored = time.perf_counter() - t0
+    await projector.stop()
+
+    # overhead per tool call: the same calls bare vs through the runner's recording path
+    staging = StagingFactory.default()
+    n_calls = 2000
+    server = staging.build("shop", {"orders": {"1": {"order_id": 1, "status": "delivered"}}}, seed=0)
+    async with Client(server.server) as client:
+        t1 = time.perf_counter()
+        for _ in range(n_calls):
+            await client.call_tool("get_order", {"order_id": 1})
+        bare = time.perf_counter() - t1
+        with tracer.trajectory("overhead") as t:
+            traced = TracedSession(client, t, "shop")
+            t1 = time.perf_counter()
+            for _ in range(n_calls):
+                await traced.call_tool("get_order", {"order_id": 1})
+            recorded = time.perf_counter() - t1
+    em.close(10)
+    return {
+        "sim_trials": len(outcome.results),
+        "sim_trials_per_min_run": 60 * len(outcome.results) / ran,
+        "sim_trials_per_min_scored": 60 * len(outcome.results) / scored,
+        "mcp_call_in_memory_us": 1e6 * bare / n_calls,
+        "runner_overhead_per_tool_call_us": 1e6 * (recorded - bare) / n_calls,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trajectories", type=int, default=20_000, help="for the SDK stages (10 events each)")
@@ -197,8 +279,12 @@ def main() -> None:
         enq, acked = bench_sdk_produce(settings, args.trajectories)
         results["sdk_enqueue_events_per_s"] = enq
         results["sdk_acked_events_per_s"] = acked
-        console.log(f"end to end at {args.rate} events/s for {args.seconds}s")
-        results.update(asyncio.run(bench_end_to_end(settings, args.rate, args.seconds)))
+        for rate in [int(r) for r in str(args.rate).split(",") if r]:
+            console.log(f"end to end at {rate} events/s for {args.seconds}s")
+            stage = asyncio.run(bench_end_to_end(settings, rate, args.seconds))
+            results.update({f"e2e@{rate}/s {k}": v for k, v in stage.items() if k != "offered_rate"})
+        console.log(f"simulation: {args.sim_trials} trials of a 5-call scripted agent")
+        results.update(asyncio.run(bench_simulation(settings, args.sim_trials, 16)))
     finally:
         stack.down(settings)
     if args.json:

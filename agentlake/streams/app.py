@@ -41,7 +41,7 @@ def create_app(
         topic_allow_declare=True,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
-        broker_session_timeout=10.0,
+        broker_session_timeout=settings.worker_session_timeout_s,
         broker_heartbeat_interval=2.0,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
