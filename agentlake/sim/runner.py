@@ -127,6 +127,10 @@ class StagingFactory:
                     from agentlake.sim.openapi import tools_from_openapi
 
                     f.servers[spec.id] = tools_from_openapi(spec.openapi, base_url=spec.url)
+                elif spec.tools:
+                    # declared tools without a behaviour: schema-validated, answered with a
+                    # `not_configured` error until a staging spec (--staging) gives them one
+                    f.servers[spec.id] = tools_from_specs(spec.tools)
         return f
 
     def add_spec_file(self, path: str) -> None:
@@ -208,6 +212,12 @@ async def _call_agent(fn: AgentCallable, task: str, tools: Any, t: Trajectory, u
     return await fn(task, tools, t)
 
 
+def _unwrap(e: BaseException) -> BaseException:
+    while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
+        e = e.exceptions[0]
+    return e
+
+
 def _expected_calls(trial: Trial) -> int | None:
     tc = trial.criteria.tool_calls
     if tc is None or tc.mode in ("subset",):
@@ -267,15 +277,16 @@ async def run_trial(
                 inner = wrap_client(client) if wrap_client is not None else client
                 tools = _BudgetedTools(TracedSession(inner, t, server_name), trial.budgets.max_tool_calls)
                 answer = await asyncio.wait_for(_call_agent(target.fn, trial.task, tools, t, user), timeout)
-    except TimeoutError:
-        budget, error, outcome_if_missing = "timeout_s", f"timed out after {timeout}s", "timeout"
-    except BudgetExceeded as e:
-        budget, error, outcome_if_missing = "max_tool_calls", str(e), "aborted"
-    except Exception as e:
-        if type(e).__name__ == "UserSimulationError":
-            user_error = str(e)
+    except Exception as exc:
+        cause = _unwrap(exc)  # the MCP client's task group wraps what the agent raised
+        if isinstance(cause, TimeoutError):
+            budget, error, outcome_if_missing = "timeout_s", f"timed out after {timeout}s", "timeout"
+        elif isinstance(cause, BudgetExceeded):
+            budget, error, outcome_if_missing = "max_tool_calls", str(cause), "aborted"
+        elif type(cause).__name__ == "UserSimulationError":
+            user_error = str(cause)
         else:
-            error = f"{type(e).__name__}: {e}"
+            error = f"{type(cause).__name__}: {cause}"
     if budget is None and trial.budgets.max_steps is not None and t.steps > trial.budgets.max_steps:
         budget = "max_steps"
     obs = Observation(

@@ -1,0 +1,154 @@
+"""The simulation runner without a broker: trials, grading into events, budgets, early stop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentlake.schemas import ToolCallCompleted, TrajectoryEnded, TrajectoryStarted, codec
+from agentlake.sdk import MemoryEmitter, Tracer
+from agentlake.settings import Settings
+from agentlake.sim.runner import (
+    AgentTarget,
+    RunnerError,
+    StagingFactory,
+    interleave,
+    resolve_agent,
+    run_suite,
+    run_trial,
+)
+from agentlake.sim.staging import Faults
+from agentlake.sim.suite import expand, load_suite, parse_suite
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "agentlake" / "examples"
+SETTINGS = Settings(home="/tmp/agentlake-unit")  # type: ignore[arg-type]
+
+
+def events(em: MemoryEmitter) -> list[Any]:
+    return [codec().decode(v) for _, _, v in em.records]
+
+
+def tracer(em: MemoryEmitter, version: str = "1.0") -> Tracer:
+    return Tracer("support-bot", version, tenant="sim", emitter=em, settings=SETTINGS)
+
+
+async def test_a_trial_records_the_graders_checks_on_the_end_event() -> None:
+    suite = load_suite(EXAMPLES / "suite.yaml")
+    trial = next(t for t in expand(suite, 1) if t.scenario_id == "refund-delivered")
+    em = MemoryEmitter()
+    res = await run_trial(trial, resolve_agent("support-bot@1.0"), tracer(em), "r1", StagingFactory.default())
+    assert res.verdict.success and res.tool_calls == 2
+    evs = events(em)
+    start, end = evs[0], evs[-1]
+    assert (
+        isinstance(start, TrajectoryStarted) and start.run_id == "r1" and start.scenario_id == trial.case_id
+    )
+    assert start.attributes["trial_id"] == trial.trial_id and start.seed == trial.seed
+    assert isinstance(end, TrajectoryEnded) and end.seq == len(evs) - 1  # still the last event
+    assert end.checks and all(end.checks.values()) and end.attribution is None
+    assert "final_state.orders.{}.status".format(trial.binding["oid"]) in end.checks
+
+
+async def test_a_failed_trial_carries_its_attribution() -> None:
+    suite = load_suite(EXAMPLES / "suite.yaml")
+    trial = next(t for t in expand(suite, 1) if t.scenario_id == "cancel-processing")
+    em = MemoryEmitter()
+    res = await run_trial(
+        trial, resolve_agent("support-bot@1.1-beta"), tracer(em, "1.1-beta"), "r", StagingFactory.default()
+    )
+    assert not res.verdict.success and res.verdict.attribution == "agent"
+    end = events(em)[-1]
+    assert isinstance(end, TrajectoryEnded) and end.attribution == "agent" and not all(end.checks.values())
+    kinds = [e.error_kind for e in events(em) if isinstance(e, ToolCallCompleted) and e.is_error]
+    assert "invalid_arguments" in kinds  # the string order id, rejected by the input schema
+
+
+async def test_injected_faults_are_seeded_and_blamed_on_the_tool() -> None:
+    suite = load_suite(EXAMPLES / "suite.yaml")
+    trials = [t for t in expand(suite, 2) if t.scenario_id == "refund-delivered"]
+    staging = StagingFactory.default(faults=Faults(error_rate=1.0))
+    results = []
+    for t in trials:
+        results.append(
+            await run_trial(t, resolve_agent("support-bot@1.0"), tracer(MemoryEmitter()), "r", staging)
+        )
+    assert all(not r.verdict.success and r.verdict.attribution == "tool" for r in results)
+
+
+SMALL = """
+id: small
+trials: 3
+scenarios:
+  - id: lookups
+    variables: {grid: {oid: [1, 2]}}
+    task: "What is the status of order {oid}?"
+    initial_state: {$generator: "agentlake.sim.reference:shop_state", args: {seed: 1}}
+    criteria:
+      tool_calls: {mode: subset, calls: [{tool: get_order}]}
+      outcome: success
+    budgets: {max_tool_calls: 1}
+"""
+
+
+async def greedy(task: str, tools: Any, trajectory: Any) -> str:
+    for _ in range(3):
+        await tools.call_tool("get_order", {"order_id": 1})
+    trajectory.end("success", final_answer="ok")
+    return "ok"
+
+
+async def test_the_tool_call_budget_stops_the_agent() -> None:
+    suite = parse_suite(SMALL, "small.yaml")
+    trial = expand(suite, 1)[0]
+    em = MemoryEmitter()
+    res = await run_trial(
+        trial, AgentTarget("greedy", "1", fn=greedy), tracer(em), "r", StagingFactory.default()
+    )
+    assert not res.verdict.success
+    end = events(em)[-1]
+    assert (
+        isinstance(end, TrajectoryEnded)
+        and end.outcome == "aborted"
+        and "more than 1 tool calls" in (end.error or "")
+    )
+
+
+async def test_early_stop_skips_cases_already_decided() -> None:
+    suite = parse_suite(SMALL, "small.yaml")
+    trials = expand(suite, 3)
+    out = await run_suite(
+        trials,
+        AgentTarget("greedy", "1", fn=greedy),
+        tracer(MemoryEmitter()),
+        concurrency=1,
+        early_stop=(1, 0.8),
+    )
+    # after one failure out of three, pass^1 can be at most 2/3 < 0.8: the rest is skipped
+    assert len(out.results) == 2 and len(out.skipped) == 4
+    assert {t.case_id for t in out.skipped} == {t.case_id for t in trials}
+    full = await run_suite(
+        trials, AgentTarget("greedy", "1", fn=greedy), tracer(MemoryEmitter()), concurrency=4
+    )
+    assert len(full.results) == 6 and not full.skipped
+
+
+def test_interleave_runs_every_case_before_repeating_one() -> None:
+    trials = expand(parse_suite(SMALL, "small.yaml"), 3)
+    order = [(t.index, t.case_id) for t in interleave(trials)]
+    assert [i for i, _ in order] == [0, 0, 1, 1, 2, 2]
+
+
+def test_resolve_agent_forms_and_errors() -> None:
+    assert resolve_agent("support-bot@1.1-beta").ref == "support-bot@1.1-beta"
+    assert resolve_agent("agentlake.sim.reference:support_bot_v1").fn is not None
+    assert resolve_agent("cmd:python agent.py").command == "python agent.py"
+    with pytest.raises(RunnerError, match="neither built in nor registered"):
+        resolve_agent("nobody@1")
+    with pytest.raises(RunnerError, match="NAME@VERSION"):
+        resolve_agent("nobody")
+    with pytest.raises(RunnerError, match="cannot import"):
+        resolve_agent("no.such.module:fn")
+    with pytest.raises(RunnerError, match="no staging server 'crm'"):
+        StagingFactory.default().build("crm", {}, 0)
