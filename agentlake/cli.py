@@ -866,7 +866,9 @@ async def _serve_forever(tools: list[Any], name: str, port: int) -> None:
 @app.command()
 def replay(
     trajectory_id: str | None = typer.Argument(None, help="the trajectory to replay"),
-    agent: str = typer.Option(..., "--agent", help="candidate: NAME@VERSION, module:callable, openai:MODEL, cmd:COMMAND"),
+    agent: str = typer.Option(
+        ..., "--agent", help="candidate: NAME@VERSION, module:callable, openai:MODEL, cmd:COMMAND"
+    ),
     fork_at: int | None = typer.Option(
         None, help="serve recorded results only before this tool call (0-based)"
     ),
