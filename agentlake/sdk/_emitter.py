@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from agentlake.sdk._spill import Record, SegmentClaim, SpillBuffer
 
@@ -207,28 +207,72 @@ class KafkaEmitter:
         self._inflight = len(batch)
         return batch
 
-    async def _send(self, producer: object, batch: list[Record]) -> None:
-        from aiokafka import AIOKafkaProducer
+    async def _submit(self, producer: Any, records: list[Record]) -> list[tuple[Any, list[Record]]]:
+        """Queue records as whole record batches, one per (topic, partition) run.
 
-        assert isinstance(producer, AIOKafkaProducer)
-        futures = []
+        Building batches directly skips aiokafka's per-message future and
+        bookkeeping, which is most of the SDK's cost per event. Partitions come
+        from the producer's own partitioner (murmur2 of the key, like `send`),
+        so a trajectory's events land on the same partition of every topic.
+        Returns (delivery future, records it carries) pairs.
+        """
+        groups: dict[tuple[str, int], list[Record]] = {}
+        parts_cache: dict[str, tuple[list[int], list[int]]] = {}
+        for rec in records:
+            topic, key, _ = rec
+            if topic not in parts_cache:
+                await producer.client._wait_on_metadata(topic)
+                meta = producer._metadata  # aiokafka has no public partition lookup
+                parts_cache[topic] = (
+                    sorted(meta.partitions_for_topic(topic)),
+                    sorted(meta.available_partitions_for_topic(topic)),
+                )
+            all_parts, available = parts_cache[topic]
+            partition = producer._partitioner(key, all_parts, available)
+            groups.setdefault((topic, partition), []).append(rec)
+        out: list[tuple[Any, list[Record]]] = []
+        for (topic, partition), recs in groups.items():
+            builder = producer.create_batch()
+            carried: list[Record] = []
+            for rec in recs:
+                if builder.append(key=rec[1], value=rec[2], timestamp=None) is None:
+                    if carried:
+                        out.append((await producer.send_batch(builder, topic, partition=partition), carried))
+                        builder, carried = producer.create_batch(), []
+                    if builder.append(key=rec[1], value=rec[2], timestamp=None) is None:
+                        # larger than a whole batch: let `send` handle (or reject) it alone
+                        out.append(
+                            (await producer.send(topic, rec[2], key=rec[1], partition=partition), [rec])
+                        )
+                        continue
+                carried.append(rec)
+            if carried:
+                out.append((await producer.send_batch(builder, topic, partition=partition), carried))
+        return out
+
+    async def _send(self, producer: Any, batch: list[Record]) -> None:
         try:
-            for topic, key, value in batch:
-                futures.append(await producer.send(topic, value, key=key))
+            pending = await self._submit(producer, batch)
             results = await asyncio.wait_for(
-                asyncio.gather(*futures, return_exceptions=True), self.request_timeout_ms / 1000 + 2
+                asyncio.gather(*(f for f, _ in pending), return_exceptions=True),
+                self.request_timeout_ms / 1000 + 2,
             )
         except BaseException:
             # Whatever was not acknowledged goes to disk; duplicates are absorbed downstream.
             self.stats.spilled += self.spill.append(batch)
             self._inflight = 0
             raise
-        failed = [rec for rec, r in zip(batch, results, strict=True) if isinstance(r, BaseException)]
+        failed = [
+            rec
+            for (_, recs), r in zip(pending, results, strict=True)
+            if isinstance(r, BaseException)
+            for rec in recs
+        ]
         self.stats.acked += len(batch) - len(failed)
         if failed:
             self.stats.spilled += self.spill.append(failed)
             self._inflight = 0
-            raise failed_error(results)
+            raise failed_error(list(results))
         self._inflight = 0
 
     async def _drain_spill(self, producer: object) -> None:
@@ -245,13 +289,12 @@ class KafkaEmitter:
                 self.stats.resent += len(records)
                 claim.done()
 
-    async def _send_resend(self, producer: object, chunk: list[Record]) -> None:
-        from aiokafka import AIOKafkaProducer
-
-        assert isinstance(producer, AIOKafkaProducer)
-        futures = [await producer.send(t, v, key=k) for t, k, v in chunk]
+    async def _send_resend(self, producer: Any, chunk: list[Record]) -> None:
         try:
-            await asyncio.wait_for(asyncio.gather(*futures), self.request_timeout_ms / 1000 + 2)
+            pending = await self._submit(producer, chunk)
+            await asyncio.wait_for(
+                asyncio.gather(*(f for f, _ in pending)), self.request_timeout_ms / 1000 + 2
+            )
         finally:
             self._inflight = 0  # on failure the segment stays on disk and is retried whole
 
