@@ -76,8 +76,11 @@ class Settings(BaseSettings):
     sink_batch_size: int = 5000
     sink_batch_ms: int = 200
     live_scores: bool = True
+    # the sink scores ended trajectories the stream worker missed (0 disables)
+    reconcile_every_s: float = 10.0
+    reconcile_after_s: float = 30.0
     worker_session_timeout_s: float = 10.0
-    stream_batch_size: int = 2000
+    stream_batch_size: int = 1  # >1: opt-in batched stream agent (see streams/app.py)
     stream_batch_ms: int = 50
 
     @cached_property

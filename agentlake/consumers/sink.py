@@ -39,6 +39,7 @@ class SinkStats:
     dead_letters: int = 0
     vectors: int = 0
     last_lag: int = 0
+    reconciled: int = 0
     # produced -> row written, in ms, per trajectory event (only with track_latency=True)
     latencies_ms: list[float] = field(default_factory=list)
 
@@ -72,6 +73,7 @@ class Projector:
         self._writer: ClickHouseWriter | None = None
         self._index: Any = None
         self._owned = {settings.topic(t) for t in (REWARDS, POLICY)}
+        self._last_reconcile = time.monotonic()
 
     @property
     def clickhouse(self) -> Any:
@@ -165,7 +167,28 @@ class Projector:
         await self._consumer.commit()
         self.stats.batches += 1
         self.stats.records += n
+        await self._maybe_reconcile()
         return n
+
+    async def _maybe_reconcile(self) -> None:
+        """Every `reconcile_every_s`, score ended trajectories the stream worker missed."""
+        every = self.settings.reconcile_every_s
+        if every <= 0 or time.monotonic() - self._last_reconcile < every:
+            return
+        self._last_reconcile = time.monotonic()
+        from agentlake.consumers.reconcile import rescore, unscored
+        from agentlake.registry import read_registry
+
+        assert self._writer is not None
+        client = self._writer.client
+        ids = await asyncio.to_thread(unscored, client, self.settings.reconcile_after_s)
+        if not ids:
+            return
+        registry = await read_registry(self.settings, timeout=5)
+        outputs = await asyncio.to_thread(rescore, client, ids, registry.rules_lookup, self.settings.topic)
+        for out in outputs:
+            await self._producer.send_and_wait(out.topic, out.value, key=out.key, headers=out.headers or None)
+        self.stats.reconciled += len(ids)
 
     async def _reject(self, msg: Any, reason: str, detail: str) -> None:
         if msg.topic in self._owned:
@@ -222,6 +245,8 @@ class Projector:
         while time.monotonic() < deadline:
             n = await self.step()
             now = time.monotonic()
+            if n == 0:
+                await self._maybe_reconcile()
             if n == 0 or now - last_check >= check_every:
                 last_check = now
                 if await done():
@@ -230,7 +255,8 @@ class Projector:
 
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         while stop is None or not stop.is_set():
-            await self.step()
+            if await self.step() == 0:
+                await self._maybe_reconcile()
 
 
 async def run_sink(settings: Settings, *, milvus: bool = True) -> None:

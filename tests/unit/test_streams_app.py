@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from agentlake.schemas import RewardScored, codec
 from agentlake.sdk import MemoryEmitter, Tracer
 from agentlake.settings import Settings
@@ -11,8 +13,10 @@ from agentlake.streams.processor import Output
 SETTINGS = Settings(home="/tmp/agentlake-unit", topic_prefix="unit-")  # type: ignore[arg-type]
 
 
-async def test_the_score_agent_turns_events_into_rewards_and_dead_letters() -> None:
-    app = create_app(SETTINGS, broker="kafka://127.0.0.1:9", app_id="unit-test-app")
+@pytest.mark.parametrize("batch", [1, 100])
+async def test_the_score_agent_turns_events_into_rewards_and_dead_letters(batch: int) -> None:
+    settings = SETTINGS.model_copy(update={"stream_batch_size": batch})
+    app = create_app(settings, broker="kafka://127.0.0.1:9", app_id=f"unit-test-app-{batch}")
     app.finalize()
     app.conf.store = "memory://"
     sent: list[Output] = []

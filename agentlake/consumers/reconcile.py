@@ -1,0 +1,72 @@
+"""Reconciliation: score ended trajectories the stream worker never scored.
+
+The stream worker keeps each trajectory's fold in a faust table restored from
+its changelog. If that state is ever lost (we have seen a worker killed with
+SIGKILL come back without part of it), a trajectory can end without a final
+reward. The projections still hold every event, and scoring is a pure fold, so
+the sink rebuilds the fold from the `events` table and publishes the final
+`RewardScored` itself. Its event id is the same deterministic id the worker
+would have used, so if the worker scores it too, the rows replace each other.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from agentlake.projections.clickhouse import query
+from agentlake.schemas import EVENT_TYPES, codec
+from agentlake.streams.processor import Output, RewardProcessor, RulesLookup
+
+log = logging.getLogger("agentlake.reconcile")
+
+
+def unscored(client: Any, older_than_s: float, limit: int = 500) -> list[str]:
+    """Trajectories that ended more than `older_than_s` ago, with every event projected,
+    and no final reward."""
+    rows = query(
+        client,
+        "SELECT t.trajectory_id AS trajectory_id FROM "
+        "(SELECT trajectory_id, end_seq, ended_at FROM trajectories FINAL "
+        " WHERE end_seq IS NOT NULL AND ended_at < now64(6) - toIntervalMillisecond({ms:UInt64})) AS t "
+        "JOIN (SELECT trajectory_id, count() AS n FROM events FINAL GROUP BY trajectory_id) AS e "
+        "USING trajectory_id "
+        "WHERE e.n = t.end_seq + 1 AND t.trajectory_id NOT IN "
+        "(SELECT trajectory_id FROM rewards FINAL WHERE is_final = 1) "
+        "LIMIT {limit:UInt64}",
+        {"ms": int(older_than_s * 1000), "limit": limit},
+    )
+    return [r["trajectory_id"] for r in rows]
+
+
+def rescore(
+    client: Any, trajectory_ids: list[str], rules: RulesLookup, topic: Callable[[str], str]
+) -> list[Output]:
+    """The outputs (final reward, policy findings) the stream worker would have produced."""
+    if not trajectory_ids:
+        return []
+    rows = query(
+        client,
+        "SELECT trajectory_id, record, body FROM events FINAL WHERE trajectory_id IN {ids:Array(String)} "
+        "ORDER BY trajectory_id, seq",
+        {"ids": trajectory_ids},
+    )
+    proc = RewardProcessor(rules, live_scores=False, topic=topic)
+    c = codec()
+    states: dict[str, Any] = {}
+    outputs: list[Output] = []
+    for r in rows:
+        cls = EVENT_TYPES.get(r["record"])
+        if cls is None:
+            continue
+        ev = cls.model_validate_json(r["body"])
+        res = proc.process(
+            states.get(ev.trajectory_id), topic(ev.topic), ev.trajectory_id.encode(), c.encode(ev)
+        )
+        if res.changed:
+            states[ev.trajectory_id] = res.state
+        outputs.extend(o for o in res.outputs if not o.topic.endswith(".dlq"))
+    finals = [o for o in outputs if o.topic == topic("rewards.scored")]
+    log.warning("re-scored %d trajectories the stream worker had not scored", len(finals))
+    return outputs
