@@ -248,7 +248,7 @@ def start_broker(s: Settings, progress: Any = None, timeout: float = 90.0) -> in
         if p.poll() is not None:
             tail = proc.log_file.with_suffix(".out").read_text(errors="replace")[-600:]
             raise StackError(f"Kafka broker exited with {p.returncode}: {tail}")
-        if port_open("127.0.0.1", s.kafka_port) and asyncio.run(_metadata_ok(s.bootstrap_servers)):
+        if port_open("127.0.0.1", s.kafka_port) and _run_sync(_metadata_ok(s.bootstrap_servers)):
             return p.pid
         time.sleep(0.3)
     raise StackError(f"Kafka broker did not answer within {timeout:.0f}s; see {proc.log_file}")
@@ -316,6 +316,18 @@ async def _group_members(s: Settings, group: str) -> int:
         await admin.close()
 
 
+def _run_sync(coro: Any) -> Any:
+    """Run a coroutine to completion from sync code, even when called inside an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def wait_for_dead_members(s: Settings, group: str, timeout: float = 30.0) -> bool:
     """Wait until `group` has no members left.
 
@@ -327,7 +339,7 @@ def wait_for_dead_members(s: Settings, group: str, timeout: float = 30.0) -> boo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if asyncio.run(_group_members(s, group)) == 0:
+            if _run_sync(_group_members(s, group)) == 0:
                 return True
         except Exception:
             return False  # cannot tell (e.g. old broker): start anyway
@@ -365,9 +377,9 @@ def up(s: Settings, *, workers: bool = True, progress: Any = None) -> dict[str, 
     info: dict[str, Any] = {"home": str(s.data_dir), "bootstrap_servers": s.bootstrap_servers}
     if s.embedded_kafka:
         info["broker_pid"] = start_broker(s, progress)
-    elif not asyncio.run(_metadata_ok(s.bootstrap_servers)):
+    elif not _run_sync(_metadata_ok(s.bootstrap_servers)):
         raise StackError(f"KAFKA_BOOTSTRAP_SERVERS={s.bootstrap_servers} does not answer")
-    info["topics_created"] = asyncio.run(ensure_topics(s))
+    info["topics_created"] = _run_sync(ensure_topics(s))
     if workers:
         info["streams_pid"] = start_worker(s, "streams")
     return info
@@ -390,5 +402,5 @@ def status(s: Settings) -> dict[str, Any]:
         "clickhouse": s.clickhouse_url or f"chdb:{s.chdb_path}",
         "milvus": s.milvus_target,
     }
-    info["kafka_reachable"] = asyncio.run(_metadata_ok(s.bootstrap_servers))
+    info["kafka_reachable"] = _run_sync(_metadata_ok(s.bootstrap_servers))
     return info

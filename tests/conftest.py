@@ -5,6 +5,7 @@ In CI (``CI=true``) a component that cannot start is a failure, never a skip.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+logging.getLogger("milvus_lite").setLevel(logging.WARNING)  # it logs at interpreter exit
 
 
 def free_port_pair() -> int:
