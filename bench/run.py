@@ -177,7 +177,7 @@ id: bench
 trials: 1
 scenarios:
   - id: five-steps
-    variables: {samples: {count: 200, seed: 1, vars: {oid: {min: 1, max: 60}}}}
+    variables: {samples: {count: 50, seed: 1, vars: {oid: {min: 1, max: 60}}}}
     task: "Check order {oid} five times and report."
     initial_state: {$generator: "agentlake.sim.reference:shop_state", args: {seed: 1}}
     criteria:
@@ -207,7 +207,7 @@ async def bench_simulation(settings: Settings, trials: int, concurrency: int) ->
     from agentlake.sim.suite import expand, parse_suite
 
     suite = parse_suite(SIM_SUITE, "bench")
-    planned = expand(suite, max(1, trials // 200))[:trials]
+    planned = expand(suite, max(1, -(-trials // 50)))[:trials]
     em = KafkaEmitter(settings.bootstrap_servers, settings.spill_dir / "sim", max_queue=10_000_000)
     tracer = Tracer("bench-agent", "1", emitter=em, settings=settings)
     target = AgentTarget("bench-agent", "1", fn=five_step_agent)
@@ -255,9 +255,8 @@ async def bench_simulation(settings: Settings, trials: int, concurrency: int) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trajectories", type=int, default=20_000, help="for the SDK stages (10 events each)")
-    ap.add_argument(
-        "--rate", type=int, default=10_000, help="offered load for the end-to-end stage, events/s"
-    )
+    ap.add_argument("--rate", default="3000,10000", help="offered loads, events/s (comma-separated)")
+    ap.add_argument("--sim-trials", type=int, default=1000, help="trials for the simulation stage")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args()

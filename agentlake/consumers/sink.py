@@ -13,6 +13,7 @@ the topics only this sink reads (rewards, policy findings), it dead-letters them
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -180,6 +181,8 @@ class Projector:
         from agentlake.registry import read_registry
 
         assert self._writer is not None
+        if not await self._worker_caught_up():
+            return  # a lagging worker is not a lost one: let it score its backlog
         client = self._writer.client
         ids = await asyncio.to_thread(unscored, client, self.settings.reconcile_after_s)
         if not ids:
@@ -189,6 +192,29 @@ class Projector:
         for out in outputs:
             await self._producer.send_and_wait(out.topic, out.value, key=out.key, headers=out.headers or None)
         self.stats.reconciled += len(ids)
+
+    async def _worker_caught_up(self) -> bool:
+        """Whether the stream worker's group has consumed the trajectory topics to their end."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.settings.bootstrap_servers, request_timeout_ms=5000
+        )
+        try:
+            await admin.start()
+            committed = await admin.list_consumer_group_offsets(self.settings.topic("agentlake-streams"))
+        except Exception:
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+        topics = {self.settings.topic(t) for t in TRAJECTORY_TOPICS}
+        tps = [tp for tp in committed if tp.topic in topics]
+        if not tps:
+            return False
+        assert self._consumer is not None
+        ends = await self._consumer.end_offsets(tps)
+        return all(committed[tp].offset >= ends[tp] for tp in tps)
 
     async def _reject(self, msg: Any, reason: str, detail: str) -> None:
         if msg.topic in self._owned:
