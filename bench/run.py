@@ -92,7 +92,36 @@ def bench_sdk_produce(settings: Settings, n_traj: int) -> tuple[float, float]:
     return enqueue, acked
 
 
+async def worker_backlog(settings: Settings) -> int:
+    """Events on the trajectory topics the stream worker has not consumed yet."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from agentlake.topics import TRAJECTORY_TOPICS
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(settings.topic("agentlake-streams"))
+        tps = [tp for tp in committed if tp.topic in {settings.topic(t) for t in TRAJECTORY_TOPICS}]
+        ends = await consumer.end_offsets(tps) if tps else {}
+        return sum(max(0, ends[tp] - committed[tp].offset) for tp in tps)
+    finally:
+        await admin.close()
+        await consumer.stop()
+
+
+async def drain_worker(settings: Settings, timeout: float = 600) -> None:
+    """Let the stream worker finish the backlog of earlier stages before measuring."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and await worker_backlog(settings) > 0:
+        await asyncio.sleep(1)
+
+
 async def bench_end_to_end(settings: Settings, rate: int, seconds: float) -> dict[str, Any]:
+    await drain_worker(settings)
     run_id = f"e2e-{uuid.uuid4().hex[:6]}"
     worker_pid = stack.worker_proc(settings, "streams").pid()
     assert worker_pid is not None
@@ -148,6 +177,7 @@ async def bench_end_to_end(settings: Settings, rate: int, seconds: float) -> dic
     while await asyncio.to_thread(scored) < n_traj and time.monotonic() < deadline:
         await projector.step(100)
     cpu = cpu_seconds(worker_pid) - cpu0
+    processed_all = await worker_backlog(settings) == 0
     reward_lag = query(
         projector.clickhouse,
         "SELECT quantile(0.5)(d) AS p50, quantile(0.99)(d) AS p99 FROM ("
@@ -169,6 +199,7 @@ async def bench_end_to_end(settings: Settings, rate: int, seconds: float) -> dic
         "reward_lag_p50_ms": float(reward_lag["p50"]),
         "reward_lag_p99_ms": float(reward_lag["p99"]),
         "worker_cpu_ms_per_1k_events": 1000 * cpu / max(1, sent) * 1000,
+        "worker_kept_up": processed_all,
     }
 
 
