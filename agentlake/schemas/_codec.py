@@ -123,7 +123,8 @@ class Codec:
         try:
             fo = io.BytesIO(data)
             fo.seek(HEADER_LEN)
-            value = fastavro.schemaless_reader(fo, writer.parsed, reader.parsed)
+            # same version: no schema resolution (the common case, and much faster)
+            value = fastavro.schemaless_reader(fo, writer.parsed, None if writer is reader else reader.parsed)
             if fo.tell() != len(data):
                 raise DecodeError("schema_violation", f"{len(data) - fo.tell()} trailing bytes")
         except DecodeError:
