@@ -75,6 +75,7 @@ class Projector:
         self._index: Any = None
         self._owned = {settings.topic(t) for t in (REWARDS, POLICY)}
         self._last_reconcile = time.monotonic()
+        self._worker_position: tuple[int, float] = (-1, time.monotonic())
 
     @property
     def clickhouse(self) -> Any:
@@ -214,7 +215,22 @@ class Projector:
             return False
         assert self._consumer is not None
         ends = await self._consumer.end_offsets(tps)
-        return all(committed[tp].offset >= ends[tp] for tp in tps)
+        if all(committed[tp].offset >= ends[tp] for tp in tps):
+            return True
+        # Behind. Progressing means busy: leave it its backlog. Not moving for
+        # `reconcile_after_s` means stalled: score for it (and say so).
+        position = sum(committed[tp].offset for tp in tps)
+        now = time.monotonic()
+        if position != self._worker_position[0]:
+            self._worker_position = (position, now)
+            return False
+        stalled = now - self._worker_position[1] >= self.settings.reconcile_after_s
+        if stalled:
+            log.warning(
+                "the stream worker has not advanced for %.0fs; the sink scores for it",
+                now - self._worker_position[1],
+            )
+        return stalled
 
     async def _reject(self, msg: Any, reason: str, detail: str) -> None:
         if msg.topic in self._owned:

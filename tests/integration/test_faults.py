@@ -229,7 +229,7 @@ async def test_the_sink_scores_trajectories_whose_worker_state_was_lost(
     )
     assert count_final(projector, run_id) == 0
     projector._last_reconcile = 0.0  # due now
-    assert await project_until_final(projector, run_id, 1, timeout=60) == 1
+    assert await project_until_final(projector, run_id, 1, timeout=150) == 1
     expected = None
     proc, state = RewardProcessor(live_scores=False), None
     for e in old:
