@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agentlake.schemas import now_us
 from agentlake.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -392,7 +393,7 @@ def registry_list(
     as_json: bool = JSON_OPT,
 ) -> None:
     """List registered agents and MCP servers (every version)."""
-    from agentlake.registry import dump_spec, read_registry
+    from agentlake.registry import read_registry
 
     if kind not in ("agent", "server", "all"):
         raise UserError(f"--kind must be agent, server or all, not {kind!r}")
@@ -425,7 +426,6 @@ def registry_list(
     if as_json:
         _print_json(rows)
         return
-    del dump_spec
     t = Table(title="registry")
     for c in ("kind", "id@version", "owner", "tools", "objective / description"):
         t.add_column(c)
@@ -601,11 +601,11 @@ async def _sim_run(
     gate_spec: GateSpec | None = suite.gate
     stop: tuple[int, float] | None = None
     if early_stop and gate_spec is not None:
-        stop = _early_stop_rule(gate_spec, trials)
+        stop = _early_stop_rule(gate_spec)
     run_id = stable_run_id(suite, target.ref)
     emitter = KafkaEmitter(s.bootstrap_servers, s.spill_dir)
     tracer = Tracer(target.agent_id, target.version, tenant="sim", emitter=emitter, settings=s)
-    started = g.now()
+    started = now_us()
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -675,7 +675,7 @@ async def _sim_run(
             tag=tag,
             baseline_run_id=base.run_id if base else None,
             started_us=started,
-            finished_us=g.now(),
+            finished_us=now_us(),
             trials=len(rows),
             skipped=len(skipped),
             passed=result.passed if result else None,
@@ -685,7 +685,7 @@ async def _sim_run(
     return (1 if result is not None and not result.passed else 0), report
 
 
-def _early_stop_rule(gate_spec: Any, trials: list[Any]) -> tuple[int, float] | None:
+def _early_stop_rule(gate_spec: Any) -> tuple[int, float] | None:
     """(k, min pass^k) from the gate's absolute pass^k floor, if it declares one."""
     for name, th in gate_spec.resolved():
         if name.startswith("pass_hat_") and th.min is not None:
@@ -953,7 +953,7 @@ async def _replay_one(
             raise UserError(str(e)) from e
         emitter = KafkaEmitter(s.bootstrap_servers, s.spill_dir)
         tracer = Tracer(target.agent_id, target.version, tenant="sim", emitter=emitter, settings=s)
-        run_id = f"replay-{trajectory_id[:12]}-{int(g.now() / 1e6)}"
+        run_id = f"replay-{trajectory_id[:12]}-{int(now_us() / 1e6)}"
         try:
             rep = await replay(
                 recorded,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlake.settings import Settings
-from agentlake.topics import all_topics
+from agentlake.topics import STREAMS_GROUP, all_topics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -354,7 +354,7 @@ def start_worker(s: Settings, name: str = "streams", extra_env: dict[str, str] |
     if pid is not None:
         return pid
     if name == "streams":
-        wait_for_dead_members(s, s.topic("agentlake-streams"), timeout=s.worker_session_timeout_s + 5)
+        wait_for_dead_members(s, s.topic(STREAMS_GROUP), timeout=s.worker_session_timeout_s + 5)
     proc.log_file.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "AGENTLAKE_HOME": str(s.data_dir), **(extra_env or {})}
     if s.kafka_bootstrap_servers is None:

@@ -27,6 +27,10 @@ SIM_RUNS = "sim.runs"
 
 TRAJECTORY_TOPICS = (TRAJECTORIES, STEPS, TOOL_CALLS)
 
+# consumer groups (prefixed like topics)
+STREAMS_GROUP = "agentlake-streams"  # the faust app id: the stream worker's group
+SINK_GROUP = "agentlake-sink"
+
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(TRAJECTORIES, doc="TrajectoryStarted / TrajectoryEnded, keyed by trajectory_id"),
     TopicSpec(STEPS, doc="AgentStep, keyed by trajectory_id"),

@@ -94,23 +94,13 @@ def bench_sdk_produce(settings: Settings, n_traj: int) -> tuple[float, float]:
 
 async def worker_backlog(settings: Settings) -> int:
     """Events on the trajectory topics the stream worker has not consumed yet."""
-    from aiokafka import AIOKafkaConsumer
-    from aiokafka.admin import AIOKafkaAdminClient
+    from agentlake.kafka_io import group_offsets
+    from agentlake.topics import STREAMS_GROUP, TRAJECTORY_TOPICS
 
-    from agentlake.topics import TRAJECTORY_TOPICS
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
-    await admin.start()
-    await consumer.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(settings.topic("agentlake-streams"))
-        tps = [tp for tp in committed if tp.topic in {settings.topic(t) for t in TRAJECTORY_TOPICS}]
-        ends = await consumer.end_offsets(tps) if tps else {}
-        return sum(max(0, ends[tp] - committed[tp].offset) for tp in tps)
-    finally:
-        await admin.close()
-        await consumer.stop()
+    committed, ends = await group_offsets(
+        settings, settings.topic(STREAMS_GROUP), {settings.topic(t) for t in TRAJECTORY_TOPICS}
+    )
+    return sum(max(0, ends[tp] - committed[tp]) for tp in committed)
 
 
 async def drain_worker(settings: Settings, timeout: float = 600) -> None:

@@ -22,22 +22,29 @@ from agentlake.streams.processor import Output, RewardProcessor, RulesLookup
 log = logging.getLogger("agentlake.reconcile")
 
 
-def unscored(client: Any, older_than_s: float, limit: int = 500) -> list[str]:
-    """Trajectories that ended more than `older_than_s` ago, with every event projected,
-    and no final reward."""
-    rows = query(
+def unscored(client: Any, older_than_s: float, window_s: float = 86_400.0, limit: int = 500) -> list[str]:
+    """Trajectories that ended between `window_s` and `older_than_s` ago, with every event
+    projected and no final reward. The window keeps this a bounded scan of recent rows."""
+    ended = query(
         client,
-        "SELECT t.trajectory_id AS trajectory_id FROM "
-        "(SELECT trajectory_id, end_seq, ended_at FROM trajectories FINAL "
-        " WHERE end_seq IS NOT NULL AND ended_at < now64(6) - toIntervalMillisecond({ms:UInt64})) AS t "
-        "JOIN (SELECT trajectory_id, count() AS n FROM events FINAL GROUP BY trajectory_id) AS e "
-        "USING trajectory_id "
-        "WHERE e.n = t.end_seq + 1 AND t.trajectory_id NOT IN "
-        "(SELECT trajectory_id FROM rewards FINAL WHERE is_final = 1) "
+        "SELECT trajectory_id, end_seq FROM trajectories FINAL WHERE end_seq IS NOT NULL "
+        "AND ended_at < now64(6) - toIntervalMillisecond({old:UInt64}) "
+        "AND ended_at >= now64(6) - toIntervalMillisecond({window:UInt64}) "
+        "AND trajectory_id NOT IN (SELECT trajectory_id FROM rewards FINAL WHERE is_final = 1 "
+        "  AND scored_at >= now64(6) - toIntervalMillisecond({window:UInt64}) - INTERVAL 1 DAY) "
         "LIMIT {limit:UInt64}",
-        {"ms": int(older_than_s * 1000), "limit": limit},
+        {"old": int(older_than_s * 1000), "window": int(window_s * 1000), "limit": limit},
     )
-    return [r["trajectory_id"] for r in rows]
+    if not ended:
+        return []
+    counts = query(
+        client,
+        "SELECT trajectory_id, count() AS n FROM events FINAL WHERE trajectory_id IN {ids:Array(String)} "
+        "GROUP BY trajectory_id",
+        {"ids": [r["trajectory_id"] for r in ended]},
+    )
+    have = {r["trajectory_id"]: r["n"] for r in counts}
+    return [r["trajectory_id"] for r in ended if have.get(r["trajectory_id"]) == r["end_seq"] + 1]
 
 
 def rescore(

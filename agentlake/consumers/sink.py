@@ -13,7 +13,6 @@ the topics only this sink reads (rewards, policy findings), it dead-letters them
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -24,7 +23,7 @@ from typing import Any
 from agentlake.projections.clickhouse import ClickHouseWriter, Located, connect
 from agentlake.schemas import DecodeError, RewardScored, codec
 from agentlake.settings import Settings
-from agentlake.topics import POLICY, REWARDS, TRAJECTORY_TOPICS, dlq
+from agentlake.topics import POLICY, REWARDS, SINK_GROUP, STREAMS_GROUP, TRAJECTORY_TOPICS, dlq
 
 log = logging.getLogger("agentlake.sink")
 
@@ -60,7 +59,7 @@ class Projector:
         settings: Settings,
         *,
         milvus: bool = True,
-        group_id: str = "agentlake-sink",
+        group_id: str = SINK_GROUP,
         track_latency: bool = False,
     ) -> None:
         self.settings = settings
@@ -135,6 +134,7 @@ class Projector:
             max_records=self.settings.sink_batch_size,
         )
         if not batches:
+            await self._maybe_reconcile()
             return 0
         located: list[Located] = []
         rewards: list[RewardScored] = []
@@ -182,12 +182,10 @@ class Projector:
         from agentlake.registry import read_registry
 
         assert self._writer is not None
-        if not await self._worker_caught_up():
-            return  # a lagging worker is not a lost one: let it score its backlog
         client = self._writer.client
         ids = await asyncio.to_thread(unscored, client, self.settings.reconcile_after_s)
-        if not ids:
-            return
+        if not ids or not await self._worker_caught_up():
+            return  # nothing missing, or a busy worker that will score its backlog itself
         registry = await read_registry(self.settings, timeout=5)
         outputs = await asyncio.to_thread(rescore, client, ids, registry.rules_lookup, self.settings.topic)
         for out in outputs:
@@ -195,31 +193,24 @@ class Projector:
         self.stats.reconciled += len(ids)
 
     async def _worker_caught_up(self) -> bool:
-        """Whether the stream worker's group has consumed the trajectory topics to their end."""
-        from aiokafka.admin import AIOKafkaAdminClient
+        """Whether the stream worker has scored what the trajectory topics hold, or is stalled."""
+        from agentlake.kafka_io import group_offsets
 
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.settings.bootstrap_servers, request_timeout_ms=5000
-        )
         try:
-            await admin.start()
-            committed = await admin.list_consumer_group_offsets(self.settings.topic("agentlake-streams"))
+            committed, ends = await group_offsets(
+                self.settings,
+                self.settings.topic(STREAMS_GROUP),
+                {self.settings.topic(t) for t in TRAJECTORY_TOPICS},
+            )
         except Exception:
             return False
-        finally:
-            with contextlib.suppress(Exception):
-                await admin.close()
-        topics = {self.settings.topic(t) for t in TRAJECTORY_TOPICS}
-        tps = [tp for tp in committed if tp.topic in topics]
-        if not tps:
+        if not committed:
             return False
-        assert self._consumer is not None
-        ends = await self._consumer.end_offsets(tps)
-        if all(committed[tp].offset >= ends[tp] for tp in tps):
+        if all(committed[tp] >= ends[tp] for tp in committed):
             return True
         # Behind. Progressing means busy: leave it its backlog. Not moving for
         # `reconcile_after_s` means stalled: score for it (and say so).
-        position = sum(committed[tp].offset for tp in tps)
+        position = sum(committed.values())
         now = time.monotonic()
         if position != self._worker_position[0]:
             self._worker_position = (position, now)
@@ -287,8 +278,6 @@ class Projector:
         while time.monotonic() < deadline:
             n = await self.step()
             now = time.monotonic()
-            if n == 0:
-                await self._maybe_reconcile()
             if n == 0 or now - last_check >= check_every:
                 last_check = now
                 if await done():
@@ -297,8 +286,7 @@ class Projector:
 
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         while stop is None or not stop.is_set():
-            if await self.step() == 0:
-                await self._maybe_reconcile()
+            await self.step()
 
 
 async def run_sink(settings: Settings, *, milvus: bool = True) -> None:

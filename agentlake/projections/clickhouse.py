@@ -162,221 +162,183 @@ def _ts(us: int) -> datetime:
 Located = tuple[Event, str, int, int]  # event, topic, partition, offset
 
 
+Row = dict[str, Any]
+
+
 class ClickHouseWriter:
-    """Turns decoded events into rows and inserts them one table at a time."""
+    """Turns decoded events into rows and inserts them one table at a time.
+
+    A row is a mapping column -> value; `COLUMNS` fixes the order at insert time and a
+    column a row does not set is NULL (the other half of an aggregated pair fills it).
+    """
 
     def __init__(self, client: Any) -> None:
         self.client = client
 
-    def rows(self, batch: Iterable[Located]) -> dict[str, list[list[Any]]]:
-        out: dict[str, list[list[Any]]] = {t: [] for t in COLUMNS}
+    def rows(self, batch: Iterable[Located]) -> dict[str, list[Row]]:
+        out: dict[str, list[Row]] = {t: [] for t in COLUMNS}
         for ev, topic, partition, offset in batch:
+            ident = {
+                "trajectory_id": ev.trajectory_id,
+                "tenant": ev.tenant,
+                "agent_id": ev.agent_id,
+                "agent_version": ev.agent_version,
+            }
             if isinstance(ev, RewardScored):
                 self._reward(out, ev)
                 continue
             if isinstance(ev, PolicyViolation):
                 out["policy_violations"].append(
-                    [
-                        ev.trajectory_id,
-                        ev.seq,
-                        ev.event_id,
-                        ev.tenant,
-                        ev.agent_id,
-                        ev.agent_version,
-                        _ts(ev.ts_us),
-                        ev.call_id,
-                        ev.server_id,
-                        ev.tool,
-                        ev.rule,
-                        ev.detail,
-                    ]
+                    {
+                        **ident,
+                        "seq": ev.seq,
+                        "event_id": ev.event_id,
+                        "ts": _ts(ev.ts_us),
+                        "call_id": ev.call_id,
+                        "server_id": ev.server_id,
+                        "tool": ev.tool,
+                        "rule": ev.rule,
+                        "detail": ev.detail,
+                    }
                 )
                 continue
-            body = ev.model_dump_json(by_alias=True)
             out["events"].append(
-                [
-                    ev.trajectory_id,
-                    ev.seq,
-                    ev.event_id,
-                    ev.record,
-                    ev.tenant,
-                    ev.agent_id,
-                    ev.agent_version,
-                    _ts(ev.ts_us),
-                    ev.trace_id,
-                    ev.span_id,
-                    ev.parent_span_id,
-                    topic,
-                    partition,
-                    offset,
-                    body,
-                ]
+                {
+                    **ident,
+                    "seq": ev.seq,
+                    "event_id": ev.event_id,
+                    "record": ev.record,
+                    "ts": _ts(ev.ts_us),
+                    "trace_id": ev.trace_id,
+                    "span_id": ev.span_id,
+                    "parent_span_id": ev.parent_span_id,
+                    "topic": topic,
+                    "partition": partition,
+                    "offset": offset,
+                    "body": ev.model_dump_json(by_alias=True),
+                }
             )
-            base = [ev.trajectory_id]
-            ident = [ev.tenant, ev.agent_id, ev.agent_version]
             if isinstance(ev, TrajectoryStarted):
                 out["trajectories"].append(
-                    [
-                        *base,
-                        *ident,
-                        ev.task,
-                        ev.user_id,
-                        ev.scenario_id,
-                        ev.run_id,
-                        ev.trial,
-                        ev.seed,
-                        ev.expected_tool_calls,
-                        _ts(ev.ts_us),
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        ev.trace_id,
-                    ]
+                    {
+                        **ident,
+                        "task": ev.task,
+                        "user_id": ev.user_id,
+                        "scenario_id": ev.scenario_id,
+                        "run_id": ev.run_id,
+                        "trial": ev.trial,
+                        "seed": ev.seed,
+                        "expected_tool_calls": ev.expected_tool_calls,
+                        "started_at": _ts(ev.ts_us),
+                        "trace_id": ev.trace_id,
+                    }
                 )
             elif isinstance(ev, TrajectoryEnded):
                 out["trajectories"].append(
-                    [
-                        *base,
-                        *ident,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        _ts(ev.ts_us),
-                        ev.outcome,
-                        ev.final_answer,
-                        ev.error,
-                        ev.seq,
-                        ev.trace_id,
-                    ]
+                    {
+                        **ident,
+                        "ended_at": _ts(ev.ts_us),
+                        "outcome": ev.outcome,
+                        "final_answer": ev.final_answer,
+                        "error": ev.error,
+                        "end_seq": ev.seq,
+                        "trace_id": ev.trace_id,
+                    }
                 )
             elif isinstance(ev, AgentStep):
                 out["steps"].append(
-                    [
-                        *base,
-                        ev.seq,
-                        ev.event_id,
-                        *ident,
-                        _ts(ev.ts_us),
-                        ev.kind,
-                        ev.content,
-                        int(ev.content_truncated),
-                        ev.tokens_in,
-                        ev.tokens_out,
-                        ev.cost_usd,
-                        ev.span_id,
-                    ]
+                    {
+                        **ident,
+                        "seq": ev.seq,
+                        "event_id": ev.event_id,
+                        "ts": _ts(ev.ts_us),
+                        "kind": ev.kind,
+                        "content": ev.content,
+                        "content_truncated": int(ev.content_truncated),
+                        "tokens_in": ev.tokens_in,
+                        "tokens_out": ev.tokens_out,
+                        "cost_usd": ev.cost_usd,
+                        "span_id": ev.span_id,
+                    }
                 )
             elif isinstance(ev, ToolCallRequested):
                 a = ev.arguments
                 out["tool_calls"].append(
-                    [
-                        *base,
-                        ev.call_id,
-                        *ident,
-                        ev.server_id,
-                        ev.tool,
-                        ev.seq,
-                        _ts(ev.ts_us),
-                        a.json_,
-                        int(a.truncated),
-                        a.sha256,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        ev.span_id,
-                    ]
+                    {
+                        **ident,
+                        "call_id": ev.call_id,
+                        "server_id": ev.server_id,
+                        "tool": ev.tool,
+                        "request_seq": ev.seq,
+                        "requested_at": _ts(ev.ts_us),
+                        "arguments": a.json_,
+                        "arguments_truncated": int(a.truncated),
+                        "arguments_sha256": a.sha256,
+                        "span_id": ev.span_id,
+                    }
                 )
             elif isinstance(ev, ToolCallCompleted):
                 r = ev.result
                 out["tool_calls"].append(
-                    [
-                        *base,
-                        ev.call_id,
-                        *ident,
-                        ev.server_id,
-                        ev.tool,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        ev.seq,
-                        _ts(ev.ts_us),
-                        r.json_,
-                        int(r.truncated),
-                        r.size,
-                        r.sha256,
-                        int(ev.is_error),
-                        ev.error,
-                        ev.error_kind,
-                        ev.latency_ms,
-                        ev.cost_usd,
-                        ev.span_id,
-                    ]
+                    {
+                        **ident,
+                        "call_id": ev.call_id,
+                        "server_id": ev.server_id,
+                        "tool": ev.tool,
+                        "complete_seq": ev.seq,
+                        "completed_at": _ts(ev.ts_us),
+                        "result": r.json_,
+                        "result_truncated": int(r.truncated),
+                        "result_size": r.size,
+                        "result_sha256": r.sha256,
+                        "is_error": int(ev.is_error),
+                        "error": ev.error,
+                        "error_kind": ev.error_kind,
+                        "latency_ms": ev.latency_ms,
+                        "cost_usd": ev.cost_usd,
+                        "span_id": ev.span_id,
+                    }
                 )
         return out
 
-    def _reward(self, out: dict[str, list[list[Any]]], ev: RewardScored) -> None:
+    def _reward(self, out: dict[str, list[Row]], ev: RewardScored) -> None:
         version = ev.seq * 2 + (1 if ev.is_final else 0)
+        common = {
+            "trajectory_id": ev.trajectory_id,
+            "version": version,
+            "is_final": int(ev.is_final),
+            "agent_id": ev.agent_id,
+            "agent_version": ev.agent_version,
+            "run_id": ev.run_id,
+            "scenario_id": ev.scenario_id,
+        }
         out["rewards"].append(
-            [
-                ev.trajectory_id,
-                version,
-                ev.event_id,
-                int(ev.is_final),
-                ev.tenant,
-                ev.agent_id,
-                ev.agent_version,
-                ev.reward_spec,
-                ev.total,
-                int(ev.success),
-                ev.components,
-                ev.weights,
-                ev.metrics,
-                ev.gates,
-                ev.failed_gates,
-                ev.outcome,
-                ev.task,
-                ev.tool_sequence,
-                ev.scenario_id,
-                ev.run_id,
-                ev.trial,
-                ev.seed,
-                ev.flags,
-                _ts(ev.ts_us),
-                {k: int(v) for k, v in ev.checks.items()},
-                ev.attribution,
-            ]
+            {
+                **common,
+                "event_id": ev.event_id,
+                "tenant": ev.tenant,
+                "reward_spec": ev.reward_spec,
+                "total": ev.total,
+                "success": int(ev.success),
+                "components": ev.components,
+                "weights": ev.weights,
+                "metrics": ev.metrics,
+                "gates": ev.gates,
+                "failed_gates": ev.failed_gates,
+                "outcome": ev.outcome,
+                "task": ev.task,
+                "tool_sequence": ev.tool_sequence,
+                "trial": ev.trial,
+                "seed": ev.seed,
+                "flags": ev.flags,
+                "scored_at": _ts(ev.ts_us),
+                "checks": {k: int(v) for k, v in ev.checks.items()},
+                "attribution": ev.attribution,
+            }
         )
         for name, value in ev.components.items():
             out["reward_components"].append(
-                [
-                    ev.trajectory_id,
-                    name,
-                    version,
-                    int(ev.is_final),
-                    ev.agent_id,
-                    ev.agent_version,
-                    ev.run_id,
-                    ev.scenario_id,
-                    value,
-                    ev.weights.get(name, 0.0),
-                ]
+                {**common, "component": name, "value": value, "weight": ev.weights.get(name, 0.0)}
             )
 
     def write(self, batch: Sequence[Located], token: str) -> dict[str, int]:
@@ -385,10 +347,11 @@ class ClickHouseWriter:
         for table, rows in self.rows(batch).items():
             if not rows:
                 continue
+            columns = COLUMNS[table]
             self.client.insert(
                 table,
-                rows,
-                column_names=COLUMNS[table],
+                [[row.get(c) for c in columns] for row in rows],
+                column_names=columns,
                 settings={"insert_deduplication_token": f"{token}:{table}"},
             )
             counts[table] = len(rows)

@@ -13,18 +13,18 @@ lists, or several ``---``-separated documents that each hold one spec with a
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, overload
 
 import yaml
 from pydantic import ValidationError
 
+from agentlake._validation import first_error
 from agentlake.registry._models import AgentSpec, ServerSpec, Spec, SpecKind, version_key
 
 _MODELS: dict[str, type[AgentSpec] | type[ServerSpec]] = {"agent": AgentSpec, "server": ServerSpec}
 _LISTS: tuple[tuple[str, SpecKind], ...] = (("servers", "server"), ("agents", "agent"))
-_MESSAGE_PREFIXES = ("Value error, ", "Assertion failed, ")
 _LAYOUTS = "servers: and/or agents: lists, or one spec with kind: agent|server"
 
 
@@ -189,32 +189,8 @@ def _validate(kind: str, data: Any, source: str, document: str = "", base: str =
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        path, reason = _describe(e)
+        path, reason = first_error(e)
         raise RegistryError(source, reason, _at(document, _field(base, path))) from None
-
-
-def _describe(error: ValidationError) -> tuple[str, str]:
-    errors = error.errors(include_url=False)
-    first = errors[0]
-    reason = str(first["msg"])
-    for prefix in _MESSAGE_PREFIXES:
-        reason = reason.removeprefix(prefix)
-    if len(errors) > 1:
-        more = len(errors) - 1
-        reason += f" (and {more} more error{'s' if more > 1 else ''})"
-    return _loc(first["loc"]), reason
-
-
-def _loc(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part == "[key]":
-            out += " (key)"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
 
 
 def _field(base: str, path: str) -> str:

@@ -15,10 +15,10 @@ import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterable
 from typing import Any
 
+from agentlake.kafka_io import partitions, read_to_end
 from agentlake.registry._load import dump_spec, spec_from_dict, spec_kind
 from agentlake.registry._models import Spec
 from agentlake.registry._registry import Registry
@@ -89,47 +89,11 @@ async def apply_specs(settings: Settings, specs: Iterable[Spec], source: str | N
 
 async def read_registry(settings: Settings, timeout: float = 15.0) -> Registry:
     """Read both registry topics from the start to their current end."""
-    from aiokafka import AIOKafkaConsumer
-
     registry = Registry()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        group_id=None,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
-        parts = await _partitions(consumer, [_topic(settings, "server"), _topic(settings, "agent")])
-        if not parts:
-            return registry
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all([await consumer.position(tp) >= ends[tp] for tp in parts]):
-                break
-            batch = await consumer.getmany(timeout_ms=200)
-            for msgs in batch.values():
-                for m in msgs:
-                    _apply_record(registry, m.value, f"{m.topic}@{m.partition}:{m.offset}")
-    finally:
-        await consumer.stop()
+    topics = [_topic(settings, "server"), _topic(settings, "agent")]
+    for m in await read_to_end(settings, topics, timeout):
+        _apply_record(registry, m.value, f"{m.topic}@{m.partition}:{m.offset}")
     return registry
-
-
-async def _partitions(consumer: Any, topics: list[str]) -> list[Any]:
-    """Every partition of `topics` (metadata fetched for exactly these topics)."""
-    from aiokafka import TopicPartition
-
-    client = consumer._client  # aiokafka exposes no public per-topic metadata refresh
-    for t in topics:
-        client.add_topic(t)
-    await client.force_metadata_update()
-    return [
-        TopicPartition(t, p) for t in topics for p in sorted(client.cluster.partitions_for_topic(t) or set())
-    ]
 
 
 def _apply_record(registry: Registry, value: bytes | None, where: str) -> None:
@@ -190,7 +154,7 @@ class RegistryFollower:
             )
             try:
                 await consumer.start()
-                parts = await _partitions(
+                parts = await partitions(
                     consumer, [_topic(self.settings, "server"), _topic(self.settings, "agent")]
                 )
                 consumer.assign(parts)

@@ -8,14 +8,13 @@ Runs are recorded as `SimRunRecorded` events on the compacted ``sim.runs`` topic
 from __future__ import annotations
 
 import json
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from agentlake.projections.clickhouse import query
-from agentlake.schemas import codec, new_id, now_us
+from agentlake.schemas import codec, new_id
 from agentlake.settings import Settings
 from agentlake.sim.metrics import GateResult, GateSpec, SuiteMetrics, compare, suite_metrics
 from agentlake.topics import SIM_RUNS
@@ -156,54 +155,19 @@ async def record_run(settings: Settings, r: RunRecord) -> None:
 
 async def read_runs(settings: Settings, timeout: float = 15.0) -> list[RunRecord]:
     """Every recorded run (latest record per run id), oldest first."""
-    from aiokafka import AIOKafkaConsumer
+    from agentlake.kafka_io import read_to_end
 
-    from agentlake.registry._store import _partitions
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        group_id=None,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
     runs: dict[str, RunRecord] = {}
-    try:
-        parts = await _partitions(consumer, [settings.topic(SIM_RUNS)])
-        if not parts:
-            return []
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all([await consumer.position(tp) >= ends[tp] for tp in parts]):
-                break
-            batch = await consumer.getmany(timeout_ms=200)
-            for msgs in batch.values():
-                for m in msgs:
-                    try:
-                        name, d = codec().decode_dict(m.value or b"")
-                    except Exception:
-                        continue
-                    if name != RUN_RECORD:
-                        continue
-                    runs[d["run_id"]] = RunRecord(
-                        run_id=d["run_id"],
-                        suite_id=d["suite_id"],
-                        agent_id=d["agent_id"],
-                        agent_version=d["agent_version"],
-                        tag=d["tag"],
-                        baseline_run_id=d["baseline_run_id"],
-                        started_us=d["started_us"],
-                        finished_us=d["finished_us"],
-                        trials=d["trials"],
-                        skipped=d["skipped"],
-                        passed=d["passed"],
-                        report=json.loads(d["report_json"]),
-                    )
-    finally:
-        await consumer.stop()
+    for m in await read_to_end(settings, [settings.topic(SIM_RUNS)], timeout):
+        try:
+            name, d = codec().decode_dict(m.value or b"")
+        except Exception:
+            continue
+        if name != RUN_RECORD:
+            continue
+        d["report"] = json.loads(d.pop("report_json"))
+        d.pop("event_id")
+        runs[d["run_id"]] = RunRecord(**d)
     return sorted(runs.values(), key=lambda r: r.finished_us)
 
 
@@ -385,7 +349,3 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{'pass' if c['passed'] else '**FAIL**'} |"
             )
     return "\n".join(out) + "\n"
-
-
-def now() -> int:
-    return now_us()

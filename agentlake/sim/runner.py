@@ -523,18 +523,6 @@ def stable_run_id(suite: Suite, agent: str) -> str:
     return f"{suite.id}-{agent.replace('@', '-')}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
 
-def trial_summary(result: TrialResult) -> dict[str, Any]:
-    v = result.verdict
-    return {
-        "trial_id": result.trial.trial_id,
-        "case_id": result.trial.case_id,
-        "trajectory_id": result.trajectory_id,
-        "runner_success": v.success,
-        "attribution": None if v.success else v.attribution,
-        "reason": v.reason,
-    }
-
-
 __all__ = [
     "AgentTarget",
     "ReplayOutcome",
@@ -549,5 +537,4 @@ __all__ = [
     "run_suite",
     "run_trial",
     "stable_run_id",
-    "trial_summary",
 ]

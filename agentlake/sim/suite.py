@@ -52,6 +52,7 @@ from pydantic import (
     model_validator,
 )
 
+from agentlake._validation import first_error
 from agentlake.sim.metrics import GateSpec
 
 __all__ = [
@@ -540,26 +541,10 @@ class Suite(_Model):
 
 # --- loading ---------------------------------------------------------------------
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif _IDENT.match(part):
-            out += f".{part}" if out else part
-        else:
-            out += f"[{json.dumps(part)}]"
-    return out or "<root>"
-
 
 def _one_line(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
-    msg = first["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return " ".join(f"{source}: {_loc(tuple(first['loc']))}: {msg}{more}".split())
+    path, reason = first_error(err)
+    return " ".join(f"{source}: {path or '<root>'}: {reason}".split())
 
 
 def validate_suite(data: Any, source: str = "<suite>") -> Suite:

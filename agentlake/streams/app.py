@@ -18,7 +18,7 @@ from faust.streams import _current_event
 
 from agentlake.settings import Settings
 from agentlake.streams.processor import Output, RewardProcessor, RulesLookup, default_rules
-from agentlake.topics import TRAJECTORY_TOPICS
+from agentlake.topics import STREAMS_GROUP, TRAJECTORY_TOPICS
 
 log = logging.getLogger("agentlake.streams")
 
@@ -27,7 +27,7 @@ def create_app(
     settings: Settings,
     rules: RulesLookup | None = None,
     *,
-    app_id: str = "agentlake-streams",
+    app_id: str = STREAMS_GROUP,
     broker: str | None = None,
 ) -> faust.App:
     """Build the faust app. Tests drive its agent with `test_context()`, which never connects to `broker`."""

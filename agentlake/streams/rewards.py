@@ -82,38 +82,35 @@ def answer_quality(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
     return _share(s, "final_answer")
 
 
+def _good_share(bad: int, calls: int) -> float:
+    """1 - bad / calls; 1 when no call was made."""
+    return 1.0 if calls == 0 else _clamp(1 - bad / calls)
+
+
 def tool_efficiency(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
     """expected / actual tool calls (capped at 1) when the expected count is known;
     otherwise the share of calls that were not exact repeats of an earlier call."""
     expected = p.get("expected", s.expected_tool_calls)
-    if expected is not None:
-        if s.tool_calls == 0:
-            return 1.0 if expected == 0 else 0.0
-        return _clamp(float(expected) / s.tool_calls)
+    if expected is None:
+        return _good_share(s.redundant_calls, s.tool_calls)
     if s.tool_calls == 0:
-        return 1.0
-    return _clamp(1 - s.redundant_calls / s.tool_calls)
+        return 1.0 if expected == 0 else 0.0
+    return _clamp(float(expected) / s.tool_calls)
 
 
 def tool_reliability(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
     """1 - (tool calls that returned an error) / (tool calls)."""
-    if s.tool_calls == 0:
-        return 1.0
-    return _clamp(1 - s.tool_errors / s.tool_calls)
+    return _good_share(s.tool_errors, s.tool_calls)
 
 
 def valid_calls(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
     """1 - (calls rejected by the tool's input schema) / (tool calls)."""
-    if s.tool_calls == 0:
-        return 1.0
-    return _clamp(1 - s.invalid_calls / s.tool_calls)
+    return _good_share(s.invalid_calls, s.tool_calls)
 
 
 def in_scope(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
     """1 - (calls outside the agent's declared tools or scopes) / (tool calls)."""
-    if s.tool_calls == 0:
-        return 1.0
-    return _clamp(1 - s.out_of_scope_calls / s.tool_calls)
+    return _good_share(s.out_of_scope_calls, s.tool_calls)
 
 
 def latency(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
