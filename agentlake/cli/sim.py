@@ -1,0 +1,349 @@
+"""`agentlake sim`: run suites against staging MCP servers and gate them."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from agentlake.cli._app import (
+    JSON_OPT,
+    UserError,
+    _print_json,
+    _settings,
+    console,
+    out,
+    sim_app,
+)
+from agentlake.schemas import now_us
+from agentlake.settings import Settings
+
+
+# -- simulation -------------------------------------------------------------------------
+@sim_app.command("run")
+def sim_run(
+    suite_file: Path = typer.Argument(..., help="suite YAML (see examples/suite.yaml)"),
+    agent: str | None = typer.Option(
+        None,
+        "--agent",
+        help="NAME@VERSION, module:callable, openai:MODEL or cmd:COMMAND (default: the suite's)",
+    ),
+    trials: int | None = typer.Option(
+        None, "--trials", "-n", help="trials per scenario case (default: the suite's)"
+    ),
+    baseline: str | None = typer.Option(
+        None, help="compare with this run id, or the latest run with this tag"
+    ),
+    tag: str | None = typer.Option(
+        None, help="label this run (e.g. 'baseline', 'main') for later comparisons"
+    ),
+    junit: Path | None = typer.Option(None, help="write a JUnit XML report here"),
+    markdown_file: Path | None = typer.Option(None, "--markdown", help="write a Markdown report here"),
+    concurrency: int = typer.Option(8, help="trials run at the same time"),
+    early_stop: bool = typer.Option(
+        False, help="skip a case's remaining trials once its gate outcome is decided"
+    ),
+    staging: list[Path] = typer.Option([], help="extra staging server spec(s) (YAML), by name"),
+    fault_rate: float = typer.Option(0.0, help="inject tool errors at this rate into every staging tool"),
+    seed: int = typer.Option(0, help="base seed: the same seed replays the same trials"),
+    timeout: float = typer.Option(300.0, help="seconds to wait for the pipeline to score every trial"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Run a suite against an agent, score it through the pipeline, gate it against a baseline."""
+    from agentlake import stack
+    from agentlake.sim.suite import SuiteError, expand, load_suite
+
+    s = _settings()
+    try:
+        suite = load_suite(suite_file)
+    except SuiteError as e:
+        raise UserError(str(e)) from e
+    except FileNotFoundError as e:
+        raise UserError(f"{suite_file}: no such file") from e
+    ref = agent or suite.agent
+    if not ref:
+        raise UserError(
+            f"{suite_file}: no agent given; pass --agent NAME@VERSION or set `agent:` in the suite"
+        )
+    if trials is not None and trials < 1:
+        raise UserError("--trials must be at least 1")
+    if not 0.0 <= fault_rate <= 1.0:
+        raise UserError("--fault-rate must be between 0 and 1")
+    n_trials = trials or suite.trials
+    gate_ks = [
+        int(name.rsplit("_", 1)[-1])
+        for name, _ in (suite.gate.resolved() if suite.gate else [])
+        if name.startswith("pass_") and name[-1].isdigit()
+    ]
+    if gate_ks and n_trials < max(gate_ks):
+        raise UserError(
+            f"the gate of {suite_file} checks pass^{max(gate_ks)}/pass@{max(gate_ks)}, which needs at least "
+            f"{max(gate_ks)} trials per case: use --trials {max(gate_ks)} or more"
+        )
+    stack.up(s, workers=True, progress=lambda m: console.log(m))
+    expanded = expand(suite, trials, base_seed=seed)
+    code, report = asyncio.run(
+        _sim_run(
+            s, suite, expanded, ref, baseline, tag, concurrency, early_stop, staging, fault_rate, timeout
+        )
+    )
+    if junit:
+        from agentlake.sim.gate import junit_xml
+
+        junit.write_text(junit_xml(report))
+    if markdown_file:
+        from agentlake.sim.gate import markdown
+
+        markdown_file.write_text(markdown(report))
+    if as_json:
+        _print_json(report)
+    else:
+        render_sim_report(report)
+    raise typer.Exit(code)
+
+
+async def _sim_run(
+    s: Settings,
+    suite: Any,
+    trials: list[Any],
+    ref: str,
+    baseline_ref: str | None,
+    tag: str | None,
+    concurrency: int,
+    early_stop: bool,
+    staging_files: list[Path],
+    fault_rate: float,
+    timeout: float,
+    projector: Any = None,
+) -> tuple[int, dict[str, Any]]:
+    """Run, score through the pipeline, gate. `projector`: a started sink to reuse (else one is
+    started for the call; one process must not run two sinks of the same group)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from agentlake.consumers import Projector
+    from agentlake.registry import read_registry
+    from agentlake.sdk import KafkaEmitter, Tracer
+    from agentlake.sim import gate as g
+    from agentlake.sim.metrics import GateSpec
+    from agentlake.sim.runner import RunnerError, StagingFactory, resolve_agent, run_suite, stable_run_id
+    from agentlake.sim.staging import Faults
+
+    registry = await read_registry(s)
+    try:
+        target = resolve_agent(ref, registry)
+        factory = StagingFactory.default(registry, Faults(error_rate=fault_rate) if fault_rate else None)
+        for f in staging_files:
+            factory.add_spec_file(str(f))
+    except RunnerError as e:
+        raise UserError(str(e)) from e
+    runs = await g.read_runs(s)
+    base = g.resolve_baseline(runs, baseline_ref, suite.id) if baseline_ref else None
+    if baseline_ref and base is None:
+        raise UserError(
+            f"baseline {baseline_ref!r} is neither a run id nor a tag of suite {suite.id} "
+            "(agentlake sim runs)"
+        )
+    gate_spec: GateSpec | None = suite.gate
+    stop: tuple[int, float] | None = None
+    if early_stop and gate_spec is not None:
+        stop = _early_stop_rule(gate_spec)
+    run_id = stable_run_id(suite, target.ref)
+    emitter = KafkaEmitter(s.bootstrap_servers, s.spill_dir)
+    tracer = Tracer(target.agent_id, target.version, tenant="sim", emitter=emitter, settings=s)
+    started = now_us()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"{suite.id} × {target.ref}", total=len(trials))
+        outcome = await run_suite(
+            trials,
+            target,
+            tracer,
+            run_id=run_id,
+            staging=factory,
+            concurrency=concurrency,
+            early_stop=stop,
+            progress=lambda _r: bar.advance(task),
+        )
+        await asyncio.to_thread(emitter.flush, 60)
+        emitter.close(10)
+        scoring = bar.add_task("scored by the pipeline", total=len(outcome.results))
+        owned = projector is None
+        p = projector if projector is not None else Projector(s)
+        if owned:
+            await p.start()
+        try:
+
+            async def done() -> bool:
+                n = await asyncio.to_thread(g.count_scored, p.clickhouse, run_id)
+                bar.update(scoring, completed=n)
+                return n >= len(outcome.results)
+
+            if not await p.run_until(done, timeout=timeout):
+                raise UserError(
+                    f"the pipeline scored only part of run {run_id} within {timeout:.0f}s; "
+                    "is the stream worker running? (agentlake status)"
+                )
+            rows = await asyncio.to_thread(g.read_trials, p.clickhouse, run_id)
+            base_rows = await asyncio.to_thread(g.read_trials, p.clickhouse, base.run_id) if base else []
+        finally:
+            if owned:
+                await p.stop()
+    metrics = g.metrics_of(rows)
+    base_metrics = g.metrics_of(base_rows) if base_rows else None
+    result = g.gate_of(gate_spec, metrics, base_metrics)
+    skipped = [{"trial_id": t.trial_id, "scenario": t.case_id} for t in outcome.skipped]
+    report = g.report_json(
+        run_id=run_id,
+        suite_id=suite.id,
+        agent=target.ref,
+        rows=rows,
+        metrics=metrics,
+        gate=result,
+        baseline=base,
+        baseline_metrics=base_metrics,
+        skipped=skipped,
+        seconds=outcome.seconds,
+    )
+    await g.record_run(
+        s,
+        g.RunRecord(
+            run_id=run_id,
+            suite_id=suite.id,
+            agent_id=target.agent_id,
+            agent_version=target.version,
+            tag=tag,
+            baseline_run_id=base.run_id if base else None,
+            started_us=started,
+            finished_us=now_us(),
+            trials=len(rows),
+            skipped=len(skipped),
+            passed=result.passed if result else None,
+            report={"pass_hat": metrics.pass_hat, "reward": metrics.reward_total},
+        ),
+    )
+    return (1 if result is not None and not result.passed else 0), report
+
+
+def _early_stop_rule(gate_spec: Any) -> tuple[int, float] | None:
+    """(k, min pass^k) from the gate's absolute pass^k floor, if it declares one."""
+    for name, th in gate_spec.resolved():
+        if name.startswith("pass_hat_") and th.min is not None:
+            return int(name.removeprefix("pass_hat_")), float(th.min)
+    return None
+
+
+def render_sim_report(report: dict[str, Any]) -> None:
+    t = Table(title=f"{report['suite']} × {report['agent']} — run {report['run_id']}")
+    for c in ("scenario", "n", "pass^1", "pass^k", "reward", "calls", "skipped", "failures by"):
+        t.add_column(c, justify="right" if c not in ("scenario", "failures by") else "left")
+    for sc in report["scenarios"]:
+        t.add_row(
+            sc["scenario"],
+            str(sc["n"]),
+            f"{sc['pass_hat_1']:.2f}",
+            f"{sc['pass_hat_k']:.2f} (k={sc['k']})",
+            f"{sc['reward']:.3f}" if sc["reward"] is not None else "–",
+            f"{sc['tool_calls']:.1f}" if sc["tool_calls"] is not None else "–",
+            str(sc["skipped"]),
+            ", ".join(f"{k}:{v}" for k, v in sc["failures_by"].items()) or "–",
+        )
+    out.print(t)
+    m = report["suite_metrics"]
+    ks = sorted(m["pass_hat"])
+    pk = Table(title="suite pass^k / pass@k (95% bootstrap CI for pass^k)")
+    pk.add_column("k")
+    for k in ks:
+        pk.add_column(str(k), justify="right")
+    pk.add_row("pass^k", *[f"{m['pass_hat'][k]:.3f}" for k in ks])
+    pk.add_row(
+        "CI",
+        *[
+            f"{m['pass_hat_ci'][k][0]:.2f}–{m['pass_hat_ci'][k][1]:.2f}" if k in m["pass_hat_ci"] else "–"
+            for k in ks
+        ],
+    )
+    pk.add_row("pass@k", *[f"{m['pass_at'][k]:.3f}" for k in ks])
+    out.print(pk)
+    comps = Table(title="mean reward components (scored by the stream processor)")
+    comps.add_column("component")
+    comps.add_column("this run", justify="right")
+    base = report.get("baseline_metrics")
+    if base:
+        comps.add_column(f"baseline {report['baseline']}", justify="right")
+    for name, v in sorted(m["components"].items()):
+        row = [name, f"{v:.3f}"]
+        if base:
+            bv = base["components"].get(name)
+            row.append(f"{bv:.3f}" if bv is not None else "–")
+        comps.add_row(*row)
+    out.print(comps)
+    if report["gate"]:
+        gt = Table(title="gate")
+        for c in ("check", "value", "baseline", "threshold", "result"):
+            gt.add_column(c)
+        for c in report["gate"]:
+            gt.add_row(
+                f"{c['name']} {c['kind']}",
+                "–" if c["value"] is None else f"{c['value']:.3f}",
+                "–" if c["baseline"] is None else f"{c['baseline']:.3f}",
+                str(c["threshold"]),
+                "[green]pass[/]" if c["passed"] else "[red]FAIL[/]",
+            )
+        out.print(gt)
+        verdict = "[green]PASSED[/]" if report["passed"] else "[red]FAILED[/]"
+        out.print(
+            f"gate {verdict}" + (f" against baseline {report['baseline']}" if report["baseline"] else "")
+        )
+
+
+@sim_app.command("runs")
+def sim_runs(
+    suite: str | None = typer.Option(None, help="only runs of this suite id"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """List recorded simulation runs (run ids and tags usable as --baseline)."""
+    from agentlake.sim.gate import read_runs
+
+    runs = [r for r in asyncio.run(read_runs(_settings())) if suite is None or r.suite_id == suite]
+    rows: list[dict[str, Any]] = [
+        {
+            "run_id": r.run_id,
+            "suite": r.suite_id,
+            "agent": f"{r.agent_id}@{r.agent_version}",
+            "tag": r.tag,
+            "baseline": r.baseline_run_id,
+            "trials": r.trials,
+            "skipped": r.skipped,
+            "passed": r.passed,
+            "pass_hat": r.report.get("pass_hat"),
+            "reward": r.report.get("reward"),
+        }
+        for r in runs
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    t = Table(title="simulation runs")
+    for c in ("run_id", "agent", "tag", "trials", "pass^1", "reward", "gate"):
+        t.add_column(c)
+    for r in rows:
+        ph = (r["pass_hat"] or {}).get("1")
+        t.add_row(
+            r["run_id"],
+            r["agent"],
+            r["tag"] or "",
+            str(r["trials"]),
+            f"{ph:.2f}" if ph is not None else "–",
+            f"{r['reward']:.3f}" if r["reward"] is not None else "–",
+            {True: "passed", False: "failed", None: "–"}[r["passed"]],
+        )
+    out.print(t)
