@@ -1,0 +1,1 @@
+"""`agentlake dashboard` (being built)."""
