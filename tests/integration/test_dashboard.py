@@ -256,3 +256,29 @@ def test_browser_is_required_in_ci() -> None:
         assert chrome and driver, (
             "CI=true: chromium and chromium-driver must be installed (.ci/run installs them)"
         )
+
+
+def grafana_sql(raw: str, agent: str) -> str:
+    """The Grafana ClickHouse plugin's macros, expanded the way the plugin does for a 7-day range."""
+    import re
+
+    raw = re.sub(r"\$__timeFilter\((\w+)\)", r"\1 >= now() - INTERVAL 7 DAY", raw)
+    raw = re.sub(r"\$__timeInterval\((\w+)\)", r"toStartOfInterval(\1, INTERVAL 60 second)", raw)
+    return raw.replace("${agent:singlequote}", f"'{agent}'")
+
+
+def test_grafana_panels_query_the_real_projections(projector: Projector, dataset: dict[str, Any]) -> None:
+    from agentlake.projections.clickhouse import query
+
+    board = json.loads((ROOT / "infra" / "grafana" / "dashboards" / "agentlake.json").read_text())
+    var = board["templating"]["list"][0]
+    agents = {r["agent_id"] for r in query(projector.clickhouse, var["query"])}
+    assert "support-bot" in agents
+    counts = {}
+    for panel in board["panels"]:
+        assert panel["datasource"]["uid"] == "agentlake-clickhouse"
+        (target,) = panel["targets"]
+        rows = query(projector.clickhouse, grafana_sql(target["rawSql"], "support-bot"))
+        counts[panel["title"]] = len(rows)
+    # the two runs fill every panel (1.1-beta's undeclared tool calls fill the policy one)
+    assert all(n > 0 for n in counts.values()), counts
