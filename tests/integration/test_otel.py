@@ -202,3 +202,54 @@ async def test_otel_sdk_exporters_become_scored_trajectories(
     recs = req.resource_logs[0].scope_logs[0].log_records
     assert {r.trace_id.hex() for r in recs} == set(ids)
     assert all(r.event_name == "gen_ai.evaluation.result" for r in recs)
+
+
+def test_otel_serve_cli_with_gzip_exporter(settings: Settings) -> None:
+    import signal
+    import time
+
+    from opentelemetry.exporter.otlp.proto.http import Compression
+
+    from tests.integration.otel_helpers import free_port
+
+    port = free_port()
+    env = {**os.environ, "AGENTLAKE_OTEL_END_GRACE_S": "0.5"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentlake", "otel", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        provider = TracerProvider(resource=Resource.create({"service.name": "cli-it"}))
+        exporter = OTLPSpanExporter(endpoint=f"{base}/v1/traces", compression=Compression.Gzip)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        run_agent(provider.get_tracer("it"), "gzip task", [("lookup", {"q": 1}, {"a": 2}, False)])
+        provider.shutdown()
+        for _ in range(100):
+            health = httpx.get(f"{base}/healthz").json()
+            if health["trajectories"] == 1:
+                break
+            time.sleep(0.1)
+        assert health["trajectories"] == 1 and health["spans_accepted"] == 3 and health["errors"] == {}
+        # a second server on the same port: one line, exit code 2
+        clash = subprocess.run(
+            [sys.executable, "-m", "agentlake", "otel", "serve", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert clash.returncode == 2 and "cannot serve" in clash.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
