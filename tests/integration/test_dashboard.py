@@ -141,10 +141,36 @@ def shot(drv: Any, name: str) -> None:
     drv.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
 
-def test_failing_run_to_failing_trial_to_trajectory(
+# The browser tests run the (blocking) Selenium calls in a thread: the session's event loop
+# keeps serving the shared sink's Kafka consumer meanwhile.
+
+
+async def test_failing_run_to_failing_trial_to_trajectory(
     browser: Any, dashboard: str, dataset: dict[str, Any]
 ) -> None:
-    drv = browser
+    await asyncio.to_thread(failing_run_flow, browser, dashboard, dataset)
+
+
+async def test_long_trajectory_pages_and_renders(
+    browser: Any, dashboard: str, dataset: dict[str, Any]
+) -> None:
+    await asyncio.to_thread(long_trajectory_flow, browser, dashboard, dataset)
+
+
+async def test_other_pages_render_without_console_errors(
+    browser: Any, dashboard: str, dataset: dict[str, Any]
+) -> None:
+    await asyncio.to_thread(other_pages_flow, browser, dashboard, dataset)
+
+
+def first_seq(drv: Any) -> str | None:
+    value: str | None = drv.execute_script(
+        "const r = document.querySelector('#events-table tbody tr'); return r ? r.dataset.seq : null"
+    )
+    return value
+
+
+def failing_run_flow(drv: Any, dashboard: str, dataset: dict[str, Any]) -> None:
     drv.get(dashboard + "/")
     wait(drv, lambda d: d.find_elements("css selector", "#runs-table a.run-link"))
     shot(drv, "01-runs")
@@ -181,8 +207,7 @@ def test_failing_run_to_failing_trial_to_trajectory(
     assert console_errors(drv) == []
 
 
-def test_long_trajectory_pages_and_renders(browser: Any, dashboard: str, dataset: dict[str, Any]) -> None:
-    drv = browser
+def long_trajectory_flow(drv: Any, dashboard: str, dataset: dict[str, Any]) -> None:
     t0 = time.perf_counter()
     drv.get(f"{dashboard}/trajectories/{dataset['long']}")
     wait(drv, lambda d: d.find_elements("css selector", "#viewer[data-loaded='1']"))
@@ -193,19 +218,11 @@ def test_long_trajectory_pages_and_renders(browser: Any, dashboard: str, dataset
     status = drv.find_element("id", "viewer-status").text
     assert f"of {int(LONG_STEPS * 1.5 + 2)} events" in status
     drv.find_element("id", "next-page").click()
-    wait(
-        drv,
-        lambda d: d.find_element("css selector", "#events-table tbody tr").get_attribute("data-seq") == "200",
-    )
+    wait(drv, lambda d: first_seq(d) == "200")
     # jump near the end; failed calls are highlighted
     box = drv.find_element("id", "jump")
     box.send_keys("14990\n")
-    wait(
-        drv,
-        lambda d: (
-            d.find_element("css selector", "#events-table tbody tr").get_attribute("data-seq") == "14990"
-        ),
-    )
+    wait(drv, lambda d: first_seq(d) == "14990")
     drv.find_element("id", "jump").clear()
     drv.find_element("id", "jump").send_keys("1\n")
     wait(drv, lambda d: d.find_elements("css selector", "#events-table tbody tr.failing"))
@@ -220,10 +237,7 @@ def test_long_trajectory_pages_and_renders(browser: Any, dashboard: str, dataset
     assert console_errors(drv) == []
 
 
-def test_other_pages_render_without_console_errors(
-    browser: Any, dashboard: str, dataset: dict[str, Any]
-) -> None:
-    drv = browser
+def other_pages_flow(drv: Any, dashboard: str, dataset: dict[str, Any]) -> None:
     for path, name in (
         ("/rewards?agent=support-bot", "06-rewards"),
         ("/trajectories?outcome=failure", "07-trajectories"),
@@ -282,3 +296,73 @@ def test_grafana_panels_query_the_real_projections(projector: Projector, dataset
         counts[panel["title"]] = len(rows)
     # the two runs fill every panel (1.1-beta's undeclared tool calls fill the policy one)
     assert all(n > 0 for n in counts.values()), counts
+
+
+async def test_dashboard_cli_follows_the_log_into_its_own_embedded_clickhouse(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """`agentlake dashboard` as users run it, on a data dir of its own (its own chdb, topics under
+    its own prefix): a trajectory emitted after it started shows up, since it projects the log."""
+    import signal
+    import subprocess
+    import sys
+
+    from agentlake import stack
+    from tests.integration.otel_helpers import free_port
+
+    env = {
+        **os.environ,
+        "AGENTLAKE_HOME": str(tmp_path / "home"),
+        "AGENTLAKE_TOPIC_PREFIX": f"dash{uuid.uuid4().hex[:6]}-",
+        "AGENTLAKE_DASHBOARD_FOLLOW_S": "0.2",
+    }
+    own = Settings(home=tmp_path / "home", topic_prefix=env["AGENTLAKE_TOPIC_PREFIX"])
+    await stack.ensure_topics(own)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentlake", "dashboard", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base) as c:
+            for _ in range(600):
+                try:
+                    if (await c.get("/healthz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+            health = (await c.get("/healthz")).json()
+            assert health["following"] is True and health["notice"] is None
+
+            emitter = KafkaEmitter(own.bootstrap_servers, own.spill_dir)
+            tracer = Tracer("cli-bot", "3.0", emitter=emitter, settings=own)
+            with tracer.trajectory("followed task") as t:
+                with t.tool_call("shop", "ping", {}) as call:
+                    call.result("pong")
+                t.end("failure", error="wrong answer")
+            assert await asyncio.to_thread(emitter.flush, 30)
+            emitter.close(5)
+            for _ in range(300):
+                r = await c.get(f"/trajectories/{t.trajectory_id}")
+                if r.status_code == 200:
+                    break
+                await asyncio.sleep(0.2)
+            assert r.status_code == 200 and "followed task" in r.text and "wrong answer" in r.text
+            page = (await c.get("/trajectories?outcome=failure")).text
+            assert t.trajectory_id in page
+            events = (await c.get(f"/api/trajectories/{t.trajectory_id}/events")).json()["events"]
+            assert [e["record"] for e in events] == [
+                "TrajectoryStarted",
+                "ToolCallRequested",
+                "ToolCallCompleted",
+                "TrajectoryEnded",
+            ]
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop, exit code 0
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
