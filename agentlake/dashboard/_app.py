@@ -68,23 +68,20 @@ class DashboardData:
             return await asyncio.to_thread(fn, self.client)
 
     async def start(self) -> None:
-        if self.client is None and self.follow:
-            from agentlake.consumers import Projector
-
-            p = Projector(self.settings)
-            try:
-                await asyncio.wait_for(p.start(), 20)
-                self._projector, self.client = p, p.clickhouse
-                self._tasks.append(asyncio.create_task(self._follow()))
-            except Exception as ex:
-                with contextlib.suppress(Exception):
-                    await p.stop()
-                self.notice = f"not following the log ({type(ex).__name__}: {ex}); showing what is projected"
+        """Open ClickHouse now; with `follow`, start the sink in the background (loading the
+        embedder and Milvus can take a while) and report progress in `notice`."""
         if self.client is None:
             from agentlake.projections.clickhouse import connect
 
-            self.client = await asyncio.to_thread(connect, self.settings)
+            self.client = await asyncio.to_thread(connect, self.settings)  # the sink shares it
+        if self.follow:
+            self.notice = "starting to follow the log…"
+            self._tasks.append(asyncio.create_task(self._follow()))
         self._tasks.append(asyncio.create_task(self._manifests()))
+
+    @property
+    def following(self) -> bool:
+        return self._projector is not None
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -95,6 +92,18 @@ class DashboardData:
             await self._projector.stop()
 
     async def _follow(self) -> None:
+        from agentlake.consumers import Projector
+
+        while self._projector is None:
+            p = Projector(self.settings)
+            try:
+                await p.start()
+                self._projector, self.notice = p, None
+            except Exception as ex:
+                with contextlib.suppress(Exception):
+                    await p.stop()
+                self.notice = f"not following the log ({type(ex).__name__}: {ex}); retrying"
+                await asyncio.sleep(10)
         pause = max(0.05, self.settings.dashboard_follow_s)
         while True:
             try:
@@ -197,7 +206,7 @@ def create_app(settings: Settings, data: DashboardData | None = None, token: str
     async def healthz() -> JSONResponse:
         n = await d.run(lambda c: query(c, "SELECT count() AS n FROM trajectories FINAL")[0]["n"])
         return JSONResponse(
-            {"status": "ok", "trajectories": int(n), "following": d.follow, "notice": d.notice}
+            {"status": "ok", "trajectories": int(n), "following": d.following, "notice": d.notice}
         )
 
     # -- runs -------------------------------------------------------------------------------

@@ -329,14 +329,15 @@ async def test_dashboard_cli_follows_the_log_into_its_own_embedded_clickhouse(
     base = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=base) as c:
-            for _ in range(600):
+            health: dict[str, Any] = {}
+            for _ in range(1200):  # the sink loads the embedder and Milvus before it follows
                 try:
-                    if (await c.get("/healthz")).status_code == 200:
+                    health = (await c.get("/healthz")).json()
+                    if health["following"]:
                         break
                 except httpx.HTTPError:
                     pass
-                await asyncio.sleep(0.1)
-            health = (await c.get("/healthz")).json()
+                await asyncio.sleep(0.2)
             assert health["following"] is True and health["notice"] is None
 
             emitter = KafkaEmitter(own.bootstrap_servers, own.spill_dir)
