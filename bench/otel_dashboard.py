@@ -29,8 +29,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agentlake.sdk import MemoryEmitter, Tracer  # noqa: E402
-from agentlake.settings import Settings  # noqa: E402
+from agentlake.sdk import MemoryEmitter, Tracer
+from agentlake.settings import Settings
 
 console = Console()
 
@@ -164,9 +164,21 @@ def dashboard_figures(s: Settings, steps: int) -> list[tuple[str, str, str]]:
     n_events = len(located)
     last = n_events - 201
     rows = [
-        ("timeline page, first 200 events (ms)", f"{timed(lambda: dq.trajectory_events(client, tid)):.1f}", ""),
-        ("timeline page, last 200 events (ms)", f"{timed(lambda: dq.trajectory_events(client, tid, last)):.1f}", ""),
-        ("density aggregate, 120 buckets (ms)", f"{timed(lambda: dq.trajectory_density(client, tid)):.1f}", ""),
+        (
+            "timeline page, first 200 events (ms)",
+            f"{timed(lambda: dq.trajectory_events(client, tid)):.1f}",
+            "",
+        ),
+        (
+            "timeline page, last 200 events (ms)",
+            f"{timed(lambda: dq.trajectory_events(client, tid, last)):.1f}",
+            "",
+        ),
+        (
+            "density aggregate, 120 buckets (ms)",
+            f"{timed(lambda: dq.trajectory_density(client, tid)):.1f}",
+            "",
+        ),
         (
             "every event of the trajectory, no pagination (ms)",
             "",
@@ -200,7 +212,11 @@ def main() -> None:
     sdk = sdk_rate(a.traces)
     h_rate = http_rate(s, proto, len(spans))
     rows: list[tuple[str, str, str]] = [
-        ("OTLP/protobuf in-process: spans/s (events/s)", f"{p_rate:,.0f} ({p_rate * events / len(spans):,.0f})", ""),
+        (
+            "OTLP/protobuf in-process: spans/s (events/s)",
+            f"{p_rate:,.0f} ({p_rate * events / len(spans):,.0f})",
+            "",
+        ),
         ("OTLP/JSON in-process: spans/s", f"{j_rate:,.0f}", ""),
         ("OTLP/protobuf over HTTP, one client: spans/s", f"{h_rate:,.0f}", ""),
         ("same trajectories through AgentLake's SDK: events/s", "", f"{sdk:,.0f}"),
