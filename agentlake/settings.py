@@ -80,8 +80,13 @@ class Settings(BaseSettings):
     reconcile_every_s: float = 10.0
     reconcile_after_s: float = 30.0
     worker_session_timeout_s: float = 10.0
-    stream_batch_size: int = 1  # >1: opt-in batched stream agent (see streams/app.py)
-    stream_batch_ms: int = 50
+    # --- stream worker (agentlake/streams: engine.py, app.py) ---------------
+    stream_batch_size: int = 2000  # events per faust take_events batch
+    stream_batch_ms: int = 50  # ... or this long, whichever comes first
+    stream_checkpoint_every_s: float = 1.0  # changed open trajectories are checkpointed this often
+    stream_idle_timeout_s: float = 600.0  # an open trajectory idle this long is scored as `timeout`
+    stream_done_retention_s: float = 600.0  # done markers (idempotent re-delivery) are kept this long
+    live_score_every_s: float = 1.0  # at most one live score per trajectory per interval
 
     @cached_property
     def bootstrap_servers(self) -> str:

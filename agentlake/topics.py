@@ -25,6 +25,8 @@ AUTH_DELEGATIONS = "auth.delegations"
 AUTH_REVOCATIONS = "auth.revocations"
 SIM_RUNS = "sim.runs"
 
+STREAM_CHECKPOINTS = "streams.checkpoints"
+
 TRAJECTORY_TOPICS = (TRAJECTORIES, STEPS, TOOL_CALLS)
 
 # consumer groups (prefixed like topics)
@@ -43,6 +45,19 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(LAKE_CLUSTERS, compacted=True, doc="context lake: k-means centroids"),
     TopicSpec(AUTH_DELEGATIONS, doc="agent auth: issued and attenuated tokens"),
     TopicSpec(AUTH_REVOCATIONS, compacted=True, doc="agent auth: revoked token ids, fanned out to gateways"),
+    TopicSpec(
+        STREAM_CHECKPOINTS,
+        compacted=True,
+        # settings that make compaction actually run: small segments, a low dirty ratio, short tombstones
+        config={
+            "segment.ms": "60000",
+            "segment.bytes": str(64 * 1024 * 1024),
+            "min.cleanable.dirty.ratio": "0.1",
+            "delete.retention.ms": "60000",
+            "min.compaction.lag.ms": "0",
+        },
+        doc="stream worker state: open trajectories and done markers, keyed by trajectory_id",
+    ),
 )
 
 
