@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlake.settings import Settings
-from agentlake.topics import STREAMS_GROUP, all_topics
+from agentlake.topics import all_topics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -329,39 +329,58 @@ def _run_sync(coro: Any) -> Any:
 
 
 def wait_for_dead_members(s: Settings, group: str, timeout: float = 30.0) -> bool:
-    """Wait until `group` has no members left.
-
-    A worker killed with SIGKILL stays a member until its session times out. A
-    replacement that joins before then shares a rebalance with the dead member,
-    and faust can stall on the partitions that rebalance hands to the ghost, so
-    the replacement waits for the group to empty first (at most `timeout`).
-    """
+    """Wait until `group` has no members left (at most `timeout`); False when it did not empty."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if _run_sync(_group_members(s, group)) == 0:
                 return True
         except Exception:
-            return False  # cannot tell (e.g. old broker): start anyway
+            return False  # cannot tell (e.g. old broker)
         time.sleep(0.5)
     return False
 
 
+STREAM_WORKER = "streams"
+
+
+def stream_worker_name(index: int) -> str:
+    """The name (pid file, log) of stream worker `index` (1-based): streams, streams-2, streams-3 ..."""
+    return STREAM_WORKER if index <= 1 else f"{STREAM_WORKER}-{index}"
+
+
+def stream_workers(s: Settings) -> dict[str, int | None]:
+    """Every stream worker that has a pid file under the data dir: name -> pid (None when not alive)."""
+    out: dict[str, int | None] = {}
+    for f in sorted(s.data_dir.glob(f"{STREAM_WORKER}*.pid")):
+        name = f.stem
+        if name == STREAM_WORKER or name.removeprefix(f"{STREAM_WORKER}-").isdigit():
+            out[name] = worker_proc(s, name).pid()
+    return out
+
+
 def start_worker(s: Settings, name: str = "streams", extra_env: dict[str, str] | None = None) -> int:
-    """Start `agentlake worker NAME` as a daemon (pid file + log under the data dir)."""
+    """Start `agentlake worker streams|sink` as a daemon (pid file + log under the data dir).
+
+    Stream workers named ``streams-N`` join the same consumer group; a worker that
+    replaces a killed one does not wait for it to leave the group (its partitions
+    move once the broker notices, after `worker_session_timeout_s`).
+    """
     proc = worker_proc(s, name)
     pid = proc.pid()
     if pid is not None:
         return pid
-    if name == "streams":
-        wait_for_dead_members(s, s.topic(STREAMS_GROUP), timeout=s.worker_session_timeout_s + 5)
     proc.log_file.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "AGENTLAKE_HOME": str(s.data_dir), **(extra_env or {})}
     if s.kafka_bootstrap_servers is None:
         env["AGENTLAKE_KAFKA_PORT"] = str(s.kafka_port)
+    kind = STREAM_WORKER if name.startswith(STREAM_WORKER) else name
+    cmd = [sys.executable, "-m", "agentlake", "worker", kind]
+    if kind == STREAM_WORKER:
+        cmd += ["--name", name]
     log = open(proc.log_file, "ab")  # noqa: SIM115
     p = subprocess.Popen(
-        [sys.executable, "-m", "agentlake", "worker", name],
+        cmd,
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -370,6 +389,41 @@ def start_worker(s: Settings, name: str = "streams", extra_env: dict[str, str] |
     )
     proc.pid_file.write_text(str(p.pid))
     return p.pid
+
+
+def start_stream_workers(s: Settings, count: int, extra_env: dict[str, str] | None = None) -> dict[str, int]:
+    """Make stream workers 1..`count` run (one consumer group); those already alive are left alone."""
+    return {
+        stream_worker_name(i): start_worker(s, stream_worker_name(i), extra_env) for i in range(1, count + 1)
+    }
+
+
+def stop_stream_workers(s: Settings, names: list[str] | None = None, sig: int = signal.SIGTERM) -> list[str]:
+    """Stop the named stream workers (default: all); returns the ones that were running."""
+    stopped = []
+    for name in names if names is not None else list(stream_workers(s)):
+        if worker_proc(s, name).stop(sig=sig):
+            stopped.append(name)
+    return stopped
+
+
+def restart_stream_worker(s: Settings, name: str, extra_env: dict[str, str] | None = None) -> int:
+    """Stop `name` if it runs, start it again, while the group's other workers keep running."""
+    worker_proc(s, name).stop()
+    return start_worker(s, name, extra_env)
+
+
+def worker_health(s: Settings) -> dict[str, Any]:
+    """For `agentlake status`: each stream worker's pid (None: not running, e.g. crashed) and how many
+    trajectories the sink's reconciler had to score (an alarm: 0 when the worker lost nothing)."""
+    from agentlake.consumers.sink import reconciled_count
+
+    workers = stream_workers(s)
+    return {
+        "stream_workers": workers,
+        "stream_workers_down": sorted(n for n, pid in workers.items() if pid is None),
+        "reconciled": reconciled_count(s),
+    }
 
 
 def up(s: Settings, *, workers: bool = True, progress: Any = None) -> dict[str, Any]:
@@ -386,7 +440,7 @@ def up(s: Settings, *, workers: bool = True, progress: Any = None) -> dict[str, 
 
 
 def down(s: Settings) -> dict[str, bool]:
-    out = {"streams": worker_proc(s, "streams").stop(), "sink": worker_proc(s, "sink").stop()}
+    out = {"streams": bool(stop_stream_workers(s)), "sink": worker_proc(s, "sink").stop()}
     out["kafka"] = broker_proc(s).stop(timeout=40) if s.embedded_kafka else False
     return out
 
@@ -403,4 +457,5 @@ def status(s: Settings) -> dict[str, Any]:
         "milvus": s.milvus_target,
     }
     info["kafka_reachable"] = _run_sync(_metadata_ok(s.bootstrap_servers))
+    info.update(worker_health(s))
     return info

@@ -36,14 +36,21 @@ from agentlake.settings import Settings
 
 _SETTINGS = "SETTINGS non_replicated_deduplication_window = 1000"
 _AGG = "SimpleAggregateFunction"
+# Two events with one (trajectory_id, seq): the one with the smallest event_id (its first 32
+# bytes) wins, as in the stream worker (`agentlake.streams.processor.event_rank`).
+_WINNER = (
+    "ver UInt256 MATERIALIZED "
+    "bitNot(reinterpretAsUInt256(reverse(rightPad(substring(event_id, 1, 32), 32, '\\0'))))"
+)
+_FINAL_VERSION = 1 << 40
 
 DDL: tuple[str, ...] = (
     f"""CREATE TABLE IF NOT EXISTS events (
         trajectory_id String, seq Int64, event_id String, record LowCardinality(String),
         tenant LowCardinality(String), agent_id LowCardinality(String), agent_version LowCardinality(String),
         ts DateTime64(6, 'UTC'), trace_id String, span_id String, parent_span_id Nullable(String),
-        topic LowCardinality(String), partition Int32, offset Int64, body String
-    ) ENGINE = ReplacingMergeTree ORDER BY (trajectory_id, seq) {_SETTINGS}""",
+        topic LowCardinality(String), partition Int32, offset Int64, body String, {_WINNER}
+    ) ENGINE = ReplacingMergeTree(ver) ORDER BY (trajectory_id, seq) {_SETTINGS}""",
     f"""CREATE TABLE IF NOT EXISTS trajectories (
         trajectory_id String,
         tenant {_AGG}(any, String), agent_id {_AGG}(any, String), agent_version {_AGG}(any, String),
@@ -61,8 +68,9 @@ DDL: tuple[str, ...] = (
         trajectory_id String, seq Int64, event_id String,
         tenant LowCardinality(String), agent_id LowCardinality(String), agent_version LowCardinality(String),
         ts DateTime64(6, 'UTC'), kind LowCardinality(String), content String, content_truncated UInt8,
-        tokens_in Nullable(Int64), tokens_out Nullable(Int64), cost_usd Nullable(Float64), span_id String
-    ) ENGINE = ReplacingMergeTree ORDER BY (trajectory_id, seq) {_SETTINGS}""",
+        tokens_in Nullable(Int64), tokens_out Nullable(Int64), cost_usd Nullable(Float64), span_id String,
+        {_WINNER}
+    ) ENGINE = ReplacingMergeTree(ver) ORDER BY (trajectory_id, seq) {_SETTINGS}""",
     f"""CREATE TABLE IF NOT EXISTS tool_calls (
         trajectory_id String, call_id String,
         tenant {_AGG}(any, String), agent_id {_AGG}(any, String), agent_version {_AGG}(any, String),
@@ -302,7 +310,8 @@ class ClickHouseWriter:
         return out
 
     def _reward(self, out: dict[str, list[Row]], ev: RewardScored) -> None:
-        version = ev.seq * 2 + (1 if ev.is_final else 0)
+        # a final reward replaces every live one of its trajectory, whatever their seq
+        version = ev.seq + (_FINAL_VERSION if ev.is_final else 0)
         common = {
             "trajectory_id": ev.trajectory_id,
             "version": version,

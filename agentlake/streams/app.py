@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -113,6 +114,7 @@ def create_app(
     *,
     app_id: str = STREAMS_GROUP,
     broker: str | None = None,
+    datadir: Path | None = None,
 ) -> faust.App:
     """Build the faust app. Tests replace ``app.io`` (send/read) and ``app.commit_offsets``
     and drive the agent with `test_context()`, which never connects to `broker`."""
@@ -120,10 +122,10 @@ def create_app(
         settings.topic(app_id),
         broker=broker or f"kafka://{settings.bootstrap_servers}",
         store="memory://",
-        datadir=str(settings.data_dir / "streams"),
+        datadir=str(datadir or settings.data_dir / "streams" / "streams"),
         processing_guarantee="at_least_once",
         topic_partitions=settings.topic_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=getattr(settings, "topic_replication_factor", None) or 1,
         topic_allow_declare=True,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
@@ -231,11 +233,15 @@ def create_app(
     return app
 
 
-def run_worker(settings: Settings, rules: RulesLookup | None = None, loglevel: str = "info") -> None:
-    """Run the stream worker in this process until it is stopped."""
+def run_worker(
+    settings: Settings, rules: RulesLookup | None = None, loglevel: str = "info", name: str = "streams"
+) -> None:
+    """Run the stream worker `name` in this process until it is stopped (its faust data dir is
+    ``AGENTLAKE_HOME/streams/<name>``)."""
     from faust.worker import Worker
 
-    (settings.data_dir / "streams").mkdir(parents=True, exist_ok=True)
-    app = create_app(settings, rules)
+    datadir = settings.data_dir / "streams" / name
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings, rules, datadir=datadir)
     worker = Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

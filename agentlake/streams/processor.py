@@ -85,9 +85,13 @@ class Output:
     partition: int | None = None
 
 
-def event_rank(event_id: str) -> int:
-    """The duplicate-seq tie-break: the event with the smaller rank wins (64-bit BLAKE2b of the id)."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
+def event_rank(event_id: str) -> bytes:
+    """The duplicate-seq rule: of two events with one (trajectory_id, seq), the smaller rank wins.
+
+    The rank is the event id's first 32 bytes, compared as bytes (the lexicographically
+    smallest id wins); the ClickHouse tables compute the same (``ver`` column).
+    """
+    return event_id.encode()[:32]
 
 
 def derived_span_id(event_id: str) -> str:
