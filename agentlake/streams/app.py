@@ -115,6 +115,7 @@ def create_app(
     app_id: str = STREAMS_GROUP,
     broker: str | None = None,
     datadir: Path | None = None,
+    name: str = "streams",
 ) -> faust.App:
     """Build the faust app. Tests replace ``app.io`` (send/read) and ``app.commit_offsets``
     and drive the agent with `test_context()`, which never connects to `broker`."""
@@ -130,6 +131,9 @@ def create_app(
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.worker_session_timeout_s,
+        # static membership: a worker restarted under its name takes its partitions back at once,
+        # without waiting for the killed process's session to time out
+        consumer_group_instance_id=settings.topic(f"{app_id}-{name}"),
         broker_heartbeat_interval=2.0,
         broker_commit_every=10_000_000,
         broker_commit_interval=3600.0,
@@ -242,6 +246,6 @@ def run_worker(
 
     datadir = settings.data_dir / "streams" / name
     datadir.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings, rules, datadir=datadir)
+    app = create_app(settings, rules, datadir=datadir, name=name)
     worker = Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
