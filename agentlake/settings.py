@@ -44,6 +44,20 @@ class Settings(BaseSettings):
         description="http(s)://user:pass@host:port/db; when unset chdb runs in-process under home",
     )
 
+    # --- running on clusters (README "Running on clusters") -------------------
+    # Copies of every topic AgentLake or faust creates; None: the cluster's
+    # `default.replication.factor` (1 for the embedded single broker).
+    topic_replication_factor: int | None = Field(default=None, ge=1)
+    # `min.insync.replicas` set on every topic created; None: the cluster's default.
+    topic_min_insync_replicas: int | None = Field(default=None, ge=1)
+    # ClickHouse cluster name (remote_servers): DDL ON CLUSTER, Replicated* engines and
+    # Distributed tables sharded by cityHash64(trajectory_id). None: one server (or chdb).
+    clickhouse_cluster: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        validation_alias=AliasChoices("CLICKHOUSE_CLUSTER", "AGENTLAKE_CLICKHOUSE_CLUSTER"),
+    )
+
     # --- Milvus ------------------------------------------------------------
     milvus_uri: str | None = Field(
         default=None,

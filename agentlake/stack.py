@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlake.settings import Settings
-from agentlake.topics import all_topics
+from agentlake.topic_admin import TopicsReport
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -278,29 +278,18 @@ async def _metadata_ok(bootstrap: str) -> bool:
 
 
 async def ensure_topics(s: Settings) -> list[str]:
-    """Create missing topics (idempotent); returns the ones created."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    """Create missing topics and verify existing ones (agentlake.topic_admin); returns the ones created."""
+    return (await _ensure_topics(s)).created
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers, request_timeout_ms=10000)
-    await admin.start()
+
+async def _ensure_topics(s: Settings) -> TopicsReport:
+    from agentlake.topic_admin import TopicError
+    from agentlake.topic_admin import ensure_topics as ensure
+
     try:
-        existing = set(await admin.list_topics())
-        new = []
-        for t in all_topics():
-            name = s.topic(t.name)
-            if name in existing:
-                continue
-            cfg = {"cleanup.policy": "compact"} if t.compacted else {}
-            cfg.update(t.config)
-            new.append(
-                NewTopic(name, num_partitions=s.topic_partitions, replication_factor=1, topic_configs=cfg)
-            )
-        if new:
-            with contextlib.suppress(Exception):  # a concurrent `up` may have created some
-                await admin.create_topics(new)
-        return [t.name for t in new]
-    finally:
-        await admin.close()
+        return await ensure(s)
+    except TopicError as e:
+        raise StackError(str(e)) from None
 
 
 async def _group_members(s: Settings, group: str) -> int:
@@ -433,9 +422,14 @@ def up(s: Settings, *, workers: bool = True, progress: Any = None) -> dict[str, 
         info["broker_pid"] = start_broker(s, progress)
     elif not _run_sync(_metadata_ok(s.bootstrap_servers)):
         raise StackError(f"KAFKA_BOOTSTRAP_SERVERS={s.bootstrap_servers} does not answer")
-    info["topics_created"] = _run_sync(ensure_topics(s))
+    topics = _run_sync(_ensure_topics(s))
+    info["topics_created"] = topics.created
+    info["replication_factor"] = topics.replication_factor
+    info["min_insync_replicas"] = topics.min_insync_replicas
     if workers:
-        info["streams_pid"] = start_worker(s, "streams")
+        # the worker creates nothing the check above did not, but give faust the same copies
+        rf = {"AGENTLAKE_TOPIC_REPLICATION_FACTOR": str(topics.replication_factor)}
+        info["streams_pid"] = start_worker(s, "streams", extra_env=rf)
     return info
 
 

@@ -31,7 +31,7 @@ def unscored(client: Any, older_than_s: float, window_s: float = 86_400.0, limit
         "SELECT trajectory_id, end_seq FROM trajectories FINAL WHERE end_seq IS NOT NULL "
         "AND ended_at < now64(6) - toIntervalMillisecond({old:UInt64}) "
         "AND ended_at >= now64(6) - toIntervalMillisecond({window:UInt64}) "
-        "AND trajectory_id NOT IN (SELECT trajectory_id FROM rewards FINAL WHERE is_final = 1 "
+        "AND trajectory_id GLOBAL NOT IN (SELECT trajectory_id FROM rewards FINAL WHERE is_final = 1 "
         "  AND scored_at >= now64(6) - toIntervalMillisecond({window:UInt64}) - INTERVAL 1 DAY) "
         "LIMIT {limit:UInt64}",
         {"old": int(older_than_s * 1000), "window": int(window_s * 1000), "limit": limit},

@@ -34,6 +34,11 @@ def milvus_client(settings: Settings) -> Any:
     return _clients[target]
 
 
+def collection_name(settings: Settings, collection: str | None = None) -> str:
+    """The collection's name on the server: the topic prefix applied, as Milvus spells names."""
+    return settings.topic(collection or COLLECTION).replace(".", "_").replace("-", "_")
+
+
 @dataclass(frozen=True)
 class Neighbor:
     trajectory_id: str
@@ -70,7 +75,7 @@ class TrajectoryIndex:
     def __init__(self, settings: Settings, embedder: Embedder, collection: str | None = None) -> None:
         self.client = milvus_client(settings)
         self.embedder = embedder
-        self.collection = settings.topic(collection or COLLECTION).replace(".", "_").replace("-", "_")
+        self.collection = collection_name(settings, collection)
         self._ensure()
 
     def _ensure(self) -> None:
