@@ -24,6 +24,7 @@ LAKE_CLUSTERS = "lake.clusters"
 AUTH_DELEGATIONS = "auth.delegations"
 AUTH_REVOCATIONS = "auth.revocations"
 SIM_RUNS = "sim.runs"
+SCHEMAS = "registry.schemas"
 
 TRAJECTORY_TOPICS = (TRAJECTORIES, STEPS, TOOL_CALLS)
 
@@ -40,6 +41,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(REGISTRY_AGENTS, compacted=True, doc="agent specs, keyed by agent@version"),
     TopicSpec(REGISTRY_SERVERS, compacted=True, doc="MCP server specs, keyed by server id"),
     TopicSpec(SIM_RUNS, compacted=True, doc="simulation run manifests, keyed by run id"),
+    TopicSpec(SCHEMAS, compacted=True, doc="Avro writer schemas, keyed by fingerprint (hex)"),
     TopicSpec(LAKE_CLUSTERS, compacted=True, doc="context lake: k-means centroids"),
     TopicSpec(AUTH_DELEGATIONS, doc="agent auth: issued and attenuated tokens"),
     TopicSpec(AUTH_REVOCATIONS, compacted=True, doc="agent auth: revoked token ids, fanned out to gateways"),

@@ -97,6 +97,8 @@ class KafkaEmitter:
         request_timeout_ms: how long a send may take before its events are spilled.
         max_record_bytes: larger records are quarantined at `emit()`, never sent.
         max_request_size: the producer's request limit (the broker's `message.max.bytes`).
+        announce: records sent once, best effort, right after the first connection: the
+            writer schemas on the schema topic (see `agentlake.schema_registry`).
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class KafkaEmitter:
         compression: str | None = "lz4",
         max_record_bytes: int = 1024 * 1024 - 64 * 1024,
         max_request_size: int = 1024 * 1024,
+        announce: list[Record] | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.spill = SpillBuffer(spill_dir)
@@ -123,6 +126,7 @@ class KafkaEmitter:
         self.compression = compression
         self.max_record_bytes = max_record_bytes
         self.max_request_size = max(max_request_size, max_record_bytes)
+        self._announce = list(announce or [])
         self.stats = EmitterStats()
         self._q: collections.deque[Record] = collections.deque()
         self._inflight = 0
@@ -209,6 +213,7 @@ class KafkaEmitter:
                     await asyncio.wait_for(producer.start(), self.request_timeout_ms / 1000)
                     self._connected = True
                     backoff = 0.2
+                    await self._send_announcements(producer)
                 except Exception as e:  # unreachable broker, bad config: never lose the events
                     log.warning("kafka unreachable (%s); spilling to %s", e, self.spill.folder)
                     if producer is not None:
@@ -240,6 +245,17 @@ class KafkaEmitter:
         if producer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(producer.stop(), 5)
+
+    async def _send_announcements(self, producer: Any) -> None:
+        """Best effort, once: a stack without the schema topic only loses forward compatibility."""
+        if not self._announce:
+            return
+        try:
+            futs = [await producer.send(t, v, key=k) for t, k, v in self._announce]
+            await asyncio.wait_for(asyncio.gather(*futs), 3)
+        except Exception as e:
+            log.warning("could not announce writer schemas (%s); newer events may need a redrive", e)
+        self._announce = []
 
     def _take_batch(self) -> list[Record]:
         batch: list[Record] = []

@@ -35,6 +35,7 @@ from agentlake.schemas._bounds import (
 )
 from agentlake.sdk._emitter import Emitter, KafkaEmitter
 from agentlake.settings import Settings, get_settings
+from agentlake.topics import SCHEMAS
 
 log = logging.getLogger("agentlake.sdk")
 
@@ -71,6 +72,7 @@ class Tracer:
             linger_ms=self.settings.sdk_linger_ms,
             max_record_bytes=self.settings.max_event_bytes,
             max_request_size=self.settings.max_message_bytes,
+            announce=[(self.settings.topic(SCHEMAS), k, v) for k, v in codec().publishable()],
         )
         self.max_payload = self.settings.max_payload_bytes
         self._codec = codec()
