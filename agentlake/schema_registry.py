@@ -70,14 +70,24 @@ class SchemaTopicLookup:
         self.min_interval = min_interval
         self.timeout = timeout
         self._known: dict[bytes, bytes] = {}
+        self._asked: dict[bytes, float] = {}  # fingerprint -> when it last caused a read
         self._last = -1e9
         self._lock = threading.Lock()
         self.refreshes = 0
 
     def __call__(self, fp: bytes) -> bytes | None:
+        """The schema JSON for `fp`, re-reading the topic when `fp` has not caused a read in
+        the last `min_interval` seconds (and no read at all ran in the last 0.25 s)."""
         with self._lock:
-            if fp not in self._known and time.monotonic() - self._last >= self.min_interval:
-                self._last = time.monotonic()
+            now = time.monotonic()
+            if (
+                fp not in self._known
+                and now - self._asked.get(fp, -1e9) >= self.min_interval
+                and now - self._last >= 0.25
+            ):
+                if len(self._asked) > 10_000:  # random fingerprints must not grow this forever
+                    self._asked.clear()
+                self._asked[fp] = self._last = now
                 self._refresh()
             return self._known.get(fp)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlake.settings import Settings
-from agentlake.topics import STREAMS_GROUP, all_topics
+from agentlake.topics import STREAMS_GROUP, all_topics, size_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -296,6 +296,7 @@ async def ensure_topics(s: Settings) -> list[str]:
                 continue
             cfg = {"cleanup.policy": "compact"} if t.compacted else {}
             cfg.update(t.config)
+            cfg.update(size_config(t.name, s.max_event_bytes))
             new.append(
                 NewTopic(name, num_partitions=s.topic_partitions, replication_factor=1, topic_configs=cfg)
             )

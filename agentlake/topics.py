@@ -53,6 +53,17 @@ def dlq(topic: str) -> str:
     return f"{topic}.dlq"
 
 
+def size_config(name: str, max_event_bytes: int) -> dict[str, str]:
+    """Topic config that caps what producers may write to `name` (logical name).
+
+    The trajectory topics take at most `max_event_bytes` (AGENTLAKE_MAX_MESSAGE_BYTES minus
+    the headroom), the broker's `message.max.bytes` applies to the others: whatever the
+    worker derives from an accepted event (a dead letter with its headers, a reward)
+    still fits on its own topic. README: "Limits".
+    """
+    return {"max.message.bytes": str(max_event_bytes)} if name in TRAJECTORY_TOPICS else {}
+
+
 def all_topics() -> list[TopicSpec]:
     out = list(TOPICS)
     for t in TOPICS:

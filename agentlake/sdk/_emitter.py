@@ -50,8 +50,10 @@ def is_permanent(error: BaseException) -> bool:
 
 
 def record_size(record: Record) -> int:
-    """Bytes a record takes in a batch, near enough: topic, key, value and framing."""
-    return len(record[0]) + len(record[1]) + len(record[2]) + 64
+    """Bytes a record may take in a batch on the broker, an upper bound: topic, key, value,
+    batch and record framing, and lz4's worst-case growth of incompressible data."""
+    n = len(record[1]) + len(record[2])
+    return len(record[0]) + n + n // 255 + 128
 
 
 class Emitter(Protocol):

@@ -19,6 +19,7 @@ from agentlake._logging import RateLimitFilter
 from agentlake.schemas import Payload, codec
 from agentlake.schemas._bounds import MAX_ID_BYTES, bounded, capped_text, ident, to_json
 from agentlake.sdk import KafkaEmitter, MemoryEmitter, SpillBuffer, Tracer
+from agentlake.sdk._emitter import record_size
 from agentlake.sdk._spill import SegmentClaim, count_quarantined, read_segment
 from agentlake.settings import Settings
 
@@ -183,9 +184,10 @@ def test_a_record_over_the_limit_is_quarantined_at_once_and_never_queued(tmp_pat
     em = KafkaEmitter(
         f"127.0.0.1:{_closed_port()}", tmp_path, max_record_bytes=10_000, request_timeout_ms=300
     )
+    fits = max(n for n in range(9000, 10_000) if record_size(("agent.steps", b"k", b"v" * n)) <= 10_000)
     try:
-        em.emit("agent.steps", b"k", b"v" * (10_000 - 64 - len("agent.steps") - 1))  # just under
-        em.emit("agent.steps", b"k", b"v" * 10_000)  # just over
+        em.emit("agent.steps", b"k", b"v" * fits)  # just under
+        em.emit("agent.steps", b"k", b"v" * (fits + 1))  # just over
     finally:
         em.close(timeout=0.2)
     assert em.stats.quarantined == 1
