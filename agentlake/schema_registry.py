@@ -5,10 +5,10 @@ Every producer announces the schemas it writes with on the compacted topic
 the schema's JSON. `agentlake up` publishes those of the installed version and
 the SDK publishes its own when it connects (best effort: an older stack without
 the topic only loses forward compatibility). A decoder that meets an unknown
-fingerprint asks `SchemaTopicLookup`, which re-reads the topic (at most once per
-`min_interval` seconds) and hands the codec the schema to learn; events
-dead-lettered as ``unknown_fingerprint`` before that are re-driven with
-`agentlake dlq redrive`.
+fingerprint asks `SchemaTopicLookup`, which reads the topic up to its end (only
+what is new) and hands the codec the schema to learn. Events that arrived before
+their schema was announced (e.g. from an SDK that could not announce it) are
+dead-lettered as ``unknown_fingerprint``; `agentlake dlq redrive` sends them back.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agentlake.schemas import Codec, codec
@@ -55,59 +54,111 @@ async def publish(s: Settings, producer: Any = None, timeout: float = 5.0) -> in
 class SchemaTopicLookup:
     """Fingerprint -> writer schema JSON, read from the schema topic.
 
-    Called from synchronous decoding (possibly inside a running event loop), so the
-    read runs on its own thread and loop; it blocks the caller for at most `timeout`.
+    A producer announces a schema (acknowledged) before it sends any event written
+    with it, so an unknown fingerprint is looked up by reading the topic up to its
+    end offsets *now*: if the schema was announced, it is found. Each lookup of an
+    unknown fingerprint costs one end-offsets request (a new record is fetched only
+    when the topic grew), so a stream of garbage fingerprints cannot make a reader
+    skip a schema announced a moment ago. A reader keeps one consumer on its own
+    thread and event loop, because decoding is synchronous and may run inside a loop;
+    after a failure (Kafka unreachable) lookups answer None for `retry_after` seconds.
     """
 
     def __init__(
         self,
         settings: Callable[[], Settings] = get_settings,
         *,
-        min_interval: float = 2.0,
         timeout: float = 5.0,
+        retry_after: float = 2.0,
     ) -> None:
         self._settings = settings
-        self.min_interval = min_interval
         self.timeout = timeout
+        self.retry_after = retry_after
         self._known: dict[bytes, bytes] = {}
-        self._asked: dict[bytes, float] = {}  # fingerprint -> when it last caused a read
-        self._last = -1e9
         self._lock = threading.Lock()
-        self.refreshes = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._consumer: Any = None
+        self._parts: list[Any] = []
+        self._failed_at = -1e9
+        self.reads = 0
 
     def __call__(self, fp: bytes) -> bytes | None:
-        """The schema JSON for `fp`, re-reading the topic when `fp` has not caused a read in
-        the last `min_interval` seconds (and no read at all ran in the last 0.25 s)."""
         with self._lock:
-            now = time.monotonic()
-            if (
-                fp not in self._known
-                and now - self._asked.get(fp, -1e9) >= self.min_interval
-                and now - self._last >= 0.25
-            ):
-                if len(self._asked) > 10_000:  # random fingerprints must not grow this forever
-                    self._asked.clear()
-                self._asked[fp] = self._last = now
-                self._refresh()
+            if fp not in self._known and time.monotonic() - self._failed_at >= self.retry_after:
+                try:
+                    fut = asyncio.run_coroutine_threadsafe(self._catch_up(), self._ensure_loop())
+                    fut.result(timeout=self.timeout)
+                except Exception as e:
+                    self._failed_at = time.monotonic()
+                    log.warning("could not read the schema topic (%s)", e)
+                    self._consumer = None
             return self._known.get(fp)
 
-    def _refresh(self) -> None:
-        from agentlake.kafka_io import read_to_end
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="agentlake-schemas", daemon=True).start()
+            self._loop = loop
+        return self._loop
 
-        self.refreshes += 1
-        try:
+    async def _catch_up(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        from agentlake.kafka_io import partitions
+
+        if self._consumer is None:
             s = self._settings()
-            with ThreadPoolExecutor(1) as pool:
-                records = pool.submit(
-                    asyncio.run, read_to_end(s, [s.topic(SCHEMAS)], timeout=self.timeout)
-                ).result(timeout=self.timeout + 5)
-        except Exception as e:
-            log.warning("could not read the schema topic (%s)", e)
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=s.bootstrap_servers,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                request_timeout_ms=int(self.timeout * 1000),
+            )
+            try:
+                await consumer.start()
+            except BaseException:
+                await consumer.stop()
+                raise
+            self._parts = await partitions(consumer, [s.topic(SCHEMAS)])
+            if self._parts:
+                consumer.assign(self._parts)
+                await consumer.seek_to_beginning(*self._parts)
+            self._consumer = consumer
+        consumer = self._consumer
+        if not self._parts:
             return
-        for r in records:
-            with contextlib.suppress(ValueError, TypeError, AttributeError):
-                if r.key is not None and r.value is not None:
-                    self._known[bytes.fromhex(r.key.decode())] = r.value
+        ends = await consumer.end_offsets(self._parts)
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if all([await consumer.position(tp) >= ends[tp] for tp in self._parts]):
+                return
+            self.reads += 1
+            for msgs in (await consumer.getmany(timeout_ms=200)).values():
+                for r in msgs:
+                    with contextlib.suppress(ValueError, TypeError, AttributeError):
+                        if r.key is not None and r.value is not None:
+                            self._known[bytes.fromhex(r.key.decode())] = r.value
+
+    def close(self) -> None:
+        """Stop the consumer and the lookup's event loop (a later lookup starts them again)."""
+        with self._lock:
+            loop, consumer = self._loop, self._consumer
+            self._loop = self._consumer = None
+            if loop is None:
+                return
+            if consumer is not None:
+                with contextlib.suppress(Exception):
+                    asyncio.run_coroutine_threadsafe(consumer.stop(), loop).result(timeout=5)
+            loop.call_soon_threadsafe(loop.stop)
+
+
+def uninstall() -> None:
+    """Remove the lookup `install` added to the process-wide codec, closing it."""
+    c = codec()
+    if isinstance(c.lookup, SchemaTopicLookup):
+        c.lookup.close()
+    c.lookup = None
 
 
 def install(settings: Callable[[], Settings] = get_settings) -> SchemaTopicLookup:

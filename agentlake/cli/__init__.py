@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 
@@ -45,6 +46,7 @@ def main() -> None:
         from rich.markup import escape
 
         console.print(f"[red]error:[/] {escape(msg)}", soft_wrap=True, highlight=False)
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # clients collected at exit: noise
         sys.exit(code)
 
 

@@ -195,8 +195,12 @@ async def redrive(
         enable_idempotence=True,
         max_request_size=s.max_message_bytes,
     )
-    await consumer.start()
-    await producer.start()
+    await started(consumer)
+    try:
+        await started(producer)
+    except BaseException:
+        await consumer.stop()
+        raise
     read = 0
     by_reason: dict[str, int] = {}
     futs = []
@@ -235,6 +239,16 @@ async def redrive(
     return {"dlq": name, "read": read, "redriven": sum(by_reason.values()), "by_reason": by_reason}
 
 
+async def started(client: Any) -> Any:
+    """`await client.start()`, stopping it again when that fails (no unclosed-client noise)."""
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
+    return client
+
+
 async def read_dead_letters(
     s: Settings, topic: str, limit: int, timeout: float = 5.0
 ) -> list[dict[str, Any]]:
@@ -250,7 +264,7 @@ async def read_dead_letters(
         enable_auto_commit=False,
         group_id=None,
     )
-    await c.start()
+    await started(c)
     rows: list[dict[str, Any]] = []
     try:
         parts = await partitions(c, [s.topic(topic)])
