@@ -7,10 +7,14 @@ changes. Names follow the conventions of the systems they point at.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import uuid
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,7 +23,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="AGENTLAKE_", extra="ignore", frozen=True)
 
-    home: Path = Field(default=Path(".agentlake"), description="data dir for the embedded stack")
+    home: Path | None = Field(
+        default=None,
+        description="data dir for the embedded stack; unset: found as described in `data_dir`",
+    )
     cache_dir: Path = Field(
         default=Path.home() / ".cache" / "agentlake",
         description="downloaded artifacts shared by every data dir (Kafka jars)",
@@ -82,7 +89,9 @@ class Settings(BaseSettings):
     )
 
     # --- SDK ---------------------------------------------------------------
-    max_payload_bytes: int = 64 * 1024
+    # size limits (boundary): see `check_limits` and the README's "Limits"
+    max_payload_bytes: int = Field(default=64 * 1024, ge=16)
+    max_message_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
     sdk_queue_size: int = 100_000
     sdk_linger_ms: int = 5
 
@@ -102,6 +111,29 @@ class Settings(BaseSettings):
     stream_done_retention_s: float = 600.0  # done markers (idempotent re-delivery) are kept this long
     live_score_every_s: float = 1.0  # at most one live score per trajectory per interval
 
+    @model_validator(mode="after")
+    def check_limits(self) -> Settings:
+        """Every limit in the chain must leave room for what is derived from an event.
+
+        An SDK event carries at most four capped text fields (e.g. final answer, error,
+        checks, attributes) plus bounded identifiers; the worker's outputs (rewards, dead
+        letters) add at most `MESSAGE_HEADROOM_BYTES` to what they are derived from.
+        """
+        need = 4 * self.max_payload_bytes + 2 * MESSAGE_HEADROOM_BYTES
+        if self.max_message_bytes < need:
+            raise ValueError(
+                f"AGENTLAKE_MAX_MESSAGE_BYTES={self.max_message_bytes} is too small for "
+                f"AGENTLAKE_MAX_PAYLOAD_BYTES={self.max_payload_bytes}: it needs at least {need} "
+                f"(4 payloads + {2 * MESSAGE_HEADROOM_BYTES} bytes of headroom)"
+            )
+        return self
+
+    @property
+    def max_event_bytes(self) -> int:
+        """Largest encoded event the SDK sends: the broker limit minus the headroom the
+        worker needs to re-publish something derived from it (a dead letter, a reward)."""
+        return self.max_message_bytes - MESSAGE_HEADROOM_BYTES
+
     @cached_property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
@@ -110,9 +142,71 @@ class Settings(BaseSettings):
     def embedded_kafka(self) -> bool:
         return self.kafka_bootstrap_servers is None
 
-    @property
+    @cached_property
     def data_dir(self) -> Path:
-        return self.home.resolve()
+        """The data dir, absolute, independent of where a command runs when it can be.
+
+        1. ``AGENTLAKE_HOME`` (a relative value is taken from the working directory);
+        2. the nearest ``.agentlake`` folder in the working directory or a parent (like git);
+        3. the data dir of the local stack that `agentlake up` registered for this Kafka
+           port (``<cache_dir>/stacks/``), so that commands run from any folder reach it;
+        4. ``./.agentlake`` (created by `agentlake up`).
+        """
+        if self.home is not None:
+            return self.home.expanduser().resolve()
+        cwd = Path.cwd().resolve()
+        for d in (cwd, *cwd.parents):
+            if (d / ".agentlake").is_dir():
+                return d / ".agentlake"
+        if self.embedded_kafka:
+            registered = registered_home(self)
+            if registered is not None:
+                return registered
+        return cwd / ".agentlake"
+
+    @property
+    def stack_record(self) -> Path:
+        """Where `agentlake up` records which data dir the local broker on this port serves."""
+        return self.cache_dir / "stacks" / f"127.0.0.1-{self.kafka_port}.json"
+
+    @cached_property
+    def store_id(self) -> str:
+        """Identity of the projection store (12 hex chars).
+
+        The sink's consumer group includes it, so two stores never share offsets: a
+        second store (e.g. a command run with another data dir) projects the whole log
+        for itself instead of taking events away from the first. For chdb it is a random
+        id kept in ``<data_dir>/store-id``; for a ClickHouse server, a hash of its
+        address and database (several sinks writing one server share the group).
+        """
+        if self.clickhouse_url:
+            from urllib.parse import urlsplit
+
+            u = urlsplit(self.clickhouse_url)
+            where = f"{u.scheme}://{u.hostname}:{u.port}{u.path}"
+            return hashlib.sha256(where.encode()).hexdigest()[:12]
+        path = self.data_dir / "store-id"
+        try:
+            return path.read_text().strip()[:12]
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"store-id.{os.getpid()}.tmp")
+        tmp.write_text(uuid.uuid4().hex[:12])
+        try:
+            os.link(tmp, path)  # atomic create-if-absent: concurrent first users agree
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path.read_text().strip()[:12]
+
+    @property
+    def sink_group(self) -> str:
+        """The sink's consumer group (unprefixed): bound to this projection store."""
+        from agentlake.topics import SINK_GROUP
+
+        return f"{SINK_GROUP}-{self.store_id}"
 
     @property
     def chdb_path(self) -> Path:
@@ -128,6 +222,22 @@ class Settings(BaseSettings):
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+
+# Bytes a worker may add to an event when it re-publishes something derived from it
+# (dead-letter headers, reward fields, record-batch overhead).
+MESSAGE_HEADROOM_BYTES = 64 * 1024
+
+
+def registered_home(s: Settings) -> Path | None:
+    """The data dir `agentlake up` recorded for the local broker on `s.kafka_port`, if it
+    still exists."""
+    try:
+        rec = json.loads(s.stack_record.read_text())
+        home = Path(rec["home"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return home if home.is_dir() else None
 
 
 def get_settings() -> Settings:

@@ -24,6 +24,7 @@ from typing import Any
 
 from agentlake.settings import Settings
 from agentlake.topic_admin import TopicsReport
+from agentlake.topics import STREAMS_GROUP
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,7 +165,11 @@ def _write_config(s: Settings) -> Path:
                 "transaction.state.log.min.isr=1",
                 "share.coordinator.state.topic.replication.factor=1",
                 "group.initial.rebalance.delay.ms=0",
-                "auto.create.topics.enable=true",
+                # topics are created by `agentlake up` only: a misspelt name is an error, not a new topic
+                "auto.create.topics.enable=false",
+                # the largest record batch the broker takes (AGENTLAKE_MAX_MESSAGE_BYTES, README "Limits")
+                f"message.max.bytes={s.max_message_bytes}",
+                f"replica.fetch.max.bytes={max(s.max_message_bytes, 1048576)}",
                 "log.retention.hours=-1",
                 "log.flush.interval.messages=9223372036854775807",
                 "",
@@ -420,12 +425,14 @@ def up(s: Settings, *, workers: bool = True, progress: Any = None) -> dict[str, 
     info: dict[str, Any] = {"home": str(s.data_dir), "bootstrap_servers": s.bootstrap_servers}
     if s.embedded_kafka:
         info["broker_pid"] = start_broker(s, progress)
+        record_stack(s)
     elif not _run_sync(_metadata_ok(s.bootstrap_servers)):
         raise StackError(f"KAFKA_BOOTSTRAP_SERVERS={s.bootstrap_servers} does not answer")
     topics = _run_sync(_ensure_topics(s))
     info["topics_created"] = topics.created
     info["replication_factor"] = topics.replication_factor
     info["min_insync_replicas"] = topics.min_insync_replicas
+    info["schemas_published"] = _publish_schemas(s)
     if workers:
         # the worker creates nothing the check above did not, but give faust the same copies
         rf = {"AGENTLAKE_TOPIC_REPLICATION_FACTOR": str(topics.replication_factor)}
@@ -439,17 +446,83 @@ def down(s: Settings) -> dict[str, bool]:
     return out
 
 
+def _publish_schemas(s: Settings) -> int:
+    """Announce the installed writer schemas (forward compatibility: README "Evolution")."""
+    from agentlake.schema_registry import publish
+
+    try:
+        n: int = _run_sync(publish(s))
+        return n
+    except Exception:
+        return 0
+
+
+def record_stack(s: Settings) -> None:
+    """Record which data dir the local broker on this port serves, so that commands run
+    from any folder find it (`Settings.data_dir`)."""
+    import json
+
+    s.stack_record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = s.stack_record.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"home": str(s.data_dir), "port": s.kafka_port}))
+    tmp.rename(s.stack_record)
+
+
+def process_state(proc: Proc) -> str:
+    """``running``, ``stopped`` (never started, or stopped by `down`) or ``crashed`` (its pid
+    file remains but the process is gone)."""
+    if proc.pid() is not None:
+        return "running"
+    return "crashed" if proc.pid_file.exists() else "stopped"
+
+
+async def _lags(s: Settings) -> dict[str, int | None]:
+    from agentlake.kafka_io import group_offsets
+    from agentlake.topics import TRAJECTORY_TOPICS
+
+    topics = {s.topic(t) for t in TRAJECTORY_TOPICS}
+    out: dict[str, int | None] = {}
+    groups = [("streams_lag", STREAMS_GROUP)]
+    if s.clickhouse_url or (s.data_dir / "store-id").exists():  # never create a store to look at it
+        groups.append(("sink_lag", s.sink_group))
+    for name, group in groups:
+        try:
+            committed, ends = await asyncio.wait_for(group_offsets(s, s.topic(group), topics), 10)
+        except Exception:
+            out[name] = None
+            continue
+        out[name] = (
+            sum(max(0, ends.get(tp, off) - off) for tp, off in committed.items()) if committed else None
+        )
+    return out
+
+
 def status(s: Settings) -> dict[str, Any]:
+    """What runs where: pids, whether a worker crashed, lags (events not yet processed by
+    the stream worker and by this store's sink; None when unknown), quarantined events."""
+    from agentlake.sdk._spill import count_quarantined
+
+    streams, sink = worker_proc(s, "streams"), worker_proc(s, "sink")
+    has_store = bool(s.clickhouse_url) or (s.data_dir / "store-id").exists()  # never create one here
     info: dict[str, Any] = {
         "home": str(s.data_dir),
         "bootstrap_servers": s.bootstrap_servers,
         "embedded_kafka": s.embedded_kafka,
         "broker_pid": broker_proc(s).pid() if s.embedded_kafka else None,
-        "streams_pid": worker_proc(s, "streams").pid(),
-        "sink_pid": worker_proc(s, "sink").pid(),
+        "streams_pid": streams.pid(),
+        "streams": process_state(streams),
+        "sink_pid": sink.pid(),
+        "sink": process_state(sink),
         "clickhouse": s.clickhouse_url or f"chdb:{s.chdb_path}",
         "milvus": s.milvus_target,
+        "sink_group": s.topic(s.sink_group) if has_store else None,
+        "quarantined": count_quarantined(s.spill_dir),
     }
+    for name, proc in (("streams", streams), ("sink", sink)):
+        if info[name] == "crashed":
+            info[f"{name}_log"] = str(proc.log_file)
     info["kafka_reachable"] = _run_sync(_metadata_ok(s.bootstrap_servers))
     info.update(worker_health(s))
+    if info["kafka_reachable"]:
+        info.update(_run_sync(_lags(s)))
     return info

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentlake.settings import Settings
-from agentlake.topics import STREAMS_GROUP, TRAJECTORY_TOPICS, all_topics
+from agentlake.topics import STREAMS_GROUP, TRAJECTORY_TOPICS, all_topics, size_config
 
 # The stream worker's state table (agentlake/streams/app.py); faust names its changelog after it.
 STATE_TABLE = "trajectory_state"
@@ -69,7 +69,7 @@ def wanted_topics(s: Settings) -> list[WantedTopic]:
             n,
             compacted=t.compacted,
             exact_partitions=t.name in TRAJECTORY_TOPICS,
-            config=dict(t.config),
+            config={**t.config, **size_config(t.name, s.max_event_bytes)},
         )
         for t in all_topics()
     ]

@@ -24,6 +24,7 @@ LAKE_CLUSTERS = "lake.clusters"
 AUTH_DELEGATIONS = "auth.delegations"
 AUTH_REVOCATIONS = "auth.revocations"
 SIM_RUNS = "sim.runs"
+SCHEMAS = "registry.schemas"
 
 STREAM_CHECKPOINTS = "streams.checkpoints"
 
@@ -42,6 +43,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(REGISTRY_AGENTS, compacted=True, doc="agent specs, keyed by agent@version"),
     TopicSpec(REGISTRY_SERVERS, compacted=True, doc="MCP server specs, keyed by server id"),
     TopicSpec(SIM_RUNS, compacted=True, doc="simulation run manifests, keyed by run id"),
+    TopicSpec(SCHEMAS, compacted=True, doc="Avro writer schemas, keyed by fingerprint (hex)"),
     TopicSpec(LAKE_CLUSTERS, compacted=True, doc="context lake: k-means centroids"),
     TopicSpec(AUTH_DELEGATIONS, doc="agent auth: issued and attenuated tokens"),
     TopicSpec(AUTH_REVOCATIONS, compacted=True, doc="agent auth: revoked token ids, fanned out to gateways"),
@@ -64,6 +66,17 @@ TOPICS: tuple[TopicSpec, ...] = (
 def dlq(topic: str) -> str:
     """The dead-letter topic of `topic`: malformed records, with the reason in headers."""
     return f"{topic}.dlq"
+
+
+def size_config(name: str, max_event_bytes: int) -> dict[str, str]:
+    """Topic config that caps what producers may write to `name` (logical name).
+
+    The trajectory topics take at most `max_event_bytes` (AGENTLAKE_MAX_MESSAGE_BYTES minus
+    the headroom), the broker's `message.max.bytes` applies to the others: whatever the
+    worker derives from an accepted event (a dead letter with its headers, a reward)
+    still fits on its own topic. README: "Limits".
+    """
+    return {"max.message.bytes": str(max_event_bytes)} if name in TRAJECTORY_TOPICS else {}
 
 
 def all_topics() -> list[TopicSpec]:

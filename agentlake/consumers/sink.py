@@ -27,7 +27,7 @@ from agentlake.projections.clickhouse import ClickHouseWriter, Located, connect
 from agentlake.schemas import DecodeError, RewardScored, codec
 from agentlake.settings import Settings
 from agentlake.streams.processor import check_record
-from agentlake.topics import POLICY, REWARDS, SINK_GROUP, STREAMS_GROUP, TRAJECTORY_TOPICS, dlq
+from agentlake.topics import POLICY, REWARDS, STREAMS_GROUP, TRAJECTORY_TOPICS, dlq
 
 log = logging.getLogger("agentlake.sink")
 
@@ -54,7 +54,8 @@ class Projector:
     Args:
         settings: where Kafka, ClickHouse and Milvus are.
         milvus: also maintain the vector index of finished trajectories.
-        group_id: Kafka consumer group (offsets are this group's).
+        group_id: Kafka consumer group (offsets are this group's); default: the one bound
+            to this projection store (`Settings.sink_group`).
         track_latency: record, per event, the time from production to its row being written.
     """
 
@@ -63,12 +64,12 @@ class Projector:
         settings: Settings,
         *,
         milvus: bool = True,
-        group_id: str = SINK_GROUP,
+        group_id: str | None = None,
         track_latency: bool = False,
     ) -> None:
         self.settings = settings
         self.track_latency = track_latency
-        self.group_id = settings.topic(group_id)
+        self.group_id = settings.topic(group_id or settings.sink_group)
         self.with_milvus = milvus
         self.stats = SinkStats()
         self.codec = codec()
