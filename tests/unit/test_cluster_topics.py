@@ -93,7 +93,11 @@ def test_created_config_carries_policy_and_min_insync() -> None:
         "cleanup.policy": "compact",
         "min.insync.replicas": "2",
     }
-    assert create_config(wanted["u-agent.steps"], None) == {"cleanup.policy": "delete"}
+    # trajectory topics are capped where data enters (README: Limits)
+    assert create_config(wanted["u-agent.steps"], None) == {
+        "cleanup.policy": "delete",
+        "max.message.bytes": str(S.max_event_bytes),
+    }
 
 
 def test_impossible_replication_settings_fail_before_anything_is_created() -> None:
