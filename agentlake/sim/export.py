@@ -21,17 +21,59 @@ dict (the ``record`` column, or ``event.record``)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-__all__ = ["tool_message_content", "tools_to_openai", "trajectory_to_chat", "write_jsonl"]
+__all__ = [
+    "provider_safe_names",
+    "tool_message_content",
+    "tools_to_openai",
+    "trajectory_to_chat",
+    "write_jsonl",
+]
 
 _TRAJECTORY_RECORDS = frozenset(
     {"TrajectoryStarted", "AgentStep", "ToolCallRequested", "ToolCallCompleted", "TrajectoryEnded"}
 )
 _MISSING_RESULT = "the call has no recorded result"
+
+
+_SAFE_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def provider_safe_names(names: Iterable[str]) -> dict[str, str]:
+    """A reversible mapping of tool names to names every provider accepts (``^[a-zA-Z0-9_-]{1,64}$``).
+
+    A name that is already safe keeps its spelling. Any other character becomes
+    ``_`` (``orders.refund`` -> ``orders_refund``); a name longer than 64 is cut and
+    suffixed with a hash; a result that collides with another name gets a hash
+    suffix too. The mapping is one-to-one, so ``{v: k for k, v in m.items()}``
+    maps the model's calls back.
+
+    Args:
+        names: the MCP tool names (distinct).
+
+    Returns:
+        original name -> provider-safe name.
+    """
+    names = list(dict.fromkeys(names))
+    taken = {n for n in names if _SAFE_NAME.match(n)}
+    out: dict[str, str] = {n: n for n in names if n in taken}
+    for n in names:
+        if n in out:
+            continue
+        base = re.sub(r"[^a-zA-Z0-9_-]", "_", n)[:64] or "tool"
+        candidate = base
+        if candidate in taken or len(n) > 64 or not candidate:
+            digest = hashlib.sha256(n.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+            candidate = f"{base[:55]}_{digest}"
+        taken.add(candidate)
+        out[n] = candidate
+    return out
 
 
 def tools_to_openai(tool_specs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -323,4 +323,4 @@ def test_grader_exception_from_state_comparison() -> None:
 
     trial = _trial({"final_state": [{"path": "orders.{oid}.status", "equals": "refunded"}]})
     v = grade(trial, Observation(final_state={"orders": {"12": {"status": Weird()}}}))
-    assert v.attribution == "grader" and "RuntimeError" in v.reason
+    assert v.attribution == "grader" and "grader error" in v.reason
