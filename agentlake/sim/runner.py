@@ -607,11 +607,20 @@ class ReplayOutcome:
     calls: list[dict[str, Any]]
 
 
-def replay_trial(recorded: Any, suite: Suite | None, fork_at: int | None) -> Trial:
-    """The trial a recorded trajectory ran (from its suite when given), else a bare one
-    over the reference shop seeded like the original."""
+def replay_trial(recorded: Any, suite: Suite | None, fork_at: int | None, server: str | None = None) -> Trial:
+    """The trial a recorded trajectory ran (from its suite when given), else a bare one.
+
+    Without a suite the trial runs on `server` (default: the reference ``shop``, with
+    its state seeded like the original; any other server starts from its staging
+    spec's ``state``) and is graded on one criterion: the candidate ends with
+    outcome ``success``.
+
+    Raises:
+        RunnerError: the suite does not hold the recorded trial.
+    """
     from agentlake.sim.suite import Budgets, Criteria, expand
 
+    del fork_at  # the fork point is the replay client's business, not the trial's
     trial_id = recorded.attributes.get("trial_id")
     if suite is not None and trial_id:
         index = int(trial_id.rsplit(":", 1)[-1]) if trial_id.rsplit(":", 1)[-1].isdigit() else 0
@@ -621,6 +630,8 @@ def replay_trial(recorded: Any, suite: Suite | None, fork_at: int | None) -> Tri
         raise RunnerError(
             f"trial {trial_id} of trajectory {recorded.trajectory_id} is not in suite {suite.id}"
         )
+    seed = int(recorded.seed or 0)
+    shop = server is None or server == "shop"
     return Trial(
         trial_id=f"replay:{recorded.trajectory_id}",
         suite_id="replay",
@@ -628,15 +639,15 @@ def replay_trial(recorded: Any, suite: Suite | None, fork_at: int | None) -> Tri
         variant_id=recorded.trajectory_id[:8],
         binding={},
         index=0,
-        seed=int(recorded.seed or 0),
+        seed=seed,
         task=recorded.task,
         perturbations=[],
-        initial_state={
-            "$generator": "agentlake.sim.reference:shop_state",
-            "args": {"seed": int(recorded.seed or 0)},
-        },
-        criteria=Criteria.model_construct(),
+        initial_state={"$generator": "agentlake.sim.reference:shop_state", "args": {"seed": seed}}
+        if shop
+        else {},
+        criteria=Criteria(outcome="success"),
         budgets=Budgets(),
+        server=server or "shop",
     )
 
 
@@ -649,12 +660,14 @@ async def replay(
     fork_at: int | None = None,
     staging: StagingFactory | None = None,
     run_id: str | None = None,
+    server: str | None = None,
 ) -> ReplayOutcome:
     """Re-run a recorded trajectory with `target`: recorded results while the calls match
-    (and before `fork_at`), live staging after the first divergence."""
-    from agentlake.sim.replay import ReplayClient
+    (and before `fork_at`), live staging after the first divergence. A candidate that
+    stops before making every recorded call diverges where it stopped."""
+    from agentlake.sim.replay import Divergence, ReplayClient
 
-    trial = replay_trial(recorded, suite, fork_at)
+    trial = replay_trial(recorded, suite, fork_at, server)
     holder: dict[str, ReplayClient] = {}
 
     def wrap(client: Any) -> Any:
@@ -670,6 +683,14 @@ async def replay(
         wrap_client=wrap,
     )
     rc = holder.get("c")
+    if rc is not None and rc.divergence is None and rc.index < len(recorded.calls):
+        nxt = recorded.calls[rc.index]
+        rc.divergence = Divergence(
+            step=rc.index,
+            expected={"tool": nxt.tool, "args": nxt.args},
+            actual=None,
+            reason=f"the candidate stopped after {rc.index} of {len(recorded.calls)} recorded calls",
+        )
     return ReplayOutcome(
         recorded, result, rc.replayed if rc else 0, rc.divergence if rc else None, rc.log if rc else []
     )

@@ -75,10 +75,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     field_serializer,
     field_validator,
     model_validator,
 )
+
+from agentlake._validation import first_error
 
 __all__ = [
     "ERROR_KIND_KEY",
@@ -639,6 +642,24 @@ class ToolDef(BaseModel):
     behaviour: Behaviour | None = None
     faults: Faults | None = None
 
+    @field_validator("input_schema")
+    @classmethod
+    def _object_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        # MCP requires an object schema; anything else makes every tools/list fail later
+        if schema.get("type") != "object":
+            raise ValueError(
+                f"input_schema must have type 'object' (MCP tool arguments), got {schema.get('type')!r}"
+            )
+        validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        try:
+            validator.check_schema(schema)
+        except jsonschema.exceptions.SchemaError as e:
+            where = "/".join(str(p) for p in e.absolute_path)
+            raise ValueError(
+                f"input_schema is not valid JSON Schema{f' at {where}' if where else ''}: {e.message}"
+            ) from None
+        return schema
+
 
 @dataclass(frozen=True)
 class CallRecord:
@@ -705,10 +726,17 @@ def load_staging_spec(source: StagingSpec | Mapping[str, Any] | str | Path) -> S
     path = Path(source)
     if not path.is_file():
         raise ValueError(f"staging spec {path} does not exist")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ValueError(" ".join(f"staging spec {path}: YAML error: {e}".split())) from None
     if not isinstance(data, Mapping):
         raise ValueError(f"staging spec {path} must be a mapping with a 'tools' list")
-    return StagingSpec.model_validate(dict(data))
+    try:
+        return StagingSpec.model_validate(dict(data))
+    except ValidationError as e:
+        where, reason = first_error(e)
+        raise ValueError(" ".join(f"staging spec {path}: {where or '<root>'}: {reason}".split())) from None
 
 
 def tools_from_specs(
