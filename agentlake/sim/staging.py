@@ -462,7 +462,8 @@ class ForwardBehaviour(BaseModel):
         Raises:
             ValueError: a path argument is missing, or a value cannot take its parameter's style.
         """
-        if not self.params:
+        described = self.params or self.body_fields is not None or self.binary
+        if not described and self.media_type == "application/json":
             url, query, headers, body, has_body = self._request(args)
             return httpx.Request(
                 self.method, url, params=query, headers=headers, json=body if has_body else None
@@ -502,6 +503,11 @@ class ForwardBehaviour(BaseModel):
         elif self.body_fields is not None:
             payload = {wire_name: args[a] for a, wire_name in self.body_fields.items() if a in args}
             if not payload and not self.body_fields:
+                return httpx.Request(self.method, url, headers=headers)
+        elif self.body is None and self.method in _BODY_METHODS:  # an open body: the rest goes there
+            placed = {p.arg for p in self.params}
+            payload = {k: v for k, v in args.items() if k not in placed}
+            if not payload:
                 return httpx.Request(self.method, url, headers=headers)
         else:
             return httpx.Request(self.method, url, headers=headers)

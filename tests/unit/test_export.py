@@ -361,7 +361,7 @@ def test_line_separators_and_lone_surrogates_keep_one_row_per_line(tmp_path: Pat
 
 
 def test_the_format_validator_rejects_what_trainers_reject() -> None:
-    good = {
+    good: dict[str, Any] = {
         "messages": [
             {"role": "user", "content": "hi"},
             {
