@@ -288,14 +288,15 @@ def _early_stop_rule(gate_spec: Any) -> tuple[int, float] | None:
 
 
 def render_sim_report(report: dict[str, Any]) -> None:
-    t = Table(title=escape(f"{report['suite']} × {report['agent']} — run {report['run_id']}"))
+    # whole case ids, folded when the terminal is narrow; lines between rows keep them apart
+    t = Table(
+        title=escape(f"{report['suite']} × {report['agent']} — run {report['run_id']}"), show_lines=True
+    )
     for c in ("scenario", "n", "pass^1", "pass^k", "reward", "calls", "skipped", "failures by"):
-        if c == "scenario":  # whole case ids, folded if need be: rows must stay distinguishable
-            t.add_column(
-                c, overflow="fold", min_width=min(40, max(len(x["scenario"]) for x in report["scenarios"]))
-            )
+        if c == "scenario":
+            t.add_column(c, overflow="fold")
         else:
-            t.add_column(c, justify="right" if c != "failures by" else "left")
+            t.add_column(c, justify="right" if c != "failures by" else "left", overflow="fold")
     for sc in report["scenarios"]:
         t.add_row(
             escape(sc["scenario"]),
