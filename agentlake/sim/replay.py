@@ -124,7 +124,7 @@ def recorded_result(call: RecordedCall) -> types.CallToolResult:
 class Divergence:
     step: int
     expected: dict[str, Any] | None
-    actual: dict[str, Any]
+    actual: dict[str, Any] | None  # None: the candidate stopped
     reason: str
 
 

@@ -22,6 +22,7 @@ from agentlake.registry import apply_specs, load_registry_file, read_registry
 from agentlake.sdk import KafkaEmitter, Tracer
 from agentlake.settings import Settings
 from agentlake.sim import gate as g
+from agentlake.sim.export import validate_chat_row, write_jsonl
 from agentlake.sim.metrics import pass_hat_k
 from agentlake.sim.replay import load_recorded
 from agentlake.sim.runner import StagingFactory, replay, resolve_agent
@@ -292,7 +293,7 @@ async def test_replay_serves_recorded_results_until_the_candidate_diverges(
 
 
 async def test_export_writes_chat_rows_with_rewards(
-    settings: Settings, projector: Projector, baseline: dict[str, Any]
+    settings: Settings, projector: Projector, baseline: dict[str, Any], tmp_path: Path
 ) -> None:
     rows = await asyncio.to_thread(
         export_rows,
@@ -304,17 +305,17 @@ async def test_export_writes_chat_rows_with_rewards(
         1000,
         {"shop": [{"name": "get_order", "description": "d", "input_schema": {"type": "object"}}]},
     )
-    expected = [t for t in baseline["trials"] if t["reward"] >= 0.9 and t["success"]]
+    expected = [t for t in baseline["trials"] if t["reward_raw"] >= 0.9 and t["success"]]
     assert len(rows) == len(expected) > 0
-    for row in rows:
-        roles = [m["role"] for m in row["messages"]]
-        assert roles[0] == "user" and roles[-1] == "assistant"
-        assert (
-            row["metadata"]["reward"]["total"] >= 0.9 and row["tools"][0]["function"]["name"] == "get_order"
-        )
-        calls = [c for m in row["messages"] for c in m.get("tool_calls") or []]
-        answered = {m["tool_call_id"] for m in row["messages"] if m["role"] == "tool"}
-        assert {c["id"] for c in calls} == answered
+    out, side = tmp_path / "train.jsonl", tmp_path / "train.meta.jsonl"
+    assert write_jsonl(rows, out, metadata=side) == len(rows)
+    lines = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
+    meta = [json.loads(line) for line in side.read_text("utf-8").splitlines()]
+    assert len(lines) == len(meta) == len(rows)
+    for line, m in zip(lines, meta, strict=True):
+        assert validate_chat_row(line) == [], line  # what OpenAI's fine-tuning accepts
+        assert m["reward"]["total"] >= 0.9 and "metadata" not in line
+        assert any(t["function"]["name"] == "get_order" for t in line["tools"])
 
 
 async def test_an_external_process_agent_over_streamable_http(
