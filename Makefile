@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test unit integration lint bench up down status clean
+.PHONY: install demo test unit integration lint bench up down status clean dashboard otel wheel
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ down: $(STAMP)
 status: $(STAMP)
 	$(BIN)/agentlake status
 
+dashboard: install                 # the web dashboard on http://127.0.0.1:8050
+	$(BIN)/agentlake dashboard
+otel: install                      # the OTLP/HTTP endpoint on http://127.0.0.1:4318/v1/traces
+	$(BIN)/agentlake otel serve
+wheel: $(STAMP)                    # dist/agentlake-*.whl (schemas, py.typed and dashboard assets inside)
+	$(BIN)/pip wheel --no-deps -w dist .
+
 clean:
 	-$(BIN)/agentlake down
-	rm -rf .agentlake
+	rm -rf .agentlake tests/artifacts

@@ -134,6 +134,20 @@ class Settings(BaseSettings):
         worker needs to re-publish something derived from it (a dead letter, a reward)."""
         return self.max_message_bytes - MESSAGE_HEADROOM_BYTES
 
+    # --- OpenTelemetry ingest (agentlake/otel) and the dashboard (agentlake/dashboard) ---
+    otel_host: str = "127.0.0.1"
+    otel_port: int = 4318  # the OTLP/HTTP default port
+    otel_max_body_bytes: int = 8 * 1024 * 1024  # per request, after decompression
+    otel_end_grace_s: float = 5.0  # quiet time after the root invoke_agent span before emitting
+    otel_idle_timeout_s: float = 120.0  # a trace without a root span ends as `timeout` after this
+    otel_max_spans_per_trace: int = 20_000
+    otel_max_traces: int = 10_000  # pending traces; beyond: 503, retry later
+    otel_tenant: str = "default"  # when spans carry no agentlake.tenant / tenant.id
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8050
+    dashboard_token: str | None = None  # required to bind anywhere but loopback
+    dashboard_follow_s: float = 2.0  # embedded chdb: project new events this often (0: never)
+
     @cached_property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"

@@ -7,7 +7,19 @@ import logging
 import os
 import sys
 
-from agentlake.cli import demo, export, mcp, ops, projections, query, registry, replay, sim  # noqa: F401  (registers)
+from agentlake.cli import (  # noqa: F401  (importing a command module registers its commands)
+    dashboard,
+    demo,
+    export,
+    mcp,
+    ops,
+    otel,
+    projections,
+    query,
+    registry,
+    replay,
+    sim,
+)
 from agentlake.cli._app import UserError, app, console, one_line_error, quiet_logs
 from agentlake.cli.export import export_rows
 from agentlake.cli.query import read_dead_letters

@@ -1,0 +1,284 @@
+"""The dashboard in headless Chromium (Selenium, Debian's chromium + chromium-driver) on data
+the pipeline produced: a baseline and a failing candidate simulation run, a trajectory
+ingested over OTLP, and a 10k-step trajectory. Screenshots go to tests/artifacts/dashboard/."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agentlake.cli import _sim_run
+from agentlake.consumers import Projector
+from agentlake.dashboard import DashboardData, create_app
+from agentlake.registry import apply_specs, load_registry_file
+from agentlake.sdk import KafkaEmitter, Tracer
+from agentlake.settings import Settings
+from agentlake.sim.suite import expand, load_suite
+from tests.conftest import require
+from tests.integration.helpers import sql
+from tests.integration.otel_helpers import ServerThread
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "agentlake" / "examples"
+ARTIFACTS = ROOT / "tests" / "artifacts" / "dashboard"
+LONG_STEPS = 10_000
+
+
+def browser_paths() -> tuple[str | None, str | None]:
+    chrome = next((p for p in ("chromium", "chromium-browser", "google-chrome") if shutil.which(p)), None)
+    return (shutil.which(chrome) if chrome else None), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+async def dataset(settings: Settings, projector: Projector) -> dict[str, Any]:
+    """Two simulation runs (baseline and a regressing candidate) and one 10k-step trajectory."""
+    await apply_specs(settings, load_registry_file(EXAMPLES / "registry.yaml"))
+    await asyncio.sleep(1.0)
+    suite = load_suite(EXAMPLES / "suite.yaml")
+    tag = f"dash-{uuid.uuid4().hex[:6]}"
+    args = (8, False, [], 0.0, 180.0)
+    code, base = await _sim_run(
+        settings, suite, expand(suite, 2), "support-bot@1.0", None, tag, *args, projector=projector
+    )
+    assert code == 0
+    code, cand = await _sim_run(
+        settings, suite, expand(suite, 2), "support-bot@1.1-beta", tag, None, *args, projector=projector
+    )
+    assert code == 1  # the candidate regresses: the gate fails
+
+    emitter = KafkaEmitter(settings.bootstrap_servers, settings.spill_dir / "dash")
+    tracer = Tracer("long-bot", "0.1", emitter=emitter, settings=settings)
+    with tracer.trajectory("a very long task") as t:
+        for i in range(LONG_STEPS // 2):
+            t.step("thought", f"step {i}")
+            with t.tool_call("shop", "noop", {"i": i}) as call:
+                if i % 500 == 0:
+                    call.error("simulated failure", kind="tool_error")
+                else:
+                    call.result({"ok": i})
+        long_id = t.trajectory_id
+    assert await asyncio.to_thread(emitter.flush, 60)
+    emitter.close(5)
+
+    async def long_done() -> bool:
+        rows = await asyncio.to_thread(
+            sql,
+            projector,
+            "SELECT count() AS n FROM events FINAL WHERE trajectory_id = {t:String}",
+            t=long_id,
+        )
+        return int(rows[0]["n"]) >= LONG_STEPS * 1.5 + 2
+
+    await projector.run_until(long_done, timeout=120)
+    assert await long_done()
+    return {
+        "baseline": base["run_id"],
+        "candidate": cand["run_id"],
+        "long": long_id,
+        "candidate_report": cand,
+    }
+
+
+@pytest.fixture(scope="module")
+def dashboard(settings: Settings, projector: Projector, dataset: dict[str, Any]) -> Iterator[str]:
+    data = DashboardData(settings, client=projector.clickhouse, follow=False)
+    with ServerThread(create_app(settings, data)) as srv:
+        deadline = time.monotonic() + 30
+        while not data.manifests and time.monotonic() < deadline:
+            time.sleep(0.2)
+        yield srv.url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    chrome, driver_path = browser_paths()
+    require(chrome is not None and driver_path is not None, "chromium / chromium-driver are not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chrome or ""
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    drv = webdriver.Chrome(service=Service(driver_path), options=opts)
+    drv.set_page_load_timeout(60)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+
+
+def wait(drv: Any, cond: Any, timeout: float = 30) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(drv, timeout).until(cond)
+
+
+def charts_rendered(drv: Any) -> int:
+    """Wait until every chart on the page was drawn by plotly.js; returns how many."""
+    n = len(drv.find_elements("css selector", "div.chart"))
+    wait(drv, lambda d: len(d.find_elements("css selector", "div.chart[data-rendered='1'] .main-svg")) >= n)
+    return n
+
+
+def console_errors(drv: Any) -> list[dict[str, Any]]:
+    return [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def shot(drv: Any, name: str) -> None:
+    drv.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def test_failing_run_to_failing_trial_to_trajectory(
+    browser: Any, dashboard: str, dataset: dict[str, Any]
+) -> None:
+    drv = browser
+    drv.get(dashboard + "/")
+    wait(drv, lambda d: d.find_elements("css selector", "#runs-table a.run-link"))
+    shot(drv, "01-runs")
+    failing = drv.find_elements("css selector", "#runs-table tr.failing a.run-link")
+    assert dataset["candidate"] in [a.text for a in failing]
+    next(a for a in failing if a.text == dataset["candidate"]).click()
+
+    wait(drv, lambda d: dataset["candidate"] in d.title)
+    assert charts_rendered(drv) >= 4  # pass^k, per-case bars, two baseline comparisons
+    shot(drv, "02-run")
+    body = drv.find_element("tag name", "body").text
+    assert "FAILED" in body and dataset["baseline"] in body
+    assert drv.find_elements("css selector", "#regressions-components tr.regression")
+    # the pass^k chart has both runs' curves, k = 1..2
+    traces = drv.execute_script(
+        "const d = document.querySelector('div.chart');return d.data.filter(t => t.mode).map(t => t.x.length)"
+    )
+    assert traces == [2, 2]
+
+    drv.find_element("css selector", "#cases-table tr.failing a.case-link").click()
+    wait(drv, lambda d: d.find_elements("css selector", "#trials-table"))
+    shot(drv, "03-case")
+    link = drv.find_element("css selector", "#trials-table tr.failing a.trajectory-link")
+    trajectory_id = link.text
+    link.click()
+
+    wait(drv, lambda d: d.find_elements("css selector", "#viewer[data-loaded='1']"))
+    charts_rendered(drv)
+    rows = drv.find_elements("css selector", "#events-table tbody tr")
+    assert len(rows) >= 3 and rows[0].get_attribute("data-seq") == "0"
+    assert trajectory_id in drv.title
+    assert "support-bot@1.1-beta" in drv.find_element("tag name", "body").text
+    shot(drv, "04-trajectory")
+    assert console_errors(drv) == []
+
+
+def test_long_trajectory_pages_and_renders(browser: Any, dashboard: str, dataset: dict[str, Any]) -> None:
+    drv = browser
+    t0 = time.perf_counter()
+    drv.get(f"{dashboard}/trajectories/{dataset['long']}")
+    wait(drv, lambda d: d.find_elements("css selector", "#viewer[data-loaded='1']"))
+    charts_rendered(drv)
+    seconds = time.perf_counter() - t0
+    rows = drv.find_elements("css selector", "#events-table tbody tr")
+    assert len(rows) == 200
+    status = drv.find_element("id", "viewer-status").text
+    assert f"of {int(LONG_STEPS * 1.5 + 2)} events" in status
+    drv.find_element("id", "next-page").click()
+    wait(
+        drv,
+        lambda d: d.find_element("css selector", "#events-table tbody tr").get_attribute("data-seq") == "200",
+    )
+    # jump near the end; failed calls are highlighted
+    box = drv.find_element("id", "jump")
+    box.send_keys("14990\n")
+    wait(
+        drv,
+        lambda d: (
+            d.find_element("css selector", "#events-table tbody tr").get_attribute("data-seq") == "14990"
+        ),
+    )
+    drv.find_element("id", "jump").clear()
+    drv.find_element("id", "jump").send_keys("1\n")
+    wait(drv, lambda d: d.find_elements("css selector", "#events-table tbody tr.failing"))
+    shot(drv, "05-long-trajectory")
+    nav = drv.execute_script(
+        "const n = performance.getEntriesByType('navigation')[0]; return n ? n.duration : null"
+    )
+    (ARTIFACTS / "long-trajectory.json").write_text(
+        json.dumps({"steps": LONG_STEPS, "until_rendered_s": seconds, "navigation_ms": nav})
+    )
+    print(f"10k-step trajectory: first page and charts rendered in {seconds:.2f} s (navigation {nav} ms)")
+    assert console_errors(drv) == []
+
+
+def test_other_pages_render_without_console_errors(
+    browser: Any, dashboard: str, dataset: dict[str, Any]
+) -> None:
+    drv = browser
+    for path, name in (
+        ("/rewards?agent=support-bot", "06-rewards"),
+        ("/trajectories?outcome=failure", "07-trajectories"),
+        ("/lake", "08-lake"),
+        ("/delegations", "09-delegations"),
+    ):
+        drv.get(dashboard + path)
+        wait(drv, lambda d: d.find_elements("css selector", "main h1"))
+        n = charts_rendered(drv)
+        if path.startswith("/rewards"):
+            assert n >= 3  # one chart per reward component
+            lines = drv.execute_script("return document.querySelector('div.chart').data.map(t => t.name)")
+            assert {"1.0", "1.1-beta"} <= set(lines)
+        shot(drv, name)
+        assert console_errors(drv) == [], path
+
+
+def test_read_only_and_assets_served_locally(dashboard: str) -> None:
+    with httpx.Client(base_url=dashboard) as c:
+        js = c.get("/static/plotly.min.js")
+        assert js.status_code == 200 and b"plotly" in js.content[:2000].lower()
+        assert c.post("/").status_code == 405
+        assert c.get("/api/trajectories/nope/events").json()["events"] == []
+        assert c.get("/runs/not-a-run").status_code == 404
+
+
+def test_browser_is_required_in_ci() -> None:
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        chrome, driver = browser_paths()
+        assert chrome and driver, (
+            "CI=true: chromium and chromium-driver must be installed (.ci/run installs them)"
+        )
+
+
+def grafana_sql(raw: str, agent: str) -> str:
+    """The Grafana ClickHouse plugin's macros, expanded the way the plugin does for a 7-day range."""
+    import re
+
+    raw = re.sub(r"\$__timeFilter\((\w+)\)", r"\1 >= now() - INTERVAL 7 DAY", raw)
+    raw = re.sub(r"\$__timeInterval\((\w+)\)", r"toStartOfInterval(\1, INTERVAL 60 second)", raw)
+    return raw.replace("${agent:singlequote}", f"'{agent}'")
+
+
+def test_grafana_panels_query_the_real_projections(projector: Projector, dataset: dict[str, Any]) -> None:
+    from agentlake.projections.clickhouse import query
+
+    board = json.loads((ROOT / "infra" / "grafana" / "dashboards" / "agentlake.json").read_text())
+    var = board["templating"]["list"][0]
+    agents = {r["agent_id"] for r in query(projector.clickhouse, var["query"])}
+    assert "support-bot" in agents
+    counts = {}
+    for panel in board["panels"]:
+        assert panel["datasource"]["uid"] == "agentlake-clickhouse"
+        (target,) = panel["targets"]
+        rows = query(projector.clickhouse, grafana_sql(target["rawSql"], "support-bot"))
+        counts[panel["title"]] = len(rows)
+    # the two runs fill every panel (1.1-beta's undeclared tool calls fill the policy one)
+    assert all(n > 0 for n in counts.values()), counts
