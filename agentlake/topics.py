@@ -23,6 +23,7 @@ REGISTRY_SERVERS = "registry.servers"
 LAKE_CLUSTERS = "lake.clusters"
 AUTH_DELEGATIONS = "auth.delegations"
 AUTH_REVOCATIONS = "auth.revocations"
+REGISTRY_KEYS = "registry.keys"  # agent auth: public keys by key id
 SIM_RUNS = "sim.runs"
 
 TRAJECTORY_TOPICS = (TRAJECTORIES, STEPS, TOOL_CALLS)
@@ -43,6 +44,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(LAKE_CLUSTERS, compacted=True, doc="context lake: k-means centroids"),
     TopicSpec(AUTH_DELEGATIONS, doc="agent auth: issued and attenuated tokens"),
     TopicSpec(AUTH_REVOCATIONS, compacted=True, doc="agent auth: revoked token ids, fanned out to gateways"),
+    TopicSpec(REGISTRY_KEYS, compacted=True, doc="agent auth: authority and identity public keys, by key id"),
 )
 
 
