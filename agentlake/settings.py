@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -82,6 +82,21 @@ class Settings(BaseSettings):
     worker_session_timeout_s: float = 10.0
     stream_batch_size: int = 1  # >1: opt-in batched stream agent (see streams/app.py)
     stream_batch_ms: int = 50
+
+    # --- agent auth (agentlake/auth) ---------------------------------------
+    # authority key from the environment instead of a 0600 file: "<key id>:<ed25519 private key>"
+    auth_root_key: SecretStr | None = None
+    auth_keys_dir: Path | None = None  # default: <home>/auth/keys
+    auth_token_ttl_s: int = 900  # default lifetime of minted tokens
+    auth_max_time_ms: float = 25.0  # authorizer Datalog time limit per decision (library default: 1 ms)
+    auth_gateway_id: str | None = None  # names the gateway in its events (default: gw-<hostname>)
+    # the caller's token and task for a local stdio gateway (`auth gateway serve --stdio`)
+    auth_token: SecretStr | None = None
+    auth_task: str | None = None
+
+    @property
+    def auth_keys_path(self) -> Path:
+        return self.auth_keys_dir or self.data_dir / "auth" / "keys"
 
     @cached_property
     def bootstrap_servers(self) -> str:

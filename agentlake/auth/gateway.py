@@ -100,6 +100,9 @@ class Gateway:
         self.clock = clock
         self._read_only: dict[str, bool] | None = None
         self._server: Server[Any] | None = None
+        # a local proxy (stdio) may hold the caller's token itself; requests' own credentials win
+        self.default_token: str | None = None
+        self.default_task: str | None = None
         self.decisions = 0
         self.denied = 0
 
@@ -269,7 +272,11 @@ class Gateway:
         async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
             token, task, trajectory = credentials(ctx)
             return await self.call(
-                token, params.name, dict(params.arguments or {}), task=task, trajectory_id=trajectory
+                token or self.default_token,
+                params.name,
+                dict(params.arguments or {}),
+                task=task or self.default_task,
+                trajectory_id=trajectory,
             )
 
         return Server(
@@ -341,3 +348,12 @@ class WithMeta:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
+
+
+async def serve_stdio(gateway: Gateway) -> None:
+    """Serve the gateway over stdio (a local proxy; set `default_token` for its caller)."""
+    from mcp.server.stdio import stdio_server
+
+    server = gateway.server
+    async with stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, server.create_initialization_options())

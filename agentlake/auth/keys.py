@@ -24,6 +24,8 @@ from pathlib import Path
 
 import biscuit_auth as ba
 
+from agentlake.settings import Settings
+
 ENV_ROOT_KEY = "AGENTLAKE_AUTH_ROOT_KEY"
 _KID_RE = re.compile(r"^authority-(\d+)\.key$")
 
@@ -81,14 +83,15 @@ class KeyRing:
 
     Args:
         folder: where key files live (created 0700 on first write).
-        env: the environment to read ``AGENTLAKE_AUTH_ROOT_KEY`` from (default: os.environ).
+        root_key: ``<key id>:<private key>`` (`Settings.auth_root_key`, from
+            ``AGENTLAKE_AUTH_ROOT_KEY``): the authority key, kept in memory only.
     """
 
-    def __init__(self, folder: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, folder: Path, root_key: str | None = None) -> None:
         self.folder = folder
         self._authority: dict[int, ba.KeyPair] = {}
         self._env_kid: int | None = None
-        value = (env if env is not None else dict(os.environ)).get(ENV_ROOT_KEY)
+        value = root_key
         if value:
             kid, _, hexkey = value.partition(":")
             try:
@@ -177,6 +180,7 @@ class KeyRing:
         ]
 
 
-def keyring_for(home: Path, folder: Path | None = None) -> KeyRing:
-    """The key ring of a data dir: `folder` or ``<home>/auth/keys``."""
-    return KeyRing(folder or home / "auth" / "keys")
+def keyring_for(settings: Settings) -> KeyRing:
+    """The key ring the settings describe (folder, or the key from the environment)."""
+    root = settings.auth_root_key.get_secret_value() if settings.auth_root_key else None
+    return KeyRing(settings.auth_keys_path, root)

@@ -176,13 +176,7 @@ class Verifier:
         self.revocations = revocations if revocations is not None else RevocationSet()
         self.budgets = budgets if budgets is not None else TaskBudgets()
         self.limits = limits
-        self._base = ba.AuthorizerBuilder(extra_code + "\n" + AUTHORIZER_POLICIES)
-        base: Any = self._base  # the stubs lack limits() / set_limits()
-        lim = base.limits()
-        lim.max_time = timedelta(microseconds=int(limits.max_time_ms * 1000))
-        lim.max_facts = limits.max_facts
-        lim.max_iterations = limits.max_iterations
-        base.set_limits(lim)
+        self._base = authorizer_builder(extra_code + "\n" + AUTHORIZER_POLICIES, limits)
         self._snapshot = self._base.raw_snapshot()
 
     def parse(self, token: str | bytes) -> ba.Biscuit:
@@ -217,24 +211,80 @@ class Verifier:
                 latency_us=_since(t0),
             )
         code, params = request_code(req, depth, self.budgets.count(req.task))
-        agent = user = None
         try:
             builder = ba.AuthorizerBuilder.from_raw_snapshot(self._snapshot)
             builder.add_code(code, params)
-            authorizer = builder.build(biscuit)
-            try:
-                authorizer.authorize()
-                allowed, reason, check = True, "allowed", None
-            except ba.AuthorizationError as e:
-                allowed = False
-                reason, check = explain(str(e))
-            agent, user = _principals(authorizer)
         except BaseException as e:
             if isinstance(e, KeyboardInterrupt | SystemExit):
                 raise
-            reason, check = explain(str(e))
-            allowed = False
+            return Decision(
+                False, "denied", "the request cannot be expressed", ids, depth=depth, latency_us=_since(t0)
+            )
+        outcome = run_authorizer(builder, biscuit)
+        allowed, reason, check, agent, user = (
+            outcome.allowed,
+            outcome.reason,
+            outcome.failed_check,
+            outcome.agent,
+            outcome.user,
+        )
         return Decision(allowed, reason, check, ids, agent, user, depth, _since(t0))
+
+
+def authorizer_builder(
+    code: str, limits: Limits = DEFAULT_LIMITS, params: dict[str, Any] | None = None
+) -> ba.AuthorizerBuilder:
+    """An authorizer builder for `code` with the deliberate `limits` (every verification uses this).
+
+    Raises:
+        ValueError: `code` is not valid Datalog.
+    """
+    try:
+        builder = ba.AuthorizerBuilder(code, params)
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt | SystemExit):
+            raise
+        raise ValueError(f"invalid authorizer Datalog: {str(e).splitlines()[0][:300]}") from None
+    anyb: Any = builder  # the stubs lack limits() / set_limits()
+    lim = anyb.limits()
+    lim.max_time = timedelta(microseconds=int(limits.max_time_ms * 1000))
+    lim.max_facts = limits.max_facts
+    lim.max_iterations = limits.max_iterations
+    anyb.set_limits(lim)
+    return builder
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What running an authorizer gave: allowed with the matching policy index, or why not."""
+
+    allowed: bool
+    policy: int | None
+    reason: str
+    failed_check: str | None
+    agent: str | None = None
+    user: str | None = None
+
+
+def run_authorizer(builder: ba.AuthorizerBuilder, token: ba.Biscuit) -> Outcome:
+    """Build the authorizer for `token` and run it; every library error becomes a denial."""
+    try:
+        authorizer = builder.build(token)
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt | SystemExit):
+            raise
+        reason, check = explain(str(e))
+        return Outcome(False, None, reason, check)
+    try:
+        policy = authorizer.authorize()
+        agent, user = _principals(authorizer)
+        return Outcome(True, int(policy), "allowed", None, agent, user)
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt | SystemExit):
+            raise
+        reason, check = explain(str(e))
+        agent, user = _principals(authorizer)
+        return Outcome(False, None, reason, check, agent, user)
 
 
 def _principals(authorizer: ba.Authorizer) -> tuple[str | None, str | None]:
