@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -232,9 +232,14 @@ class Verifier:
 
 
 def authorizer_builder(
-    code: str, limits: Limits = DEFAULT_LIMITS, params: dict[str, Any] | None = None
+    code: str,
+    limits: Limits = DEFAULT_LIMITS,
+    params: dict[str, Any] | None = None,
+    extern_funcs: dict[str, Callable[..., Any]] | None = None,
 ) -> ba.AuthorizerBuilder:
     """An authorizer builder for `code` with the deliberate `limits` (every verification uses this).
+
+    `extern_funcs` are Datalog v6 foreign functions (``$x.extern::name($y)``), none by default.
 
     Raises:
         ValueError: `code` is not valid Datalog.
@@ -251,6 +256,8 @@ def authorizer_builder(
     lim.max_facts = limits.max_facts
     lim.max_iterations = limits.max_iterations
     anyb.set_limits(lim)
+    for name, fn in (extern_funcs or {}).items():
+        anyb.register_extern_func(name, fn)
     return builder
 
 

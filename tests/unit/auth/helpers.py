@@ -93,7 +93,7 @@ def split_fields(data: bytes) -> list[tuple[int, int, bytes]]:
         key, i = _varint(data, i)
         field, wire = key >> 3, key & 7
         if wire == 0:
-            v, j = _varint(data, i)
+            _, j = _varint(data, i)
             out.append((field, wire, data[i:j]))
             i = j
         elif wire == 2:

@@ -43,9 +43,9 @@ def test_an_appended_block_cannot_add_a_right(auth: Authority) -> None:
 def test_a_forged_signature_is_rejected(auth: Authority) -> None:
     raw = bytearray(_raw(auth.mint(shop_spec())))
     fields = split_fields(bytes(raw))
-    authority = [f for f in fields if f[0] == 2][0]
+    authority = next(f for f in fields if f[0] == 2)
     inner = split_fields(authority[2])  # SignedBlock: 1 block, 2 next key, 3 signature
-    sig_field = [f for f in inner if f[0] == 3][0]
+    sig_field = next(f for f in inner if f[0] == 3)
     bad_sig = bytes([sig_field[2][0] ^ 0x01]) + sig_field[2][1:]
     inner = [(f, w, bad_sig if f == 3 else v) for f, w, v in inner]
     fields = [(f, w, join_fields(inner) if f == 2 else v) for f, w, v in fields]
@@ -78,7 +78,7 @@ def test_reordered_or_swapped_blocks_are_rejected(auth: Authority) -> None:
     d = auth.verify(_b64(join_fields(reordered)), call())
     assert not d.allowed and d.reason == "invalid_token"
     # swap: block 0's authority slot with an attenuation block
-    authority = [f for f in fields if f[0] == 2][0]
+    authority = next(f for f in fields if f[0] == 2)
     swapped = [
         (2, 2, blocks[0][2]) if f[0] == 2 else ((3, 2, authority[2]) if f == blocks[0] else f) for f in fields
     ]
