@@ -175,6 +175,9 @@ class Attenuation:
             raise PolicyError("expiry must be timezone-aware")
         if self.task is not None:
             _name(self.task, "task id")
+        fields = (self.delegate, self.tools, self.operations, self.servers, self.expires, self.task)
+        if all(f is None for f in fields) and not self.resources:
+            raise PolicyError("an attenuation must narrow something or name a delegate")
 
 
 def glob_regex(pattern: str) -> str:
