@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import inspect
 import json
@@ -393,6 +394,7 @@ async def run_suite(
     concurrency: int = 8,
     early_stop: tuple[int, float] | None = None,
     progress: Callable[[TrialResult | None], None] | None = None,
+    wrap_client: Callable[[Trial, Any], Any] | None = None,
 ) -> RunOutcome:
     """Run the trials concurrently.
 
@@ -400,6 +402,7 @@ async def run_suite(
         early_stop: (k, minimum pass^k) of the gate: a case's remaining trials are
             skipped once the runner's own verdicts decide whether it meets it.
         progress: called with each result (None for a skipped trial).
+        wrap_client: ``(trial, client) -> client`` around each trial's MCP client (`sim run --auth`).
     """
     from agentlake.sim.metrics import decided
 
@@ -432,7 +435,8 @@ async def run_suite(
                 if progress:
                     progress(None)
                 return
-            res = await run_trial(tr, target, tracer, run_id, staging)
+            wrap = functools.partial(wrap_client, tr) if wrap_client is not None else None  # sim run --auth
+            res = await run_trial(tr, target, tracer, run_id, staging, wrap_client=wrap)
             results.append(res)
             done[tr.case_id].append(res.verdict.success)
             if progress:
