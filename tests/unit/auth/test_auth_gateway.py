@@ -156,3 +156,47 @@ def test_events_round_trip_through_the_codec(auth: Authority) -> None:
     issued = records[0][1]
     assert emitter.records[0][1].decode() == issued["revocation_id"]  # keyed by block revocation id
     assert records[1][1]["parent_revocation_id"] == issued["revocation_id"]
+
+
+async def test_sim_hook_denies_undeclared_tools_as_unauthorized_tool_errors() -> None:
+    from types import SimpleNamespace
+
+    from agentlake.auth.simhook import SimAuth
+    from agentlake.registry import parse_registry
+
+    registry_yaml = {
+        "servers": [
+            {
+                "id": "shop",
+                "version": "1",
+                "tools": [
+                    {"name": n, "input_schema": {"type": "object"}}
+                    for n in ("get_order", "refund_order", "search_orders")
+                ],
+            }
+        ],
+        "agents": [
+            {
+                "id": "support-bot",
+                "version": "1.0",
+                "owner": "o@example.com",
+                "objective": "x",
+                "tools": [{"server": "shop", "tool": "get_order"}],
+            }
+        ],
+    }
+    from agentlake.registry import Registry
+
+    registry = Registry()
+    for spec in parse_registry(registry_yaml, "test"):
+        registry.apply(spec)
+    hook = SimAuth.for_agent(registry, "support-bot", "1.0")
+    trial = SimpleNamespace(trial_id="trial-1", server="shop", budgets=SimpleNamespace(timeout_s=30))
+    async with Client(shop_server()) as upstream:
+        client = hook.wrap(trial, upstream)
+        ok = await client.call_tool("get_order", {"order_id": 1})
+        assert not ok.is_error
+        denied = await client.call_tool("search_orders", {"q": "x"})
+        assert denied.is_error and (denied.meta or {}).get("agentlake/error_kind") == "unauthorized"
+        assert "no allow policy matched" in denied.content[0].text  # type: ignore[union-attr]
+    assert hook.summary() == {"decisions": 2, "denied": 1, "denied_tools": {"search_orders": 1}}

@@ -16,7 +16,6 @@ from agentlake.auth.policy import (
     Attenuation,
     Grant,
     PolicyError,
-    Request,
     TokenSpec,
     authority_block,
     derive_resource,
