@@ -255,11 +255,16 @@ def chain(client: Any, call_id: str) -> dict[str, Any] | None:
     return {"call": call, "hops": hops}
 
 
+def _utc(t: datetime | None) -> datetime | None:
+    """ClickHouse returns naive datetimes (UTC): make them comparable with aware ones."""
+    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
+
+
 def _effective(block: dict[str, Any], parent: dict[str, Any] | None) -> dict[str, Any]:
     """Rights, expiry and revocation of a block, narrowed along its chain."""
     if parent is None:
         rights = {tuple(r) for r in json.loads(block["rights_json"] or "[]")}
-        return {"rights": rights, "expires": block["expires_at"], "task": block["task_id"]}
+        return {"rights": rights, "expires": _utc(block["expires_at"]), "task": block["task_id"]}
     rights = set(parent["rights"])
     if block["tools_json"]:
         allowed = {(a[0], a[1]) for a in json.loads(block["tools_json"])}
@@ -268,8 +273,9 @@ def _effective(block: dict[str, Any], parent: dict[str, Any] | None) -> dict[str
         ops = set(block["operations"].split(","))
         rights = {r for r in rights if r[2] in ops}
     expires = parent["expires"]
-    if block["expires_at"] is not None and (expires is None or block["expires_at"] < expires):
-        expires = block["expires_at"]
+    own = _utc(block["expires_at"])
+    if own is not None and (expires is None or own < expires):
+        expires = own
     return {"rights": rights, "expires": expires, "task": block["task_id"] or parent["task"]}
 
 
@@ -307,6 +313,7 @@ def who_could(client: Any, server: str, tool: str, at: datetime) -> list[dict[st
     ancestor had been revoked by then. Approvals and budgets are not modelled.
     """
     ensure_tables(client)
+    at = _utc(at) or at
     blocks, eff = _all_effective(client, at)
     revoked = {
         r["revocation_id"]
@@ -367,15 +374,15 @@ def derived(client: Any, revocation_id: str) -> list[dict[str, Any]]:
     ids = [r["revocation_id"] for r in out]
     calls = query(
         client,
-        "SELECT revocation_ids[-1] AS rid, countIf(allowed = 1) AS allowed, countIf(allowed = 0) AS denied "
+        "SELECT revocation_ids[-1] AS rid, countIf(allowed = 1) AS n_allowed, countIf(allowed = 0) AS n_denied "
         "FROM auth_decisions FINAL WHERE hasAny(revocation_ids, {ids:Array(String)}) GROUP BY rid",
         {"ids": ids},
     )
     per = {c["rid"]: c for c in calls}
     for r in out:
         c = per.get(r["revocation_id"], {})
-        r["calls_allowed"] = int(c.get("allowed", 0))
-        r["calls_denied"] = int(c.get("denied", 0))
+        r["calls_allowed"] = int(c.get("n_allowed", 0))
+        r["calls_denied"] = int(c.get("n_denied", 0))
     return sorted(out, key=lambda r: (r["depth"], r["ts"]))
 
 
