@@ -375,7 +375,8 @@ def derived(client: Any, revocation_id: str) -> list[dict[str, Any]]:
     calls = query(
         client,
         "SELECT revocation_ids[-1] AS rid, countIf(allowed = 1) AS n_allowed, "
-        "countIf(allowed = 0) AS n_denied FROM auth_decisions FINAL WHERE hasAny(revocation_ids, {ids:Array(String)}) GROUP BY rid",
+        "countIf(allowed = 0) AS n_denied FROM auth_decisions FINAL "
+        "WHERE hasAny(revocation_ids, {ids:Array(String)}) GROUP BY rid",
         {"ids": ids},
     )
     per = {c["rid"]: c for c in calls}
