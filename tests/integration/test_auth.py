@@ -171,3 +171,21 @@ async def test_revocation_reaches_a_following_gateway_live(settings: Settings, a
         assert auth.parse(token).revocation_ids[0] in fresh
     finally:
         follower.stop()
+
+
+async def test_the_demo_story(settings: Settings, tmp_path: Path) -> None:
+    from agentlake.auth.demo import auth_demo, render_lines
+
+    emitter = KafkaEmitter(settings.bootstrap_servers, tmp_path / "spill", client_id="auth-demo-test")
+    try:
+        result = await auth_demo(settings, emitter)
+    finally:
+        emitter.close(10)
+    assert [(s["tool"], s["allowed"]) for s in result["steps"]] == [
+        ("get_order", True),
+        ("refund_order", False),
+        ("get_order", False),
+    ]
+    assert "block 1, check 0" in result["steps"][1]["detail"]
+    assert "revoked" in result["steps"][2]["detail"]
+    assert len(render_lines(result)) == 5

@@ -17,7 +17,6 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from mcp import Client
 
 from agentlake.auth.authority import Authority
