@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     auth_root_key: SecretStr | None = None
     auth_keys_dir: Path | None = None  # default: <home>/auth/keys
     auth_token_ttl_s: int = 900  # default lifetime of minted tokens
-    auth_max_time_ms: float = 25.0  # authorizer Datalog time limit per decision (library default: 1 ms)
+    auth_max_time_ms: float = 200.0  # authorizer Datalog time backstop per decision (library default: 1 ms)
     auth_gateway_id: str | None = None  # names the gateway in its events (default: gw-<hostname>)
     # the caller's token and task for a local stdio gateway (`auth gateway serve --stdio`)
     auth_token: SecretStr | None = None

@@ -215,3 +215,12 @@ def test_revocation_set_is_shared_by_reference() -> None:
     assert v.authorize(encode(child), call()).allowed
     revs.add(token.revocation_ids[0])
     assert v.authorize(encode(child), call()).reason == "revoked"
+
+
+def test_a_token_that_explodes_the_datalog_hits_the_deliberate_limits(auth: Authority) -> None:
+    """Work is bounded by facts and iterations (not only wall-clock), so a hostile block is cut short."""
+    token = auth.parse(auth.mint(shop_spec()))
+    facts = "".join(f"a({i});" for i in range(40))
+    bomb = token.append(ba.BlockBuilder(facts + "p($x, $y, $z) <- a($x), a($y), a($z);"))  # 64,000 facts
+    d = auth.verify(encode(bomb), call())
+    assert not d.allowed and d.reason == "limits", d
