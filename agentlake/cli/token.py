@@ -107,17 +107,23 @@ def show_token(info: Any, token: str | None = None) -> None:
     kid = "?" if info.root_key_id is None else info.root_key_id
     state = "signature verified" if info.verified else "NOT verified (no matching root key)"
     console.print(
-        f"token {info.token_id[:16]}…  root key id {kid}  depth {info.depth}  {state}", highlight=False
+        f"token {info.token_id[:16]}…  root key id {kid}  depth {info.depth}  {state}",
+        highlight=False,
+        soft_wrap=True,
     )
     for b in info.blocks:
         kind = (
             "authority" if b.index == 0 else ("approval (third party)" if b.external_key else "attenuation")
         )
-        console.print(f"\n[bold]block {b.index}[/] {kind}  revocation id {b.revocation_id}", highlight=False)
+        console.print(
+            f"\n[bold]block {b.index}[/] {kind}  revocation id {b.revocation_id}",
+            highlight=False,
+            soft_wrap=True,
+        )
         if b.external_key:
             console.print(f"  signed by {b.external_key}", highlight=False)
         for line in b.source.strip().splitlines():
-            console.print(f"  {line}", highlight=False, markup=False)
+            console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
     if token is not None:
         out.print(token, soft_wrap=True, highlight=False)
 
@@ -285,9 +291,13 @@ def token_verify(
             }
         )
     elif decision.allowed:
-        console.print(f"[green]allowed[/]: {decision.agent} for {decision.user} may call {server}/{tool}")
+        console.print(
+            f"[green]allowed[/]: {decision.agent} for {decision.user} may call {server}/{tool}",
+            soft_wrap=True,
+        )
     else:
-        console.print(f"[red]denied[/] ({decision.reason}): {decision.failed_check}", highlight=False)
+        why = "" if decision.reason == "denied" else f" ({decision.reason})"
+        console.print(f"[red]denied[/]{why}: {decision.failed_check}", highlight=False, soft_wrap=True)
     raise typer.Exit(0 if decision.allowed else 1)
 
 
