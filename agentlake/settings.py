@@ -14,7 +14,7 @@ import uuid
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -147,6 +147,21 @@ class Settings(BaseSettings):
     dashboard_port: int = 8050
     dashboard_token: str | None = None  # required to bind anywhere but loopback
     dashboard_follow_s: float = 2.0  # embedded chdb: project new events this often (0: never)
+
+    # --- agent auth (agentlake/auth) ---------------------------------------
+    # authority key from the environment instead of a 0600 file: "<key id>:<ed25519 private key>"
+    auth_root_key: SecretStr | None = None
+    auth_keys_dir: Path | None = None  # default: <home>/auth/keys
+    auth_token_ttl_s: int = 900  # default lifetime of minted tokens
+    auth_max_time_ms: float = 200.0  # authorizer Datalog time backstop per decision (library default: 1 ms)
+    auth_gateway_id: str | None = None  # names the gateway in its events (default: gw-<hostname>)
+    # the caller's token and task for a local stdio gateway (`auth gateway serve --stdio`)
+    auth_token: SecretStr | None = None
+    auth_task: str | None = None
+
+    @property
+    def auth_keys_path(self) -> Path:
+        return self.auth_keys_dir or self.data_dir / "auth" / "keys"
 
     @cached_property
     def bootstrap_servers(self) -> str:

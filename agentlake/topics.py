@@ -23,6 +23,7 @@ REGISTRY_SERVERS = "registry.servers"
 LAKE_CLUSTERS = "lake.clusters"
 AUTH_DELEGATIONS = "auth.delegations"
 AUTH_REVOCATIONS = "auth.revocations"
+REGISTRY_KEYS = "registry.keys"  # agent auth: public keys by key id
 SIM_RUNS = "sim.runs"
 SCHEMAS = "registry.schemas"
 
@@ -60,6 +61,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         },
         doc="stream worker state: open trajectories and done markers, keyed by trajectory_id",
     ),
+    TopicSpec(REGISTRY_KEYS, compacted=True, doc="agent auth: authority and identity public keys, by key id"),
 )
 
 

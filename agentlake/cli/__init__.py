@@ -8,6 +8,7 @@ import os
 import sys
 
 from agentlake.cli import (  # noqa: F401  (importing a command module registers its commands)
+    auth,
     dashboard,
     demo,
     export,
@@ -19,6 +20,7 @@ from agentlake.cli import (  # noqa: F401  (importing a command module registers
     registry,
     replay,
     sim,
+    token,
 )
 from agentlake.cli._app import UserError, app, console, one_line_error, quiet_logs
 from agentlake.cli.export import export_rows

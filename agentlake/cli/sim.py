@@ -51,6 +51,11 @@ def sim_run(
     fault_rate: float = typer.Option(0.0, help="inject tool errors at this rate into every staging tool"),
     seed: int = typer.Option(0, help="base seed: the same seed replays the same trials"),
     timeout: float = typer.Option(300.0, help="seconds to wait for the pipeline to score every trial"),
+    auth: bool = typer.Option(
+        False,
+        "--auth",
+        help="put the auth gateway in front of the staging servers (tokens from the registry grants)",
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Run a suite against an agent, score it through the pipeline, gate it against a baseline."""
@@ -95,7 +100,18 @@ def sim_run(
     stack.up(s, workers=True, progress=lambda m: console.log(m))
     code, report = asyncio.run(
         _sim_run(
-            s, suite, expanded, ref, baseline, tag, concurrency, early_stop, staging, fault_rate, timeout
+            s,
+            suite,
+            expanded,
+            ref,
+            baseline,
+            tag,
+            concurrency,
+            early_stop,
+            staging,
+            fault_rate,
+            timeout,
+            auth=auth,
         )
     )
     if junit:
@@ -110,6 +126,9 @@ def sim_run(
         _print_json(report)
     else:
         render_sim_report(report)
+        if "auth" in report:  # sim run --auth
+            a = report["auth"]
+            console.print(f"auth: {a['decisions']} calls through the gateway, {a['denied']} denied")
     raise typer.Exit(code)
 
 
@@ -126,6 +145,7 @@ async def _sim_run(
     fault_rate: float,
     timeout: float,
     projector: Any = None,
+    auth: bool = False,
 ) -> tuple[int, dict[str, Any]]:
     """Run, score through the pipeline, gate. `projector`: a started sink to reuse (else one is
     started for the call; one process must not run two sinks of the same group)."""
@@ -169,6 +189,13 @@ async def _sim_run(
     run_id = stable_run_id(suite, target.ref)
     emitter = KafkaEmitter(s.bootstrap_servers, s.spill_dir)
     tracer = Tracer(target.agent_id, target.version, tenant="sim", emitter=emitter, settings=s)
+    auth_hook = None
+    if auth:  # agent auth: a gateway in front of every trial's staging server
+        from agentlake.auth.simhook import SimAuth
+
+        auth_hook = SimAuth.for_agent(
+            registry, target.agent_id, target.version, emitter=emitter, topic=s.topic
+        )
     started = now_us()
     with Progress(
         TextColumn("{task.description}"),
@@ -189,6 +216,7 @@ async def _sim_run(
             early_stop=stop,
             stop_on_pass=len(gate_spec.resolved()) == 1,
             progress=lambda _r: bar.advance(task),
+            wrap_client=auth_hook.wrap if auth_hook is not None else None,
         )
         await asyncio.to_thread(emitter.flush, 60)
         emitter.close(10)
@@ -268,6 +296,8 @@ async def _sim_run(
             report={"pass_hat": metrics.pass_hat, "reward": metrics.reward_total},
         ),
     )
+    if auth_hook is not None:
+        report["auth"] = auth_hook.summary()
     return exit_code(report), report
 
 

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentlake.projections.auth import TOPIC_WRITERS
 from agentlake.projections.clickhouse import ClickHouseWriter, Located, connect
 from agentlake.schemas import DecodeError, RewardScored, codec
 from agentlake.settings import Settings
@@ -31,7 +32,7 @@ from agentlake.topics import POLICY, REWARDS, STREAMS_GROUP, TRAJECTORY_TOPICS, 
 
 log = logging.getLogger("agentlake.sink")
 
-SINK_TOPICS = (*TRAJECTORY_TOPICS, REWARDS, POLICY)
+SINK_TOPICS = (*TRAJECTORY_TOPICS, REWARDS, POLICY, *TOPIC_WRITERS)
 
 
 @dataclass
@@ -79,6 +80,8 @@ class Projector:
         self._index: Any = None
         self._owned = {settings.topic(t) for t in (REWARDS, POLICY)}
         self._logical = {settings.topic(t): t for t in TRAJECTORY_TOPICS}
+        # topics projected by their own writer from raw records (agent auth)
+        self._raw_writers = {settings.topic(t): w for t, w in TOPIC_WRITERS.items()}
         self._last_reconcile = time.monotonic()
         self._worker_position: tuple[int, float] = (-1, time.monotonic())
 
@@ -145,11 +148,15 @@ class Projector:
         located: list[Located] = []
         rewards: list[RewardScored] = []
         spans = []
+        raw: dict[str, list[bytes | None]] = {}
         n = 0
         for tp, msgs in batches.items():
             spans.append(f"{tp.topic}/{tp.partition}/{msgs[0].offset}-{msgs[-1].offset}")
             for m in msgs:
                 n += 1
+                if m.topic in self._raw_writers:
+                    raw.setdefault(m.topic, []).append(m.value)
+                    continue
                 try:
                     ev = self.codec.decode(m.value) if m.value is not None else None
                     if ev is None:
@@ -169,6 +176,10 @@ class Projector:
         token = hashlib.sha1(f"{self.group_id}|{'|'.join(sorted(spans))}".encode()).hexdigest()
         if located:
             counts = await asyncio.to_thread(self._writer.write, located, token)
+            for k, v in counts.items():
+                self.stats.rows[k] = self.stats.rows.get(k, 0) + v
+        for topic, values in raw.items():
+            counts = await asyncio.to_thread(self._raw_writers[topic], self._writer.client, values, token)
             for k, v in counts.items():
                 self.stats.rows[k] = self.stats.rows.get(k, 0) + v
         if self.track_latency and located:
