@@ -30,7 +30,13 @@ it gets ``action=None``, and two such tasks agree only if their parameters do.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+
+
+def _word_list(text: str) -> list[str]:
+    return text.split()
+
 
 # -- intent vocabulary: phrase -> (action, polarity) ---------------------------
 # Specific verbs decide the action; generic ones ("move", "set") only when no
@@ -156,18 +162,19 @@ _ENVS = {
 }
 _NUMBER_WORDS = {
     w: str(i + 2)
-    for i, w in enumerate("two three four five six seven eight nine ten eleven twelve".split())
+    for i, w in enumerate(_word_list("two three four five six seven eight nine ten eleven twelve"))
 }
 _RELATIVE_DAYS = {"today": "today", "tonight": "today", "tomorrow": "tomorrow", "yesterday": "yesterday"}
 
 # words that never carry a parameter (articles, possessives, fillers, container nouns)
 _STOP = set(
-    """a an the my our your their his her its this that these those me us it them i you we he she
+    _word_list(
+        """a an the my our your their his her its this that these those me us it them i you we he she
     they please kindly now just also and or of for on at by in with until before after because
     account accounts warehouse branch plan group list team backup database db bucket environment
     channel queue feature new old all some any is are was be to into from up down
     there here so then can could would will should want need like let"""
-    .split()
+    )
 )
 # a segment of "from X to Y" ends at these
 _SEGMENT_END = {
@@ -356,7 +363,7 @@ def task_signature(task: str) -> TaskSignature:
     """Extract the signature of `task` (any text; never raises)."""
     found: list[tuple[str, str]] = []
 
-    def keep(kind: str) -> object:
+    def keep(kind: str) -> Callable[[re.Match[str]], str]:
         def sub(m: re.Match[str]) -> str:
             p = _param(kind, m)
             if p is None:
@@ -368,7 +375,7 @@ def task_signature(task: str) -> TaskSignature:
 
     text = task.replace("’", "'")
     for kind, pattern in _PATTERNS:
-        text = pattern.sub(keep(kind), text)  # type: ignore[arg-type]
+        text = pattern.sub(keep(kind), text)
     raw = _TOKEN.findall(text)
     tokens: list[str] = []
     for t in raw:
@@ -448,7 +455,9 @@ def _intent(lows: list[str]) -> tuple[str | None, int]:
     return best[2], best[3]
 
 
-def _segment(tokens: list[str], lows: list[str], start: int, found: list[tuple[str, str]]) -> tuple[list[str], int]:
+def _segment(
+    tokens: list[str], lows: list[str], start: int, found: list[tuple[str, str]]
+) -> tuple[list[str], int]:
     """The content of one side of a direction, from `start` to the next boundary."""
     out: list[str] = []
     pos = start
@@ -457,8 +466,7 @@ def _segment(tokens: list[str], lows: list[str], start: int, found: list[tuple[s
         if w in ("to", "into") or w in _SEGMENT_END or w in ".,;:!?":
             break
         if tokens[pos].startswith("\x00"):
-            k, v = found[_idx(tokens[pos])]
-            out.append(v)
+            out.append(found[_idx(tokens[pos])][1])
         elif w not in _STOP and w not in _SPECIFIC and w not in _GENERIC:
             out.append(w)
         pos += 1
