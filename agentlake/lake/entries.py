@@ -151,14 +151,36 @@ class EntryBuilder:
     """Folds trajectory events into lake entries; bounded memory (oldest partials dropped).
 
     Feed every decoded event with :meth:`add`; it returns the finished entry when the
-    trajectory's final ``RewardScored`` arrives, else None. A reward that arrives without
-    its ``TrajectoryStarted`` still makes an entry (unscoped by user and tool set).
+    trajectory's final ``RewardScored`` and its ``TrajectoryStarted`` (which carries the
+    scope: user, tool set) have both arrived, else None. They come from two topics, so a
+    reward read first is parked; :meth:`flush_parked` builds parked entries without the
+    start's scope once `wait_for_start_s` has passed.
     """
 
-    def __init__(self, ttl_s: float, max_pending: int = 100_000) -> None:
+    def __init__(self, ttl_s: float, max_pending: int = 100_000, wait_for_start_s: float = 5.0) -> None:
         self.ttl_us = int(ttl_s * 1_000_000)
         self.max_pending = max_pending
+        self.wait_for_start_s = wait_for_start_s
         self._pending: OrderedDict[str, _Partial] = OrderedDict()
+        # final rewards whose TrajectoryStarted has not been read yet (another topic): (reward, since)
+        self._parked: OrderedDict[str, tuple[RewardScored, float]] = OrderedDict()
+
+    @property
+    def parked(self) -> int:
+        """Final rewards waiting for their TrajectoryStarted (commit offsets only when 0)."""
+        return len(self._parked)
+
+    def flush_parked(self, now: float, force: bool = False) -> list[LakeEntry]:
+        """Entries for rewards parked longer than `wait_for_start_s` (monotonic seconds `now`),
+        or all of them with `force`: built without the start's scope (user, tool set)."""
+        out = []
+        while self._parked:
+            tid, (r, since) = next(iter(self._parked.items()))
+            if not force and now - since < self.wait_for_start_s:
+                break
+            del self._parked[tid]
+            out.append(self._entry(r, self._pending.pop(tid, _Partial())))
+        return out
 
     def _partial(self, tid: str) -> _Partial:
         p = self._pending.get(tid)
@@ -168,9 +190,12 @@ class EntryBuilder:
                 self._pending.popitem(last=False)
         return p
 
-    def add(self, ev: Event) -> LakeEntry | None:
+    def add(self, ev: Event, now: float = 0.0) -> LakeEntry | None:
         if isinstance(ev, TrajectoryStarted):
             self._partial(ev.trajectory_id).started = ev
+            parked = self._parked.pop(ev.trajectory_id, None)
+            if parked is not None:
+                return self._entry(parked[0], self._pending.pop(ev.trajectory_id))
         elif isinstance(ev, AgentStep) and ev.kind == "plan":
             self._partial(ev.trajectory_id).plans.append(ev.content[:500])
         elif isinstance(ev, ToolCallCompleted) and ev.is_error:
@@ -179,8 +204,12 @@ class EntryBuilder:
             p = self._partial(ev.trajectory_id)
             p.final_answer = (ev.final_answer or ev.error or "")[:1000]
         elif isinstance(ev, RewardScored) and ev.is_final:
-            p = self._pending.pop(ev.trajectory_id, _Partial())
-            return self._entry(ev, p)
+            waiting = self._pending.get(ev.trajectory_id)
+            if waiting is None or waiting.started is None:
+                self._parked[ev.trajectory_id] = (ev, now)
+                return None
+            del self._pending[ev.trajectory_id]
+            return self._entry(ev, waiting)
         elif isinstance(ev, ToolCallRequested):
             pass  # the tool sequence comes with the reward
         return None

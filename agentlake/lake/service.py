@@ -29,7 +29,15 @@ from agentlake.lake.entries import EntryBuilder, LakeEntry
 from agentlake.projections.embeddings import Embedder, get_embedder
 from agentlake.schemas import DecodeError, codec
 from agentlake.settings import Settings
-from agentlake.topics import LAKE_CACHE, LAKE_CLUSTERS, LAKE_ENTRIES, LAKE_GROUP, REWARDS, TRAJECTORY_TOPICS
+from agentlake.topics import (
+    LAKE_CACHE,
+    LAKE_CLUSTERS,
+    LAKE_ENTRIES,
+    LAKE_GROUP,
+    REWARDS,
+    TOPICS,
+    TRAJECTORY_TOPICS,
+)
 
 log = logging.getLogger("agentlake.lake")
 
@@ -117,7 +125,10 @@ class LakeService:
         if self.with_kafka:
             from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-            topics = [self.settings.topic(t) for t in (*TRAJECTORY_TOPICS, REWARDS, LAKE_DOCUMENTS)]
+            names = [*TRAJECTORY_TOPICS, REWARDS]
+            if any(t.name == LAKE_DOCUMENTS for t in TOPICS):  # the documents part declares its topic
+                names.append(LAKE_DOCUMENTS)
+            topics = [self.settings.topic(t) for t in names]
             self._consumer = AIOKafkaConsumer(
                 *topics,
                 bootstrap_servers=self.settings.bootstrap_servers,
@@ -142,6 +153,9 @@ class LakeService:
             if c is not None:
                 await c.stop()
         self._consumer = self._producer = None
+        if self.store is not None:
+            self.store.client.close()
+            self.store = None
 
     async def __aenter__(self) -> LakeService:
         await self.start()
@@ -193,6 +207,7 @@ class LakeService:
         """One batch of the log: fold, store, index, publish, commit. Returns records read."""
         assert self._consumer is not None
         batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=2000)
+        now = time.monotonic()
         n = 0
         entries: list[LakeEntry] = []
         for tp, msgs in batches.items():
@@ -208,12 +223,14 @@ class LakeService:
                 except DecodeError:
                     self.stats.skipped += 1  # the stream worker dead-letters these
                     continue
-                e = self.builder.add(ev)
+                e = self.builder.add(ev, now)
                 if e is not None:
                     entries.append(e)
+        entries += self.builder.flush_parked(time.monotonic())
         if entries:
             await self.ingest(entries)
-        if n:
+        if n and not self.builder.parked:
+            # a parked reward's offset must not be committed before its entry is stored
             await self._consumer.commit()
         await self.flush_events()
         return n
