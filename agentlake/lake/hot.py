@@ -168,9 +168,17 @@ class TenantIndex:
 
 
 class HotTier:
-    """Every tenant's partition, created on first write."""
+    """Every tenant's partition, created on first write.
 
-    def __init__(self, dim: int, *, ivf_min: int = 4096, max_k: int = 4096) -> None:
+    Searches run one query at a time, so faiss's OpenMP threads are set to `threads`
+    (default 1): on a small machine extra threads only contend with the server.
+    """
+
+    def __init__(self, dim: int, *, ivf_min: int = 4096, max_k: int = 4096, threads: int | None = 1) -> None:
+        if threads is not None:
+            import faiss
+
+            faiss.omp_set_num_threads(threads)
         self.dim = dim
         self.ivf_min = ivf_min
         self.max_k = max_k
