@@ -28,12 +28,15 @@ SIM_RUNS = "sim.runs"
 SCHEMAS = "registry.schemas"
 
 STREAM_CHECKPOINTS = "streams.checkpoints"
+LAKE_ENTRIES = "lake.entries"  # context lake: finished trajectories as cache entries
+LAKE_CACHE = "lake.cache"  # context lake: lookups, reuse outcomes, freshness
 
 TRAJECTORY_TOPICS = (TRAJECTORIES, STEPS, TOOL_CALLS)
 
 # consumer groups (prefixed like topics)
 STREAMS_GROUP = "agentlake-streams"  # the faust app id: the stream worker's group
 SINK_GROUP = "agentlake-sink"
+LAKE_GROUP = "agentlake-lake"  # the context lake ingester
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(TRAJECTORIES, doc="TrajectoryStarted / TrajectoryEnded, keyed by trajectory_id"),
@@ -45,7 +48,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(REGISTRY_SERVERS, compacted=True, doc="MCP server specs, keyed by server id"),
     TopicSpec(SIM_RUNS, compacted=True, doc="simulation run manifests, keyed by run id"),
     TopicSpec(SCHEMAS, compacted=True, doc="Avro writer schemas, keyed by fingerprint (hex)"),
-    TopicSpec(LAKE_CLUSTERS, compacted=True, doc="context lake: k-means centroids"),
+    TopicSpec(LAKE_CLUSTERS, compacted=True, doc="context lake: ClusterCentroid / ClusterMembership"),
     TopicSpec(AUTH_DELEGATIONS, doc="agent auth: issued and attenuated tokens"),
     TopicSpec(AUTH_REVOCATIONS, compacted=True, doc="agent auth: revoked token ids, fanned out to gateways"),
     TopicSpec(
@@ -62,6 +65,8 @@ TOPICS: tuple[TopicSpec, ...] = (
         doc="stream worker state: open trajectories and done markers, keyed by trajectory_id",
     ),
     TopicSpec(REGISTRY_KEYS, compacted=True, doc="agent auth: authority and identity public keys, by key id"),
+    TopicSpec(LAKE_ENTRIES, compacted=True, doc="context lake: LakeEntry, keyed by tenant/entry_id"),
+    TopicSpec(LAKE_CACHE, doc="context lake: LakeLookup / LakeOutcome / LakeFreshness"),
 )
 
 

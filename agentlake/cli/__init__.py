@@ -12,6 +12,7 @@ from agentlake.cli import (  # noqa: F401  (importing a command module registers
     dashboard,
     demo,
     export,
+    lake,
     mcp,
     ops,
     otel,
