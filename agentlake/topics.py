@@ -21,6 +21,7 @@ POLICY = "policy.findings"
 REGISTRY_AGENTS = "registry.agents"
 REGISTRY_SERVERS = "registry.servers"
 LAKE_CLUSTERS = "lake.clusters"
+LAKE_DOCUMENTS = "lake.documents"
 AUTH_DELEGATIONS = "auth.delegations"
 AUTH_REVOCATIONS = "auth.revocations"
 SIM_RUNS = "sim.runs"
@@ -30,6 +31,7 @@ TRAJECTORY_TOPICS = (TRAJECTORIES, STEPS, TOOL_CALLS)
 # consumer groups (prefixed like topics)
 STREAMS_GROUP = "agentlake-streams"  # the faust app id: the stream worker's group
 SINK_GROUP = "agentlake-sink"
+DOCUMENTS_GROUP = "agentlake-documents"  # projects lake.documents into Milvus
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(TRAJECTORIES, doc="TrajectoryStarted / TrajectoryEnded, keyed by trajectory_id"),
@@ -41,6 +43,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(REGISTRY_SERVERS, compacted=True, doc="MCP server specs, keyed by server id"),
     TopicSpec(SIM_RUNS, compacted=True, doc="simulation run manifests, keyed by run id"),
     TopicSpec(LAKE_CLUSTERS, compacted=True, doc="context lake: k-means centroids"),
+    TopicSpec(
+        LAKE_DOCUMENTS, doc="context lake: DocumentUpserted / DocumentDeleted, keyed by tenant and doc_id"
+    ),
     TopicSpec(AUTH_DELEGATIONS, doc="agent auth: issued and attenuated tokens"),
     TopicSpec(AUTH_REVOCATIONS, compacted=True, doc="agent auth: revoked token ids, fanned out to gateways"),
 )
