@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -35,7 +37,7 @@ def test_chunk_positions_point_into_the_text_and_overlap() -> None:
     for c in chunks:
         assert text[c.start : c.end] == c.text
         assert len(c.text) <= 200
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in itertools.pairwise(chunks):
         assert b.start < a.end  # consecutive chunks share words
         assert b.start > a.start
 
