@@ -1,8 +1,9 @@
 """Enterprise documents end to end: files, Parquet and a Delta table through lake.documents into Milvus.
 
 Real broker (the session stack), real milvus-lite file, the real `agentlake` command.
-The documents get their own milvus-lite file (``AGENTLAKE_MILVUS_URI``; pymilvus itself reads ``MILVUS_URI`` and wants a URL): milvus-lite is one
-process per file, and other tests of the session open the default one in-process.
+The documents get their own milvus-lite file (``AGENTLAKE_MILVUS_URI``; pymilvus
+itself reads ``MILVUS_URI`` and wants a URL there): milvus-lite is one process per
+file, and other tests of the session open the default one in-process.
 The tests run in file order: subprocesses first, then the in-process checks.
 """
 
