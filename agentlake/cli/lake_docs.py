@@ -107,7 +107,8 @@ def ingest(
     actions = ", ".join(f"{k} {v}" for k, v in report["actions"].items()) or "none"
     console.print(
         f"{report['documents']} document(s) from {connector.source}: "
-        f"{report['published']} event(s) published; {actions}; {report['chunks']} chunk(s) written"
+        f"{report['unchanged']} unchanged, {report['published']} event(s) published; "
+        f"{actions}; {report['chunks']} chunk(s) written"
         + (f"; {len(report['invalidated'])} lake entr(ies) invalidated" if report["invalidated"] else "")
         + (f"; {len(skipped)} file(s) skipped (not .txt/.md/.json)" if skipped else "")
         + (f"; {report['dead_letters']} dead letter(s)" if report["dead_letters"] else ""),
@@ -138,7 +139,7 @@ async def _ingest(
     try:
         await projector.catch_up(timeout)  # so pruning compares with what the lake holds now
         assert projector.store is not None
-        stored = await asyncio.to_thread(projector.store.doc_ids, tenant, source) if prune else set()
+        stored = await asyncio.to_thread(projector.store.stored_versions, tenant, source)
         events = plan_events(docs, stored, tenant=tenant, source=source, prune=prune)
         before = projector.stats.to_json()
         with _progress() as bar:
@@ -163,9 +164,11 @@ async def _ingest(
     finally:
         await projector.stop()
     actions = {k: v - before["actions"].get(k, 0) for k, v in after["actions"].items()}
+    pruned = sum(1 for e in events if getattr(e, "reason", None) == "gone from source")
     return {
         "published": published,
-        "pruned": sum(1 for e in events[len(docs) :]),
+        "unchanged": len(docs) - (len(events) - pruned),
+        "pruned": pruned,
         "actions": {k: v for k, v in sorted(actions.items()) if v},
         "chunks": after["chunks"] - before["chunks"],
         "invalidated": sorted(set(after["invalidated"]) - set(before["invalidated"])),

@@ -113,7 +113,7 @@ def test_ingest_files_parquet_and_delta(data: Path, docs_env: dict[str, str]) ->
     assert files["documents"] == 3 and files["published"] == 3
     assert files["actions"] == {"insert": 3} and files["chunks"] >= 3
     again = ingest("files", data / "kb", "acme", docs_env)
-    assert again["actions"] == {"unchanged": 3} and again["chunks"] == 0
+    assert again["published"] == 0 and again["unchanged"] == 3 and again["actions"] == {}
 
     parquet = ingest("parquet", data / "globex.parquet", "globex", docs_env)
     assert parquet["actions"] == {"insert": 2}

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentlake.lake.documents._domain import Document
+from agentlake.lake.documents._domain import Document, StoredVersion, decide_delete, decide_upsert
 from agentlake.lake.documents._events import (
     DocumentDeleted,
     DocumentEvent,
@@ -34,7 +34,7 @@ log = logging.getLogger("agentlake.lake.documents")
 
 def plan_events(
     docs: Sequence[Document],
-    stored_ids: Iterable[str] = (),
+    stored: Mapping[str, StoredVersion] | Iterable[str] = (),
     *,
     tenant: str | None = None,
     source: str | None = None,
@@ -44,21 +44,36 @@ def plan_events(
 
     Args:
         docs: every document the source holds now (tombstones included).
-        stored_ids: ids the lake holds for `tenant` from `source`.
+        stored: what the lake holds for `tenant` from `source`: ids, or ids with
+            their stored version and fingerprint (then documents the lake already
+            holds unchanged, and tombstones of documents it does not hold, need no event).
         tenant, source: the scope of pruning (default: those of the first document).
         prune: also delete stored documents of that scope the snapshot no longer has.
 
     Returns:
-        One event per document, then one `DocumentDeleted` (reason ``gone from source``)
-        per pruned id, sorted by id. An empty snapshot prunes nothing unless
-        `tenant` and `source` are given.
+        One event per document that changes something, then one `DocumentDeleted`
+        (reason ``gone from source``) per pruned id, sorted by id. An empty snapshot
+        prunes nothing unless `tenant` and `source` are given.
     """
-    events: list[DocumentEvent] = [event_of(d) for d in docs]
+    known: Mapping[str, StoredVersion] | None = stored if isinstance(stored, Mapping) else None
+    stored_ids = set(stored)
     tenant = tenant if tenant is not None else (docs[0].tenant if docs else None)
     source = source if source is not None else (docs[0].source if docs else None)
+    events: list[DocumentEvent] = []
+    for d in docs:
+        if known is not None and d.tenant == tenant:
+            current = known.get(d.doc_id)
+            action = (
+                decide_delete(current, d.version)
+                if d.deleted
+                else decide_upsert(current, d.version, d.fingerprint())
+            )
+            if action in ("unchanged", "absent", "stale"):
+                continue
+        events.append(event_of(d))
     if prune and tenant is not None and source is not None:
         present = {d.doc_id for d in docs if d.tenant == tenant}
-        for gone in sorted(set(stored_ids) - present):
+        for gone in sorted(stored_ids - present):
             events.append(DocumentDeleted(tenant, gone, source, version=None, reason="gone from source"))
     return events
 

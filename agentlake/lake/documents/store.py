@@ -140,6 +140,15 @@ def _name(settings: Settings, base: str) -> str:
     return settings.topic(base).replace(".", "_").replace("-", "_")
 
 
+def _lake_target(settings: Settings) -> Settings:
+    """Settings whose Milvus target is the context lake's store (``lake_milvus_target`` when the
+    lake defines one: its serving process reads documents too), else the product's Milvus."""
+    target = getattr(settings, "lake_milvus_target", None)
+    if not isinstance(target, str) or target == settings.milvus_target:
+        return settings
+    return settings.model_copy(update={"milvus_uri": target})
+
+
 def _chunk_id(tenant: str, doc_id: str, version: int, index: int) -> str:
     return hashlib.sha1(f"{tenant}\x1f{doc_id}\x1f{version}\x1f{index}".encode()).hexdigest()
 
@@ -159,7 +168,7 @@ class DocumentStore:
     def __init__(self, settings: Settings, embedder: Embedder | None = None, client: Any = None) -> None:
         self.settings = settings
         self.embedder = embedder or get_embedder(settings)
-        self.client = client or milvus_client(settings)
+        self.client = client or milvus_client(_lake_target(settings))
         self.chunks = _name(settings, CHUNKS)
         self.lineage = _name(settings, LINEAGE)
         self._lock = threading.Lock()  # one writer per collection (milvus-lite)
@@ -268,6 +277,18 @@ class DocumentStore:
         flt = f"tenant == {_lit(tenant)} and chunk_index == 0"
         flt += f" and source == {_lit(source)}" if source is not None else ""
         return {str(r["doc_id"]) for r in self._query_all(self.chunks, flt, ["doc_id"])}
+
+    def stored_versions(self, tenant: str, source: str | None = None) -> dict[str, StoredVersion]:
+        """doc_id -> newest stored version and fingerprint, for `tenant` (from `source` only, when given)."""
+        flt = f"tenant == {_lit(tenant)} and chunk_index == 0"
+        flt += f" and source == {_lit(source)}" if source is not None else ""
+        out: dict[str, StoredVersion] = {}
+        for r in self._query_all(self.chunks, flt, ["doc_id", "version", "fingerprint"]):
+            v = StoredVersion(int(r["version"]), str(r["fingerprint"]))
+            prev = out.get(str(r["doc_id"]))
+            if prev is None or v.version > prev.version:
+                out[str(r["doc_id"])] = v
+        return out
 
     def count(self, tenant: str | None = None) -> int:
         """Chunk rows stored (for `tenant`, when given)."""
@@ -441,7 +462,7 @@ _stores_lock = threading.Lock()
 
 def document_store(settings: Settings) -> DocumentStore:
     """The process-wide store for `settings` (one per Milvus target, topic prefix and embedder)."""
-    key = (settings.milvus_target, settings.topic_prefix, settings.embedder)
+    key = (_lake_target(settings).milvus_target, settings.topic_prefix, settings.embedder)
     with _stores_lock:
         if key not in _stores:
             _stores[key] = DocumentStore(settings)

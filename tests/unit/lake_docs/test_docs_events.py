@@ -13,6 +13,7 @@ from agentlake.lake.documents import (
     event_of,
     plan_events,
 )
+from agentlake.lake.documents._domain import StoredVersion
 from agentlake.schemas import DecodeError, codec, new_id, now_us
 from agentlake.topics import LAKE_DOCUMENTS, all_topics
 
@@ -97,3 +98,19 @@ def test_plan_prunes_documents_gone_from_the_source_only_in_scope() -> None:
     assert plan_events([], {"c"}) == []
     emptied = plan_events([], {"c"}, tenant="acme", source="files:/kb")
     assert [e.doc_id for e in emptied] == ["c"]
+
+
+def test_plan_skips_what_the_lake_already_holds() -> None:
+    a = Document("a", "acme", "same", 5, source="files:/kb")
+    b = Document("b", "acme", "changed", 5, source="files:/kb")
+    gone_tombstone = Document("z", "acme", "", 5, source="files:/kb", deleted=True)
+    stored = {
+        "a": StoredVersion(4, a.fingerprint()),
+        "b": StoredVersion(4, "old"),
+        "c": StoredVersion(1, "x"),
+    }
+    events = plan_events([a, b, gone_tombstone], stored)
+    assert [(type(e).__name__, e.doc_id) for e in events] == [
+        ("DocumentUpserted", "b"),
+        ("DocumentDeleted", "c"),
+    ]
