@@ -67,6 +67,30 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "AGENTLAKE_EMBEDDINGS_API_KEY")
     )
 
+    # --- context lake: semantic cache and serving (agentlake/lake) -------------
+    lake_threshold: float = Field(
+        default=0.45, description="cosine floor of a hit before per-cluster calibration"
+    )
+    lake_min_reward: float = Field(default=0.7, description="reward a cached trajectory needs to be served")
+    lake_cross_version: str = Field(
+        default="same-agent", description="which agents may hit an entry: any | same-agent | same-version"
+    )
+    lake_ttl_s: float = Field(
+        default=7 * 24 * 3600.0, description="entry lifetime from production; hits do not extend it"
+    )
+    lake_nprobe: int = Field(default=16, description="IVF clusters searched per lookup")
+    lake_ivf_min: int = Field(default=4096, description="entries per tenant above which the hot index is IVF")
+    lake_milvus_uri: str | None = Field(
+        default=None,
+        description="the lake's durable store; default: MILVUS_URI, else lake-milvus.db under home "
+        "(milvus-lite allows one process per file)",
+    )
+    lake_host: str = "127.0.0.1"
+    lake_port: int = 8765
+    lake_url: str | None = Field(
+        default=None, description="where `agentlake lake query` finds a running server"
+    )
+
     # --- SDK ---------------------------------------------------------------
     max_payload_bytes: int = 64 * 1024
     sdk_queue_size: int = 100_000
@@ -114,6 +138,10 @@ class Settings(BaseSettings):
     @property
     def spill_dir(self) -> Path:
         return self.data_dir / "spill"
+
+    @property
+    def lake_milvus_target(self) -> str:
+        return self.lake_milvus_uri or self.milvus_uri or str(self.data_dir / "lake-milvus.db")
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

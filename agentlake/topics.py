@@ -25,6 +25,8 @@ LAKE_DOCUMENTS = "lake.documents"
 AUTH_DELEGATIONS = "auth.delegations"
 AUTH_REVOCATIONS = "auth.revocations"
 SIM_RUNS = "sim.runs"
+LAKE_ENTRIES = "lake.entries"  # context lake: finished trajectories as cache entries
+LAKE_CACHE = "lake.cache"  # context lake: lookups, reuse outcomes, freshness
 
 TRAJECTORY_TOPICS = (TRAJECTORIES, STEPS, TOOL_CALLS)
 
@@ -32,6 +34,7 @@ TRAJECTORY_TOPICS = (TRAJECTORIES, STEPS, TOOL_CALLS)
 STREAMS_GROUP = "agentlake-streams"  # the faust app id: the stream worker's group
 SINK_GROUP = "agentlake-sink"
 DOCUMENTS_GROUP = "agentlake-documents"  # projects lake.documents into Milvus
+LAKE_GROUP = "agentlake-lake"  # the context lake ingester
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(TRAJECTORIES, doc="TrajectoryStarted / TrajectoryEnded, keyed by trajectory_id"),
@@ -42,12 +45,14 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(REGISTRY_AGENTS, compacted=True, doc="agent specs, keyed by agent@version"),
     TopicSpec(REGISTRY_SERVERS, compacted=True, doc="MCP server specs, keyed by server id"),
     TopicSpec(SIM_RUNS, compacted=True, doc="simulation run manifests, keyed by run id"),
-    TopicSpec(LAKE_CLUSTERS, compacted=True, doc="context lake: k-means centroids"),
+    TopicSpec(LAKE_CLUSTERS, compacted=True, doc="context lake: ClusterCentroid / ClusterMembership"),
     TopicSpec(
         LAKE_DOCUMENTS, doc="context lake: DocumentUpserted / DocumentDeleted, keyed by tenant and doc_id"
     ),
     TopicSpec(AUTH_DELEGATIONS, doc="agent auth: issued and attenuated tokens"),
     TopicSpec(AUTH_REVOCATIONS, compacted=True, doc="agent auth: revoked token ids, fanned out to gateways"),
+    TopicSpec(LAKE_ENTRIES, compacted=True, doc="context lake: LakeEntry, keyed by tenant/entry_id"),
+    TopicSpec(LAKE_CACHE, doc="context lake: LakeLookup / LakeOutcome / LakeFreshness"),
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from agentlake.cli import demo, export, lake_docs, mcp, ops, query, registry, replay, sim  # noqa: F401  (registers)
+from agentlake.cli import demo, export, lake, lake_docs, mcp, ops, query, registry, replay, sim  # noqa: F401  (registers)
 from agentlake.cli._app import UserError, app, console, quiet_logs
 from agentlake.cli.export import export_rows
 from agentlake.cli.query import read_dead_letters
