@@ -9,7 +9,9 @@ in several arms, trial by trial, with the same seeds:
 - ``lake: plans``: before acting, the agent asks the lake: a hit gives the cached
   plan of a successful past trajectory with the same task signature, a miss the
   plan fused from similar successful ones, plus lessons from failed ones;
-- ``lake: plans, no lessons``: the same without "what not to do";
+- ``lake: fused plans only``: hits ignored, so every suggestion is fused from
+  *other* tasks (what memory gives a task it has never seen);
+- ``lake: plans, no lessons``: the same as ``lake: plans`` without "what not to do";
 - ``lake: plans followed verbatim``: the advised tool sequence replaces the agent's
   own reading of the task (by default the advice orders the calls and the agent
   keeps the action it read in the task);
@@ -69,11 +71,13 @@ class ArmSpec:
     use_lessons: bool = True
     verbatim: bool = False
     reference: bool = False  # the good reference agent (support-bot@1.0) instead of the novice
+    hits: bool = True
 
 
 ARMS = (
     ArmSpec("alone", lake=False),
     ArmSpec("lake: plans", lake=True),
+    ArmSpec("lake: fused plans only (hits ignored)", lake=True, hits=False),
     ArmSpec("lake: plans, no lessons", lake=True, use_lessons=False),
     ArmSpec("lake: plans followed verbatim", lake=True, verbatim=True),
     ArmSpec("lake: plans + cached answers", lake=True, reuse_results=True),
@@ -149,7 +153,7 @@ async def run_arm(spec: ArmSpec, trials: list[Trial], settings: Settings) -> Arm
 
         cache = importlib.import_module("agentlake.lake.cache")
         lake = cache.Lake(get_embedder(settings), record_events=False)
-        advisor = LakeAdvisor(lake, agent_id=AGENT[0], agent_version=AGENT[1])
+        advisor = LakeAdvisor(lake, agent_id=AGENT[0], agent_version=AGENT[1], hits=spec.hits)
         learner = OnlineLearner(lake, emitter)
     agent = ShopAgent(
         advisor,
@@ -203,6 +207,7 @@ def pass_k(outcomes: list[TrialOutcome], k: int) -> float:
 
 def summarize(arm: str, outcomes: list[TrialOutcome], k: int) -> dict[str, Any]:
     n = len(outcomes)
+    passed = [o.tool_calls for o in outcomes if o.success]
     used: dict[str, int] = defaultdict(int)
     for o in outcomes:
         used[o.used] += 1
@@ -212,6 +217,7 @@ def summarize(arm: str, outcomes: list[TrialOutcome], k: int) -> dict[str, Any]:
         "pass_hat_1": pass_k(outcomes, 1),
         f"pass_hat_{k}": pass_k(outcomes, k),
         "tool_calls_per_task": statistics.fmean(o.tool_calls for o in outcomes) if n else 0.0,
+        "tool_calls_per_passed_task": statistics.fmean(passed) if passed else 0.0,
         "hits": sum(1 for o in outcomes if o.advice == "hit"),
         "wrong_hits": sum(1 for o in outcomes if o.wrong_hit),
         "fused_plans_followed": used.get("fused_plan", 0),
@@ -272,7 +278,7 @@ def render(report: dict[str, Any]) -> str:
         f"suite {report['suite']}: {report['trials_per_case']} trials per case x {report['repeats']} repeats "
         f"(habits {report['habits']})",
         "",
-        f"| arm | pass^1 | pass^{k} | tool calls / task | hits | wrong hits "
+        f"| arm | pass^1 | pass^{k} | tool calls / task (/ passed task) | hits | wrong hits "
         "| fused plans followed | cached answers |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -281,7 +287,7 @@ def render(report: dict[str, Any]) -> str:
         rel = f" ({d1 / base['pass_hat_1'] * 100:+.0f}%)" if s is not base and base["pass_hat_1"] else ""
         lines.append(
             f"| {s['arm']} | {s['pass_hat_1']:.3f}{rel} | {s[f'pass_hat_{k}']:.3f} | "
-            f"{s['tool_calls_per_task']:.2f} | {s['hits']} | {s['wrong_hits']} | "
+            f"{s['tool_calls_per_task']:.2f} ({s['tool_calls_per_passed_task']:.2f}) | {s['hits']} | {s['wrong_hits']} | "
             f"{s['fused_plans_followed']} | {s['cached_answers']} |"
         )
     lines += ["", "pass^1 by scenario (tool calls per task):", ""]

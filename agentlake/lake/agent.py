@@ -300,6 +300,7 @@ class LakeAdvisor:
         min_support: a fused plan followed only with at least this share of weight behind it.
         k: neighbours fused.
         request: the lookup request type (default: ``agentlake.lake.cache.LookupRequest``).
+        hits: serve cache hits (False: fused plans only, to measure them alone).
     """
 
     def __init__(
@@ -312,8 +313,10 @@ class LakeAdvisor:
         min_support: float = 0.5,
         k: int = 8,
         request: Any = None,
+        hits: bool = True,
     ) -> None:
         self.lake = lake
+        self.hits = hits
         # the lake core's request type, imported by name: this module needs nothing else of it
         self._request = request or importlib.import_module("agentlake.lake.cache").LookupRequest
         self.toolset = toolset
@@ -333,7 +336,7 @@ class LakeAdvisor:
         res = self.lake.lookup(req)
         plan = self.lake.suggest_plan(req, k=self.k)
         lessons = tuple(plan.lessons)
-        if res.hit and res.entry is not None:
+        if self.hits and res.hit and res.entry is not None:
             e = res.entry
             return Advice(
                 "hit",

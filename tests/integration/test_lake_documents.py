@@ -70,7 +70,7 @@ def agentlake(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 def ingest(source: str, path: Path, tenant: str, env: dict[str, str], *extra: str) -> dict[str, Any]:
     r = agentlake(
-        "docs", "ingest", "--source", source, str(path), "--tenant", tenant, "--json", *extra, env=env
+        "lake", "ingest", "--source", source, str(path), "--tenant", tenant, "--json", *extra, env=env
     )
     assert r.returncode == 0, r.stderr
     report: dict[str, Any] = json.loads(r.stdout)
@@ -97,11 +97,11 @@ def test_bad_file_is_one_line_exit_2_and_publishes_nothing(
     (tmp_path / "ok.md").write_text("fine")
     (tmp_path / "broken.json").write_text("{not json")
     before = asyncio.run(_end_offsets(settings, "lake.documents"))
-    r = agentlake("docs", "ingest", "--source", "files", str(tmp_path), env=docs_env)
+    r = agentlake("lake", "ingest", "--source", "files", str(tmp_path), env=docs_env)
     assert r.returncode == 2
     lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and "broken.json" in lines[0] and "invalid JSON" in lines[0], r.stderr
-    r = agentlake("docs", "ingest", "--source", "delta", str(tmp_path), env=docs_env)
+    r = agentlake("lake", "ingest", "--source", "delta", str(tmp_path), env=docs_env)
     assert r.returncode == 2 and "not a Delta table" in r.stderr
     assert asyncio.run(_end_offsets(settings, "lake.documents")) == before
 
@@ -141,7 +141,7 @@ def test_search_documents_cli_filters_tenant_and_access(docs_env: dict[str, str]
     def search(query: str, tenant: str, *who: str) -> list[dict[str, Any]]:
         args = [a for w in who for a in ("--as", w)]
         r = agentlake(
-            "docs", "search-documents", query, "--tenant", tenant, "-k", "10", "--json", *args, env=docs_env
+            "lake", "search-documents", query, "--tenant", tenant, "-k", "10", "--json", *args, env=docs_env
         )
         assert r.returncode == 0, r.stderr
         hits: list[dict[str, Any]] = json.loads(r.stdout)
@@ -194,7 +194,7 @@ def test_delta_update_replaces_prunes_and_invalidates_dependents(
     os.environ["AGENTLAKE_MILVUS_URI"] = docs_env["AGENTLAKE_MILVUS_URI"]
     try:
         r = CliRunner().invoke(
-            app, ["docs", "ingest", "--source", "delta", str(data / "delta"), "--tenant", "acme", "--json"]
+            app, ["lake", "ingest", "--source", "delta", str(data / "delta"), "--tenant", "acme", "--json"]
         )
     finally:
         os.environ.pop("AGENTLAKE_MILVUS_URI", None)
