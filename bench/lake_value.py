@@ -287,7 +287,8 @@ def render(report: dict[str, Any]) -> str:
         rel = f" ({d1 / base['pass_hat_1'] * 100:+.0f}%)" if s is not base and base["pass_hat_1"] else ""
         lines.append(
             f"| {s['arm']} | {s['pass_hat_1']:.3f}{rel} | {s[f'pass_hat_{k}']:.3f} | "
-            f"{s['tool_calls_per_task']:.2f} ({s['tool_calls_per_passed_task']:.2f}) | {s['hits']} | {s['wrong_hits']} | "
+            f"{s['tool_calls_per_task']:.2f} ({s['tool_calls_per_passed_task']:.2f}) | "
+            f"{s['hits']} | {s['wrong_hits']} | "
             f"{s['fused_plans_followed']} | {s['cached_answers']} |"
         )
     lines += ["", "pass^1 by scenario (tool calls per task):", ""]
