@@ -187,6 +187,14 @@ class Settings(BaseSettings):
     def auth_keys_path(self) -> Path:
         return self.auth_keys_dir or self.data_dir / "auth" / "keys"
 
+    # --- context lake: enterprise documents (agentlake/lake/documents) ------
+    lake_doc_max_bytes: int = Field(
+        default=512 * 1024,
+        description="largest document text accepted (UTF-8 bytes; Kafka caps records at 1 MiB)",
+    )
+    lake_chunk_chars: int = Field(default=1000, description="target chunk size in characters")
+    lake_chunk_overlap: int = Field(default=150, description="characters repeated between consecutive chunks")
+
     @cached_property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"

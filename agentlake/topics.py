@@ -21,6 +21,7 @@ POLICY = "policy.findings"
 REGISTRY_AGENTS = "registry.agents"
 REGISTRY_SERVERS = "registry.servers"
 LAKE_CLUSTERS = "lake.clusters"
+LAKE_DOCUMENTS = "lake.documents"
 AUTH_DELEGATIONS = "auth.delegations"
 AUTH_REVOCATIONS = "auth.revocations"
 REGISTRY_KEYS = "registry.keys"  # agent auth: public keys by key id
@@ -36,6 +37,7 @@ TRAJECTORY_TOPICS = (TRAJECTORIES, STEPS, TOOL_CALLS)
 # consumer groups (prefixed like topics)
 STREAMS_GROUP = "agentlake-streams"  # the faust app id: the stream worker's group
 SINK_GROUP = "agentlake-sink"
+DOCUMENTS_GROUP = "agentlake-documents"  # projects lake.documents into Milvus
 LAKE_GROUP = "agentlake-lake"  # the context lake ingester
 
 TOPICS: tuple[TopicSpec, ...] = (
@@ -49,6 +51,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(SIM_RUNS, compacted=True, doc="simulation run manifests, keyed by run id"),
     TopicSpec(SCHEMAS, compacted=True, doc="Avro writer schemas, keyed by fingerprint (hex)"),
     TopicSpec(LAKE_CLUSTERS, compacted=True, doc="context lake: ClusterCentroid / ClusterMembership"),
+    TopicSpec(
+        LAKE_DOCUMENTS, doc="context lake: DocumentUpserted / DocumentDeleted, keyed by tenant and doc_id"
+    ),
     TopicSpec(AUTH_DELEGATIONS, doc="agent auth: issued and attenuated tokens"),
     TopicSpec(AUTH_REVOCATIONS, compacted=True, doc="agent auth: revoked token ids, fanned out to gateways"),
     TopicSpec(

@@ -13,6 +13,7 @@ from agentlake.cli import (  # noqa: F401  (importing a command module registers
     demo,
     export,
     lake,
+    lake_docs,
     mcp,
     ops,
     otel,
