@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test unit integration lint bench up down status clean dashboard otel wheel
+.PHONY: install demo test unit integration lint bench up down status clean dashboard otel wheel inspector
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,14 +18,24 @@ install: $(STAMP)
 demo: install
 	$(BIN)/agentlake demo
 
-test: install
+test: install inspector
 	$(BIN)/pytest -q
 
 unit: install
 	$(BIN)/pytest -q -m "not integration"
 
-integration: install
+integration: install inspector
 	$(BIN)/pytest -q -m integration
+
+# the official MCP Inspector CLI (npm, Node >= 20) for the auth gateway tests, under the cache dir
+CACHE_DIR ?= $(or $(AGENTLAKE_CACHE_DIR),$(HOME)/.cache/agentlake)
+INSPECTOR := $(CACHE_DIR)/mcp-inspector/node_modules/.bin/mcp-inspector
+inspector: $(INSPECTOR)
+$(INSPECTOR):
+	@if command -v npm >/dev/null; then \
+	  npm install --prefix $(CACHE_DIR)/mcp-inspector --no-audit --no-fund --loglevel=error \
+	    @modelcontextprotocol/inspector@0.15; \
+	else echo "npm not found: the MCP Inspector tests skip (and fail under CI=true)"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check agentlake tests bench

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from agentlake.settings import Settings
-from agentlake.topics import STREAMS_GROUP, all_topics
+from agentlake.topic_admin import TopicsReport
+from agentlake.topics import STREAMS_GROUP
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,7 +165,11 @@ def _write_config(s: Settings) -> Path:
                 "transaction.state.log.min.isr=1",
                 "share.coordinator.state.topic.replication.factor=1",
                 "group.initial.rebalance.delay.ms=0",
-                "auto.create.topics.enable=true",
+                # topics are created by `agentlake up` only: a misspelt name is an error, not a new topic
+                "auto.create.topics.enable=false",
+                # the largest record batch the broker takes (AGENTLAKE_MAX_MESSAGE_BYTES, README "Limits")
+                f"message.max.bytes={s.max_message_bytes}",
+                f"replica.fetch.max.bytes={max(s.max_message_bytes, 1048576)}",
                 "log.retention.hours=-1",
                 "log.flush.interval.messages=9223372036854775807",
                 "",
@@ -278,29 +283,18 @@ async def _metadata_ok(bootstrap: str) -> bool:
 
 
 async def ensure_topics(s: Settings) -> list[str]:
-    """Create missing topics (idempotent); returns the ones created."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    """Create missing topics and verify existing ones (agentlake.topic_admin); returns the ones created."""
+    return (await _ensure_topics(s)).created
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers, request_timeout_ms=10000)
-    await admin.start()
+
+async def _ensure_topics(s: Settings) -> TopicsReport:
+    from agentlake.topic_admin import TopicError
+    from agentlake.topic_admin import ensure_topics as ensure
+
     try:
-        existing = set(await admin.list_topics())
-        new = []
-        for t in all_topics():
-            name = s.topic(t.name)
-            if name in existing:
-                continue
-            cfg = {"cleanup.policy": "compact"} if t.compacted else {}
-            cfg.update(t.config)
-            new.append(
-                NewTopic(name, num_partitions=s.topic_partitions, replication_factor=1, topic_configs=cfg)
-            )
-        if new:
-            with contextlib.suppress(Exception):  # a concurrent `up` may have created some
-                await admin.create_topics(new)
-        return [t.name for t in new]
-    finally:
-        await admin.close()
+        return await ensure(s)
+    except TopicError as e:
+        raise StackError(str(e)) from None
 
 
 async def _group_members(s: Settings, group: str) -> int:
@@ -329,39 +323,58 @@ def _run_sync(coro: Any) -> Any:
 
 
 def wait_for_dead_members(s: Settings, group: str, timeout: float = 30.0) -> bool:
-    """Wait until `group` has no members left.
-
-    A worker killed with SIGKILL stays a member until its session times out. A
-    replacement that joins before then shares a rebalance with the dead member,
-    and faust can stall on the partitions that rebalance hands to the ghost, so
-    the replacement waits for the group to empty first (at most `timeout`).
-    """
+    """Wait until `group` has no members left (at most `timeout`); False when it did not empty."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if _run_sync(_group_members(s, group)) == 0:
                 return True
         except Exception:
-            return False  # cannot tell (e.g. old broker): start anyway
+            return False  # cannot tell (e.g. old broker)
         time.sleep(0.5)
     return False
 
 
+STREAM_WORKER = "streams"
+
+
+def stream_worker_name(index: int) -> str:
+    """The name (pid file, log) of stream worker `index` (1-based): streams, streams-2, streams-3 ..."""
+    return STREAM_WORKER if index <= 1 else f"{STREAM_WORKER}-{index}"
+
+
+def stream_workers(s: Settings) -> dict[str, int | None]:
+    """Every stream worker that has a pid file under the data dir: name -> pid (None when not alive)."""
+    out: dict[str, int | None] = {}
+    for f in sorted(s.data_dir.glob(f"{STREAM_WORKER}*.pid")):
+        name = f.stem
+        if name == STREAM_WORKER or name.removeprefix(f"{STREAM_WORKER}-").isdigit():
+            out[name] = worker_proc(s, name).pid()
+    return out
+
+
 def start_worker(s: Settings, name: str = "streams", extra_env: dict[str, str] | None = None) -> int:
-    """Start `agentlake worker NAME` as a daemon (pid file + log under the data dir)."""
+    """Start `agentlake worker streams|sink` as a daemon (pid file + log under the data dir).
+
+    Stream workers named ``streams-N`` join the same consumer group; a worker that
+    replaces a killed one does not wait for it to leave the group (its partitions
+    move once the broker notices, after `worker_session_timeout_s`).
+    """
     proc = worker_proc(s, name)
     pid = proc.pid()
     if pid is not None:
         return pid
-    if name == "streams":
-        wait_for_dead_members(s, s.topic(STREAMS_GROUP), timeout=s.worker_session_timeout_s + 5)
     proc.log_file.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "AGENTLAKE_HOME": str(s.data_dir), **(extra_env or {})}
     if s.kafka_bootstrap_servers is None:
         env["AGENTLAKE_KAFKA_PORT"] = str(s.kafka_port)
+    kind = STREAM_WORKER if name.startswith(STREAM_WORKER) else name
+    cmd = [sys.executable, "-m", "agentlake", "worker", kind]
+    if kind == STREAM_WORKER:
+        cmd += ["--name", name]
     log = open(proc.log_file, "ab")  # noqa: SIM115
     p = subprocess.Popen(
-        [sys.executable, "-m", "agentlake", "worker", name],
+        cmd,
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -372,35 +385,144 @@ def start_worker(s: Settings, name: str = "streams", extra_env: dict[str, str] |
     return p.pid
 
 
+def start_stream_workers(s: Settings, count: int, extra_env: dict[str, str] | None = None) -> dict[str, int]:
+    """Make stream workers 1..`count` run (one consumer group); those already alive are left alone."""
+    return {
+        stream_worker_name(i): start_worker(s, stream_worker_name(i), extra_env) for i in range(1, count + 1)
+    }
+
+
+def stop_stream_workers(s: Settings, names: list[str] | None = None, sig: int = signal.SIGTERM) -> list[str]:
+    """Stop the named stream workers (default: all); returns the ones that were running."""
+    stopped = []
+    for name in names if names is not None else list(stream_workers(s)):
+        if worker_proc(s, name).stop(sig=sig):
+            stopped.append(name)
+    return stopped
+
+
+def restart_stream_worker(s: Settings, name: str, extra_env: dict[str, str] | None = None) -> int:
+    """Stop `name` if it runs, start it again, while the group's other workers keep running."""
+    worker_proc(s, name).stop()
+    return start_worker(s, name, extra_env)
+
+
+def worker_health(s: Settings) -> dict[str, Any]:
+    """For `agentlake status`: each stream worker's pid (None: not running, e.g. crashed) and how many
+    trajectories the sink's reconciler had to score (an alarm: 0 when the worker lost nothing)."""
+    from agentlake.consumers.sink import reconciled_count
+
+    workers = stream_workers(s)
+    return {
+        "stream_workers": workers,
+        "stream_workers_down": sorted(n for n, pid in workers.items() if pid is None),
+        "reconciled": reconciled_count(s),
+    }
+
+
 def up(s: Settings, *, workers: bool = True, progress: Any = None) -> dict[str, Any]:
     s.data_dir.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {"home": str(s.data_dir), "bootstrap_servers": s.bootstrap_servers}
     if s.embedded_kafka:
         info["broker_pid"] = start_broker(s, progress)
+        record_stack(s)
     elif not _run_sync(_metadata_ok(s.bootstrap_servers)):
         raise StackError(f"KAFKA_BOOTSTRAP_SERVERS={s.bootstrap_servers} does not answer")
-    info["topics_created"] = _run_sync(ensure_topics(s))
+    topics = _run_sync(_ensure_topics(s))
+    info["topics_created"] = topics.created
+    info["replication_factor"] = topics.replication_factor
+    info["min_insync_replicas"] = topics.min_insync_replicas
+    info["schemas_published"] = _publish_schemas(s)
     if workers:
-        info["streams_pid"] = start_worker(s, "streams")
+        # the worker creates nothing the check above did not, but give faust the same copies
+        rf = {"AGENTLAKE_TOPIC_REPLICATION_FACTOR": str(topics.replication_factor)}
+        info["streams_pid"] = start_worker(s, "streams", extra_env=rf)
     return info
 
 
 def down(s: Settings) -> dict[str, bool]:
-    out = {"streams": worker_proc(s, "streams").stop(), "sink": worker_proc(s, "sink").stop()}
+    out = {"streams": bool(stop_stream_workers(s)), "sink": worker_proc(s, "sink").stop()}
     out["kafka"] = broker_proc(s).stop(timeout=40) if s.embedded_kafka else False
     return out
 
 
+def _publish_schemas(s: Settings) -> int:
+    """Announce the installed writer schemas (forward compatibility: README "Evolution")."""
+    from agentlake.schema_registry import publish
+
+    try:
+        n: int = _run_sync(publish(s))
+        return n
+    except Exception:
+        return 0
+
+
+def record_stack(s: Settings) -> None:
+    """Record which data dir the local broker on this port serves, so that commands run
+    from any folder find it (`Settings.data_dir`)."""
+    import json
+
+    s.stack_record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = s.stack_record.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"home": str(s.data_dir), "port": s.kafka_port}))
+    tmp.rename(s.stack_record)
+
+
+def process_state(proc: Proc) -> str:
+    """``running``, ``stopped`` (never started, or stopped by `down`) or ``crashed`` (its pid
+    file remains but the process is gone)."""
+    if proc.pid() is not None:
+        return "running"
+    return "crashed" if proc.pid_file.exists() else "stopped"
+
+
+async def _lags(s: Settings) -> dict[str, int | None]:
+    from agentlake.kafka_io import group_offsets
+    from agentlake.topics import TRAJECTORY_TOPICS
+
+    topics = {s.topic(t) for t in TRAJECTORY_TOPICS}
+    out: dict[str, int | None] = {}
+    groups = [("streams_lag", STREAMS_GROUP)]
+    if s.clickhouse_url or (s.data_dir / "store-id").exists():  # never create a store to look at it
+        groups.append(("sink_lag", s.sink_group))
+    for name, group in groups:
+        try:
+            committed, ends = await asyncio.wait_for(group_offsets(s, s.topic(group), topics), 10)
+        except Exception:
+            out[name] = None
+            continue
+        out[name] = (
+            sum(max(0, ends.get(tp, off) - off) for tp, off in committed.items()) if committed else None
+        )
+    return out
+
+
 def status(s: Settings) -> dict[str, Any]:
+    """What runs where: pids, whether a worker crashed, lags (events not yet processed by
+    the stream worker and by this store's sink; None when unknown), quarantined events."""
+    from agentlake.sdk._spill import count_quarantined
+
+    streams, sink = worker_proc(s, "streams"), worker_proc(s, "sink")
+    has_store = bool(s.clickhouse_url) or (s.data_dir / "store-id").exists()  # never create one here
     info: dict[str, Any] = {
         "home": str(s.data_dir),
         "bootstrap_servers": s.bootstrap_servers,
         "embedded_kafka": s.embedded_kafka,
         "broker_pid": broker_proc(s).pid() if s.embedded_kafka else None,
-        "streams_pid": worker_proc(s, "streams").pid(),
-        "sink_pid": worker_proc(s, "sink").pid(),
+        "streams_pid": streams.pid(),
+        "streams": process_state(streams),
+        "sink_pid": sink.pid(),
+        "sink": process_state(sink),
         "clickhouse": s.clickhouse_url or f"chdb:{s.chdb_path}",
         "milvus": s.milvus_target,
+        "sink_group": s.topic(s.sink_group) if has_store else None,
+        "quarantined": count_quarantined(s.spill_dir),
     }
+    for name, proc in (("streams", streams), ("sink", sink)):
+        if info[name] == "crashed":
+            info[f"{name}_log"] = str(proc.log_file)
     info["kafka_reachable"] = _run_sync(_metadata_ok(s.bootstrap_servers))
+    info.update(worker_health(s))
+    if info["kafka_reachable"]:
+        info.update(_run_sync(_lags(s)))
     return info

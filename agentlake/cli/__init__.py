@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sys
 
-from agentlake.cli import dashboard, demo, export, mcp, ops, otel, query, registry, replay, sim  # noqa: F401
-from agentlake.cli._app import UserError, app, console, quiet_logs
+from agentlake.cli import (  # noqa: F401  (importing a command module registers its commands)
+    auth,
+    dashboard,
+    demo,
+    export,
+    lake,
+    lake_docs,
+    mcp,
+    ops,
+    otel,
+    projections,
+    query,
+    registry,
+    replay,
+    sim,
+    token,
+)
+from agentlake.cli._app import UserError, app, console, one_line_error, quiet_logs
 from agentlake.cli.export import export_rows
 from agentlake.cli.query import read_dead_letters
 from agentlake.cli.sim import _sim_run
@@ -14,14 +33,47 @@ __all__ = ["UserError", "_sim_run", "app", "export_rows", "main", "quiet_logs", 
 
 
 def main() -> None:
-    from agentlake.projections.clickhouse import ClickHouseError
-    from agentlake.stack import StackError
-
+    """The `agentlake` entry point: one line and exit 2 for an error the user can act on,
+    one line and exit 70 (EX_SOFTWARE) for anything else; the traceback only with --debug."""
+    debug = "--debug" in sys.argv[1:] or os.environ.get("AGENTLAKE_DEBUG", "") in ("1", "true")
+    sys.argv = [a for a in sys.argv if a != "--debug"]
     quiet_logs()
+    _install_schema_lookup()
     try:
         app()
-    except (UserError, StackError, ClickHouseError) as e:
-        console.print(f"[red]error:[/] {e}", soft_wrap=True, highlight=False)
-        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:
+        if debug:
+            raise
+        s = None
+        with contextlib.suppress(Exception):
+            from agentlake.settings import get_settings
+
+            s = get_settings()
+        known = one_line_error(e, s)
+        if known is None:
+            msg = f"unexpected {type(e).__name__}: {_first_line(e)} (rerun with --debug for the traceback)"
+            code = 70
+        else:
+            msg, code = known
+        from rich.markup import escape
+
+        console.print(f"[red]error:[/] {escape(msg)}", soft_wrap=True, highlight=False)
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # clients collected at exit: noise
+        sys.exit(code)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+def _install_schema_lookup() -> None:
+    """Workers and commands decode events from newer SDKs: unknown writer schemas are
+    looked up on the schema topic (see `agentlake.schema_registry`)."""
+    from agentlake.schema_registry import install
+
+    install()

@@ -37,6 +37,16 @@ out = Console()
 JSON_OPT = typer.Option(False, "--json", help="print machine-readable JSON on stdout")
 
 
+@app.callback()
+def _root(
+    debug: bool = typer.Option(
+        False, "--debug", help="on an error, print the full traceback instead of one line"
+    ),
+) -> None:
+    """AgentLake: event-sourced infrastructure for reliable AI agents."""
+    # `main()` reads --debug before Typer runs (it may appear anywhere); declared here for --help.
+
+
 class UserError(Exception):
     """An error the user can fix; printed as one line, exit code 2."""
 
@@ -48,20 +58,37 @@ def _settings() -> Settings:
         return get_settings()
     except ValidationError as e:
         err = e.errors()[0]
+        if not err["loc"]:  # a check across settings (e.g. the size limits): its message names them
+            raise UserError(f"bad settings: {str(err['msg']).removeprefix('Value error, ')}") from e
         field = ".".join(str(p) for p in err["loc"])
         raise UserError(f"bad setting AGENTLAKE_{field.upper()}={err.get('input')!r}: {err['msg']}") from e
 
 
 def _print_json(data: Any) -> None:
-    out.print_json(json.dumps(data, default=str))
+    """Strict JSON on stdout (NaN and infinities become null)."""
+    from agentlake.schemas._bounds import _clean
+
+    out.print_json(json.dumps(_clean(json.loads(json.dumps(data, default=str))), allow_nan=False))
+
+
+def require_store(s: Settings) -> None:
+    """Read commands never create a projection store: an embedded one must exist already."""
+    if s.clickhouse_url is None and not s.data_dir.is_dir():
+        raise UserError(
+            f"no AgentLake data dir at {s.data_dir}: run `agentlake up` first, run this from the "
+            "project folder, or set AGENTLAKE_HOME"
+        )
 
 
 async def _with_projections(fn: Any, catch_up: bool) -> Any:
+    """Run `fn(clickhouse_client)` on this store, after projecting what the log holds when
+    `catch_up` (with the consumer group bound to this store: `Settings.sink_group`)."""
     s = _settings()
+    require_store(s)
     if catch_up:
         from agentlake.consumers import Projector
 
-        async with Projector(s) as p:
+        async with Projector(s, group_id=s.sink_group) as p:
             await p.catch_up(timeout=120)
             return await asyncio.to_thread(fn, p.clickhouse)
     from agentlake.projections.clickhouse import connect
@@ -79,8 +106,55 @@ def split_ref(ref: str) -> tuple[str, str | None]:
 
 
 def quiet_logs(level: int = logging.WARNING) -> None:
-    """Warnings and up from us; only errors from the chatty libraries underneath."""
+    """Warnings and up from us; only errors from the chatty libraries underneath, and
+    repeated messages (e.g. connection errors while the broker is down) rate-limited."""
+    from agentlake._logging import rate_limit_chatty_loggers
+
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # milvus-lite's gRPC C core
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for name in ("faiss", "faiss.loader", "milvus_lite", "grpc", "grpc._server", "aiokafka", "chdb"):
         logging.getLogger(name).setLevel(logging.CRITICAL if name.startswith("grpc") else logging.ERROR)
+    rate_limit_chatty_loggers()
+
+
+def one_line_error(e: BaseException, s: Settings | None = None) -> tuple[str, int] | None:
+    """(message, exit code) for errors a user can act on; None for anything else (a bug).
+
+    Kafka that does not answer, SQL that ClickHouse rejects, bad settings and files
+    that cannot be read all become one line that says what to do, exit code 2.
+    """
+    from agentlake.projections.clickhouse import ClickHouseError
+    from agentlake.stack import StackError
+
+    if isinstance(e, UserError | StackError | ClickHouseError):
+        return str(e), 2
+    name = type(e).__name__
+    module = type(e).__module__
+    if module.startswith("aiokafka") or name in ("KafkaConnectionError", "NoBrokersAvailable"):
+        where = s.bootstrap_servers if s is not None else "KAFKA_BOOTSTRAP_SERVERS"
+        return (
+            f"Kafka at {where} did not answer ({name}): start it with `agentlake up`, "
+            "or check KAFKA_BOOTSTRAP_SERVERS / AGENTLAKE_KAFKA_PORT",
+            2,
+        )
+    if module.startswith("clickhouse_connect"):
+        return f"ClickHouse: {clickhouse_message(str(e))}", 2
+    if isinstance(e, ConnectionError | TimeoutError):
+        return f"{name}: {e}: is the stack up? (agentlake status)", 2
+    if isinstance(e, FileNotFoundError | PermissionError | IsADirectoryError):
+        return f"{e.strerror or name}: {e.filename}", 2
+    return None
+
+
+def clickhouse_message(text: str) -> str:
+    """The one useful line of a ClickHouse exception: what failed and its error code."""
+    import re
+
+    text = " ".join(text.split())
+    m = re.search(r"DB::Exception: (?:[\w-]+: )?(.*?)(?: \(version [^)]*\))?\. \(([A-Z_]+)\)", text)
+    msg, code = (m.group(1), m.group(2)) if m else (text, "")
+    msg = re.sub(r"DB::Exception: |Code: \d+\. ", "", msg)
+    msg = msg.split(" Expected one of")[0].split(": 1 | ")[0].split(" SETTINGS readonly")[0]
+    if code == "READONLY":
+        msg = "this command only reads: write statements (CREATE, INSERT, ALTER, ...) are refused"
+    return f"{msg[:300]}" + (f" ({code})" if code else "")

@@ -49,8 +49,9 @@ def demo(
     sim: dict[str, Any] = {}
     if simulate:
         sim = _demo_simulation(s, trials)
+    auth = _demo_auth(s)
     if as_json:
-        _print_json({**result, "simulation": sim})
+        _print_json({**result, "simulation": sim, "auth": auth})
         return
     out.rule("1. agents in production: events → Kafka → stream rewards → ClickHouse / Milvus")
     render_summary(
@@ -71,6 +72,10 @@ def demo(
             " → ".join(n["tool_sequence"]),
         )
     out.print(t)
+    if result.get("lake"):
+        from agentlake.cli.lake import render_lake_demo
+
+        render_lake_demo(result["lake"])
     if sim:
         out.rule("2. simulation as CI: registry → staging MCP → suite × trials → pipeline → gate")
         out.print(f"registered: {', '.join(sim['registered'])}")
@@ -80,6 +85,22 @@ def demo(
         render_sim_report(sim["candidate"])
         verdict = "would merge" if sim["candidate"]["passed"] else "blocked by the gate"
         out.print(f"[bold]CI verdict for support-bot@1.1-beta: {verdict}[/]")
+    from agentlake.auth.demo import render_lines
+
+    out.rule("3. agent auth: delegation → gateway → denied tool → live revocation")
+    for line in render_lines(auth):
+        out.print(line, highlight=False, markup=False)
+
+
+def _demo_auth(s: Settings) -> dict[str, Any]:
+    from agentlake.auth.demo import auth_demo
+    from agentlake.sdk import KafkaEmitter
+
+    emitter = KafkaEmitter(s.bootstrap_servers, s.spill_dir, client_id="agentlake-auth-demo")
+    try:
+        return asyncio.run(auth_demo(s, emitter))
+    finally:
+        emitter.close(10)
 
 
 def _demo_simulation(s: Settings, trials: int) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import typer
 
 from agentlake.cli._app import (
     UserError,
+    _settings,
     _with_projections,
     app,
     console,
@@ -29,19 +30,70 @@ def export(
     successful: bool = typer.Option(False, help="only successful trajectories"),
     limit: int = typer.Option(100_000, help="at most this many trajectories"),
     out_file: Path | None = typer.Option(None, "--out", help="write here instead of stdout"),
+    metadata_file: Path | None = typer.Option(
+        None,
+        "--metadata-out",
+        help="sidecar JSONL: each row's trajectory id, reward, outcome (default with --out: OUT.meta.jsonl)",
+    ),
+    inline_metadata: bool = typer.Option(
+        False, help="keep a 'metadata' key in every row (not accepted by OpenAI fine-tuning)"
+    ),
 ) -> None:
-    """Export trajectories with their tool calls as chat fine-tuning data (rewards attached)."""
+    """Export trajectories with their tool calls as OpenAI chat fine-tuning data.
+
+    Every row passes the format's rules (`agentlake.sim.export.validate_chat_row`); a
+    trajectory that cannot (truncated arguments, crashed after a tool call) is left
+    out and counted. Rewards and ids go to the metadata sidecar."""
     if fmt != "openai-chat-jsonl":
         raise UserError(f"unknown --format {fmt!r}: supported: openai-chat-jsonl")
+    skipped: dict[str, int] = {}
+    tools = asyncio.run(_known_tools())
     rows = asyncio.run(
         _with_projections(
-            lambda ch: export_rows(ch, min_reward, agent, run, successful, limit), catch_up=True
+            lambda ch: export_rows(ch, min_reward, agent, run, successful, limit, tools, skipped=skipped),
+            catch_up=True,
         )
     )
     from agentlake.sim.export import write_jsonl
 
-    n = write_jsonl(rows, sys.stdout if out_file is None else out_file)
-    console.print(f"exported {n} trajectories" + (f" to {out_file}" if out_file else ""))
+    if metadata_file is None and out_file is not None and not inline_metadata:
+        metadata_file = out_file.with_name(out_file.name.removesuffix(".jsonl") + ".meta.jsonl")
+    n = write_jsonl(
+        rows,
+        sys.stdout if out_file is None else out_file,
+        metadata=metadata_file,
+        inline_metadata=inline_metadata,
+    )
+    console.print(
+        f"exported {n} trajectories"
+        + (f" to {out_file}" if out_file else "")
+        + (f" (metadata in {metadata_file})" if metadata_file else "")
+    )
+    for reason, count in sorted(skipped.items()):
+        console.print(f"left out {count}: {reason}")
+
+
+async def _known_tools() -> dict[str, list[dict[str, Any]]]:
+    """Tool specs by server id: the reference shop and every registered server's tools."""
+    from agentlake.sim.reference import SHOP_TOOLS
+
+    out: dict[str, list[dict[str, Any]]] = {"shop": [dict(t) for t in SHOP_TOOLS]}
+    try:
+        from agentlake.registry import read_registry
+
+        registry = await read_registry(_settings())
+    except Exception:  # no broker: export what ClickHouse holds, with tools inferred from calls
+        return out
+    for spec in registry.servers():
+        if spec.tools:
+            out.setdefault(
+                spec.id,
+                [
+                    {"name": t.name, "description": t.description, "input_schema": t.input_schema}
+                    for t in spec.tools
+                ],
+            )
+    return out
 
 
 def export_rows(
@@ -52,12 +104,17 @@ def export_rows(
     successful: bool,
     limit: int,
     tools_by_server: dict[str, list[dict[str, Any]]] | None = None,
+    *,
+    skipped: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Chat fine-tuning rows for the trajectories whose final reward matches the filters."""
+    """Chat fine-tuning rows for the trajectories whose final reward matches the filters.
+
+    Rows that cannot be exported validly are left out; `skipped` (when given)
+    counts them by reason."""
     import json as _json
 
     from agentlake.projections.clickhouse import query
-    from agentlake.sim.export import tools_to_openai, trajectory_to_chat
+    from agentlake.sim.export import NotExportable, tools_to_openai, trajectory_to_chat, validate_chat_row
 
     where = ["is_final = 1"]
     params: dict[str, Any] = {"limit": limit}
@@ -106,12 +163,28 @@ def export_rows(
             "run_id": r["run_id"],
             "scenario": r["scenario_id"],
         }
+        used = sorted({str(e["server_id"]) for e in evs if e.get("server_id")})
+        tools = [t for sv in used for t in (tools_by_server or {}).get(sv, [])]
+        called = {str(e.get("tool")) for e in evs if e["record"] == "ToolCallRequested"}
+        tools = [t for t in tools if t["name"] in called]  # what the trajectory could call and did
         try:
-            used = sorted({str(e["server_id"]) for e in evs if e.get("server_id")})
-            tools = [t for sv in used for t in (tools_by_server or {}).get(sv, [])]
-            out.append(
-                trajectory_to_chat(evs, tools=tools_to_openai(tools) if tools else None, reward=reward)
+            row = trajectory_to_chat(evs, tools=tools_to_openai(tools) if tools else None, reward=reward)
+        except NotExportable as e:
+            reason = (
+                str(e).split(" (")[0] if "ends on" not in str(e) else "crashed: no final assistant answer"
             )
+            if skipped is not None:
+                key = "truncated or invalid tool arguments" if "arguments" in reason else reason
+                skipped[key] = skipped.get(key, 0) + 1
+            continue
         except ValueError:
-            continue  # incomplete trajectory (e.g. its start event was never projected)
+            if skipped is not None:  # incomplete trajectory (e.g. its start event was never projected)
+                skipped["incomplete trajectory"] = skipped.get("incomplete trajectory", 0) + 1
+            continue
+        problems = validate_chat_row({k: v for k, v in row.items() if k != "metadata"})
+        if problems:
+            if skipped is not None:
+                skipped[f"invalid row: {problems[0]}"] = skipped.get(f"invalid row: {problems[0]}", 0) + 1
+            continue
+        out.append(row)
     return out

@@ -70,12 +70,81 @@ def status(as_json: bool = JSON_OPT) -> None:
 
 
 @worker_app.command("streams")
-def worker_streams(loglevel: str = typer.Option("info")) -> None:
-    """Run the faust stream processor (rewards, policy findings, dead letters)."""
+def worker_streams(
+    loglevel: str = typer.Option("info"),
+    name: str = typer.Option(
+        "streams", help="this worker's name (its data dir under AGENTLAKE_HOME/streams)"
+    ),
+) -> None:
+    """Run the faust stream processor (rewards, policy findings, dead letters) in the foreground."""
     from agentlake.streams.app import run_worker
 
     sys.argv = [sys.argv[0]]  # faust's Worker parses argv; ours are consumed already
-    run_worker(_settings(), _rules(), loglevel=loglevel)
+    run_worker(_settings(), _rules(), loglevel=loglevel, name=name)
+
+
+@worker_app.command("start")
+def worker_start(
+    count: int = typer.Option(1, "--count", "-n", min=1, max=64, help="stream workers in the group"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Start stream workers 1..N as daemons in one consumer group (running ones are left alone)."""
+    from agentlake import stack
+
+    started = stack.start_stream_workers(_settings(), count)
+    if as_json:
+        _print_json({"stream_workers": started})
+    else:
+        console.print("stream workers: " + ", ".join(f"{n} (pid {p})" for n, p in started.items()))
+
+
+@worker_app.command("restart")
+def worker_restart(
+    name: str = typer.Argument(..., help="a stream worker's name, e.g. streams or streams-2"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Restart one stream worker (e.g. after it was killed) while the others keep running."""
+    from agentlake import stack
+
+    if name != stack.STREAM_WORKER and not name.removeprefix(f"{stack.STREAM_WORKER}-").isdigit():
+        console.print(f"[red]error[/]: {name!r} is not a stream worker name (streams, streams-2, ...)")
+        raise typer.Exit(2)
+    pid = stack.restart_stream_worker(_settings(), name)
+    if as_json:
+        _print_json({"name": name, "pid": pid})
+    else:
+        console.print(f"{name} restarted (pid {pid})")
+
+
+@worker_app.command("stop")
+def worker_stop(
+    names: list[str] = typer.Argument(None, help="stream workers to stop (default: all)"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Stop stream workers (all by default)."""
+    from agentlake import stack
+
+    stopped = stack.stop_stream_workers(_settings(), names or None)
+    if as_json:
+        _print_json({"stopped": stopped})
+    else:
+        console.print("stopped: " + (", ".join(stopped) or "nothing was running"))
+
+
+@worker_app.command("list")
+def worker_list(as_json: bool = JSON_OPT) -> None:
+    """Stream workers with a pid file under the data dir, and whether they run."""
+    from agentlake import stack
+
+    health = stack.worker_health(_settings())
+    if as_json:
+        _print_json(health)
+        return
+    t = Table("worker", "pid")
+    for n, p in health["stream_workers"].items():
+        t.add_row(n, str(p) if p else "[red]not running[/]")
+    out.print(t)
+    out.print(f"reconciled by the sink (should be 0): {health['reconciled']}")
 
 
 def _rules() -> Any:

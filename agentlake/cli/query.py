@@ -1,4 +1,4 @@
-"""Read commands over the projections and the log: report, sql, dlq."""
+"""Read commands over the projections and the log: report, sql, dlq (and dlq redrive)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from rich.table import Table
 
 from agentlake.cli._app import (
     JSON_OPT,
+    UserError,
     _print_json,
     _settings,
     _with_projections,
     app,
+    clickhouse_message,
     out,
 )
 from agentlake.cli.demo import render_summary
@@ -44,38 +46,90 @@ def sql(
     statement: str = typer.Argument(
         ..., help="a SELECT over events, trajectories, steps, tool_calls, rewards, ..."
     ),
-    catch_up: bool = typer.Option(False, help="project what the log holds before reading"),
+    catch_up: bool = typer.Option(
+        True, help="project what the log holds before reading (--no-catch-up: may be stale)"
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Run a read query against the ClickHouse projections."""
-    from agentlake.projections.clickhouse import jsonable, query
+    """Run a read-only query against the ClickHouse projections (ClickHouse `readonly=1`:
+    CREATE, INSERT, ALTER, DROP and SET are refused)."""
+    from agentlake.projections.clickhouse import jsonable
 
-    rows = asyncio.run(_with_projections(lambda ch: query(ch, statement), catch_up))
+    rows = asyncio.run(_with_projections(lambda ch: read_only_query(ch, statement), catch_up))
     if as_json:
         _print_json(jsonable(rows))
         return
-    t = Table()
-    for c in rows[0].keys() if rows else []:
+    if not rows:
+        out.print("0 rows")
+        return
+    t = Table(caption=f"{len(rows)} row{'s' if len(rows) != 1 else ''}")
+    for c in rows[0]:
         t.add_column(c)
     for r in rows:
         t.add_row(*[str(v) for v in r.values()])
     out.print(t)
 
 
-@app.command()
+def read_only_query(client: Any, statement: str) -> list[dict[str, Any]]:
+    """Rows of `statement`, run with ClickHouse's ``readonly=1`` (reads only, settings fixed).
+
+    Raises:
+        UserError: ClickHouse refused the statement (syntax, unknown table, a write).
+    """
+    from clickhouse_connect.driver.exceptions import Error as ClickHouseClientError
+
+    try:
+        res = client.query(statement, settings={"readonly": 1})
+    except ClickHouseClientError as e:
+        raise UserError(f"ClickHouse: {clickhouse_message(str(e))}") from e
+    names = res.column_names
+    return [dict(zip(names, row, strict=True)) for row in res.result_rows]
+
+
+def source_topic(name: str) -> str:
+    """A topic that has dead letters (``agent.steps``; ``agent.steps.dlq`` also accepted).
+
+    Raises:
+        UserError: not one of the project's topics with a dead-letter topic.
+    """
+    from agentlake.topics import all_topics
+
+    name = name.removesuffix(".dlq")
+    known = [t.name for t in all_topics() if not t.compacted and not t.name.endswith(".dlq")]
+    if name not in known:
+        raise UserError(f"unknown topic {name!r}: dead letters exist for {', '.join(known)}")
+    return name
+
+
+dlq_app = typer.Typer(
+    help="Dead letters: show them (`agentlake dlq --topic T`) or re-drive them (`agentlake dlq redrive`).",
+    invoke_without_command=True,
+)
+app.add_typer(dlq_app, name="dlq")
+TOPIC_OPT = typer.Option("agent.trajectories", "--topic", help="source topic whose dead letters to read")
+
+
+@dlq_app.callback()
 def dlq(
-    topic: str = typer.Option("agent.trajectories", help="source topic whose dead letters to read"),
+    ctx: typer.Context,
+    topic: str = TOPIC_OPT,
     limit: int = typer.Option(20, help="at most this many"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Show dead letters (malformed records) with their reasons."""
+    if ctx.invoked_subcommand is not None:
+        return
     from agentlake.topics import dlq as dlq_name
 
-    rows = asyncio.run(read_dead_letters(_settings(), dlq_name(topic), limit))
+    name = dlq_name(source_topic(topic))
+    rows = asyncio.run(read_dead_letters(_settings(), name, limit))
     if as_json:
         _print_json(rows)
         return
-    t = Table(title=dlq_name(topic))
+    if not rows:
+        out.print(f"0 rows: no dead letters on {name}")
+        return
+    t = Table(title=name)
     for c in ("position", "reason", "detail", "bytes"):
         t.add_column(c)
     for r in rows:
@@ -83,26 +137,147 @@ def dlq(
     out.print(t)
 
 
+@dlq_app.command("redrive")
+def dlq_redrive(
+    topic: str = TOPIC_OPT,
+    reason: list[str] = typer.Option(
+        ["unknown_fingerprint"], "--reason", help="re-drive dead letters with this reason (repeatable)"
+    ),
+    all_reasons: bool = typer.Option(False, "--all", help="re-drive every dead letter, whatever its reason"),
+    from_beginning: bool = typer.Option(
+        False, help="start from the first dead letter, not after the last re-drive"
+    ),
+    dry_run: bool = typer.Option(False, help="count what would be re-driven, send nothing"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Send dead letters back to their source topic, with their original key.
+
+    Use after the cause is fixed: e.g. events of a newer SDK dead-lettered as
+    `unknown_fingerprint` before the worker learned their schema. Progress is kept
+    per dead-letter topic (consumer group `agentlake-redrive`), so a dead letter is
+    re-driven once; one that fails again is dead-lettered again, with its reason.
+    """
+    name = source_topic(topic)
+    res = asyncio.run(
+        redrive(_settings(), name, None if all_reasons else set(reason), from_beginning, dry_run)
+    )
+    if as_json:
+        _print_json(res)
+    else:
+        verb = "would re-drive" if dry_run else "re-drove"
+        out.print(f"{verb} {res['redriven']} of {res['read']} dead letters from {res['dlq']} to {name}")
+
+
+async def redrive(
+    s: Settings, topic: str, reasons: set[str] | None, from_beginning: bool = False, dry_run: bool = False
+) -> dict[str, Any]:
+    """Re-produce the dead letters of `topic` (logical name) whose reason is in `reasons`
+    (all when None) to their source topic; commit the position unless `dry_run`.
+
+    Returns ``{"dlq", "read", "redriven", "by_reason"}``.
+    """
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka.structs import OffsetAndMetadata
+
+    from agentlake.kafka_io import partitions
+    from agentlake.topics import dlq as dlq_name
+
+    name = s.topic(dlq_name(topic))
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=s.bootstrap_servers,
+        group_id=s.topic("agentlake-redrive"),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=s.bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        max_request_size=s.max_message_bytes,
+    )
+    await started(consumer)
+    try:
+        await started(producer)
+    except BaseException:
+        await consumer.stop()
+        raise
+    read = 0
+    by_reason: dict[str, int] = {}
+    futs = []
+    try:
+        parts: list[TopicPartition] = await partitions(consumer, [name])
+        if not parts:
+            raise UserError(f"topic {name} does not exist: run `agentlake up` to create the topics")
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        for tp in parts:
+            committed = None if from_beginning else await consumer.committed(tp)
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
+        while any([await consumer.position(tp) < ends[tp] for tp in parts]):
+            for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                for m in msgs:
+                    if m.offset >= ends[TopicPartition(m.topic, m.partition)]:
+                        continue
+                    read += 1
+                    h = {k: v.decode(errors="replace") for k, v in (m.headers or [])}
+                    why = h.get("reason", "")
+                    if reasons is not None and why not in reasons:
+                        continue
+                    by_reason[why] = by_reason.get(why, 0) + 1
+                    if not dry_run:
+                        target = h.get("source_topic") or s.topic(topic)
+                        futs.append(await producer.send(target, m.value, key=m.key))
+        if not dry_run:
+            await asyncio.gather(*futs)
+            await consumer.commit({tp: OffsetAndMetadata(ends[tp], "") for tp in parts})
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return {"dlq": name, "read": read, "redriven": sum(by_reason.values()), "by_reason": by_reason}
+
+
+async def started(client: Any) -> Any:
+    """`await client.start()`, stopping it again when that fails (no unclosed-client noise)."""
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
+    return client
+
+
 async def read_dead_letters(
     s: Settings, topic: str, limit: int, timeout: float = 5.0
 ) -> list[dict[str, Any]]:
+    """The first `limit` dead letters of the dead-letter topic `topic` (logical name), read
+    up to its end offsets at call time (or for at most `timeout` seconds)."""
     from aiokafka import AIOKafkaConsumer
 
+    from agentlake.kafka_io import partitions
+
     c = AIOKafkaConsumer(
-        s.topic(topic),
         bootstrap_servers=s.bootstrap_servers,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
     )
-    await c.start()
+    await started(c)
     rows: list[dict[str, Any]] = []
     try:
+        parts = await partitions(c, [s.topic(topic)])
+        if not parts:
+            return rows
+        c.assign(parts)
+        await c.seek_to_beginning(*parts)
+        ends = await c.end_offsets(parts)
         end = asyncio.get_running_loop().time() + timeout
         while len(rows) < limit and asyncio.get_running_loop().time() < end:
-            batch = await c.getmany(timeout_ms=300, max_records=limit)
-            if not batch and rows:
+            if all([await c.position(tp) >= ends[tp] for tp in parts]):
                 break
+            batch = await c.getmany(timeout_ms=300, max_records=limit)
             for msgs in batch.values():
                 for m in msgs:
                     h = {k: v.decode(errors="replace") for k, v in (m.headers or [])}

@@ -36,6 +36,13 @@ def replay(
         None, "--suite", help="the suite the trajectory came from (its state)"
     ),
     run: str | None = typer.Option(None, help="replay a whole past run as a new run of --suite"),
+    staging: list[Path] = typer.Option(
+        [], help="staging server spec(s) (YAML) the trajectory ran against, by name"
+    ),
+    server: str | None = typer.Option(
+        None,
+        help="without --suite: the staging server to replay on (default: the --staging spec's, else shop)",
+    ),
     where: str | None = typer.Option(
         None, help="or: trajectories matching this ClickHouse filter, e.g. \"outcome != 'success'\""
     ),
@@ -57,13 +64,27 @@ def replay(
             raise UserError(str(e)) from e
     if trajectory_id is None and run is None and where is None:
         raise UserError("give a TRAJECTORY_ID, or --run RUN_ID / --where FILTER (with --suite)")
+    from agentlake.sim.runner import RunnerError, StagingFactory
+
+    names: list[str] = []
+    for f in staging:  # fail fast, before the stack starts
+        try:
+            probe = StagingFactory()
+            probe.add_spec_file(str(f))
+            names.extend(probe.servers)
+        except RunnerError as e:
+            raise UserError(str(e)) from e
+    if server is None and suite is None and names:
+        server = names[-1]
     stack.up(s, workers=True, progress=lambda m: console.log(m))
     if trajectory_id is None:
         if suite is None:
             raise UserError("--run/--where re-run the trials of a suite: pass --suite FILE")
-        result = asyncio.run(_replay_run(s, suite, agent, run, where, timeout))
+        result = asyncio.run(_replay_run(s, suite, agent, run, where, timeout, staging))
     else:
-        result = asyncio.run(_replay_one(s, trajectory_id, agent, fork_at, suite, timeout))
+        result = asyncio.run(
+            _replay_one(s, trajectory_id, agent, fork_at, suite, timeout, staging=staging, server=server)
+        )
     if as_json:
         _print_json(result)
         return
@@ -82,7 +103,8 @@ def replay(
         "diverged",
         "never"
         if d is None
-        else f"at tool call {d['step']}: {d['reason']} (recorded {d['expected']}, candidate {d['actual']})",
+        else f"at tool call {d['step']}: {d['reason']} (recorded {d['expected']}, "
+        f"candidate {d['actual'] if d['actual'] is not None else 'stopped'})",
     )
     t.add_row("new trajectory", result["trajectory_id"])
     t.add_row("outcome", f"{'success' if result['success'] else 'failure'} ({result['reason']})")
@@ -91,7 +113,15 @@ def replay(
 
 
 async def _replay_one(
-    s: Settings, trajectory_id: str, ref: str, fork_at: int | None, suite: Any, timeout: float
+    s: Settings,
+    trajectory_id: str,
+    ref: str,
+    fork_at: int | None,
+    suite: Any,
+    timeout: float,
+    *,
+    staging: list[Path] | None = None,
+    server: str | None = None,
 ) -> dict[str, Any]:
     from agentlake.consumers import Projector
     from agentlake.registry import read_registry
@@ -103,6 +133,10 @@ async def _replay_one(
     registry = await read_registry(s)
     try:
         target = resolve_agent(ref, registry)
+        factory = StagingFactory.default(registry)
+        for f in staging or []:
+            factory.add_spec_file(str(f))
+        factory.tool_names(server or "shop")
     except RunnerError as e:
         raise UserError(str(e)) from e
     async with Projector(s) as projector:
@@ -121,8 +155,9 @@ async def _replay_one(
                 tracer,
                 suite=suite,
                 fork_at=fork_at,
-                staging=StagingFactory.default(registry),
+                staging=factory,
                 run_id=run_id,
+                server=server,
             )
         except RunnerError as e:
             raise UserError(str(e)) from e
@@ -156,7 +191,13 @@ async def _replay_one(
 
 
 async def _replay_run(
-    s: Settings, suite: Any, ref: str, run: str | None, where: str | None, timeout: float
+    s: Settings,
+    suite: Any,
+    ref: str,
+    run: str | None,
+    where: str | None,
+    timeout: float,
+    staging: list[Path] | None = None,
 ) -> dict[str, Any]:
     from agentlake.consumers import Projector
     from agentlake.sim.replay import trials_of_run
@@ -175,7 +216,17 @@ async def _replay_run(
     if not trials:
         raise UserError(f"the trials of {run or where!r} are not in suite {suite.id}")
     _code, report = await _sim_run(
-        s, suite, trials, ref, None, f"replay-of-{run or 'query'}", 8, False, [], 0.0, timeout
+        s,
+        suite,
+        trials,
+        ref,
+        None,
+        f"replay-of-{run or 'query'}",
+        8,
+        False,
+        list(staging or []),
+        0.0,
+        timeout,
     )
     return {
         "source": run or where,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from agentlake.cli._app import (
@@ -50,6 +51,11 @@ def sim_run(
     fault_rate: float = typer.Option(0.0, help="inject tool errors at this rate into every staging tool"),
     seed: int = typer.Option(0, help="base seed: the same seed replays the same trials"),
     timeout: float = typer.Option(300.0, help="seconds to wait for the pipeline to score every trial"),
+    auth: bool = typer.Option(
+        False,
+        "--auth",
+        help="put the auth gateway in front of the staging servers (tokens from the registry grants)",
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Run a suite against an agent, score it through the pipeline, gate it against a baseline."""
@@ -83,11 +89,29 @@ def sim_run(
             f"the gate of {suite_file} checks pass^{max(gate_ks)}/pass@{max(gate_ks)}, which needs at least "
             f"{max(gate_ks)} trials per case: use --trials {max(gate_ks)} or more"
         )
-    stack.up(s, workers=True, progress=lambda m: console.log(m))
+    from agentlake.sim.runner import RunnerError, StagingFactory
+
+    for f in staging:  # fail fast, before the stack starts
+        try:
+            StagingFactory().add_spec_file(str(f))
+        except RunnerError as e:
+            raise UserError(str(e)) from e
     expanded = expand(suite, trials, base_seed=seed)
+    stack.up(s, workers=True, progress=lambda m: console.log(m))
     code, report = asyncio.run(
         _sim_run(
-            s, suite, expanded, ref, baseline, tag, concurrency, early_stop, staging, fault_rate, timeout
+            s,
+            suite,
+            expanded,
+            ref,
+            baseline,
+            tag,
+            concurrency,
+            early_stop,
+            staging,
+            fault_rate,
+            timeout,
+            auth=auth,
         )
     )
     if junit:
@@ -102,6 +126,9 @@ def sim_run(
         _print_json(report)
     else:
         render_sim_report(report)
+        if "auth" in report:  # sim run --auth
+            a = report["auth"]
+            console.print(f"auth: {a['decisions']} calls through the gateway, {a['denied']} denied")
     raise typer.Exit(code)
 
 
@@ -118,6 +145,7 @@ async def _sim_run(
     fault_rate: float,
     timeout: float,
     projector: Any = None,
+    auth: bool = False,
 ) -> tuple[int, dict[str, Any]]:
     """Run, score through the pipeline, gate. `projector`: a started sink to reuse (else one is
     started for the call; one process must not run two sinks of the same group)."""
@@ -127,9 +155,18 @@ async def _sim_run(
     from agentlake.registry import read_registry
     from agentlake.sdk import KafkaEmitter, Tracer
     from agentlake.sim import gate as g
-    from agentlake.sim.metrics import GateSpec
-    from agentlake.sim.runner import RunnerError, StagingFactory, resolve_agent, run_suite, stable_run_id
+    from agentlake.sim.metrics import DEFAULT_GATE, GateSpec
+    from agentlake.sim.openapi import OpenAPIError
+    from agentlake.sim.runner import (
+        RunnerError,
+        StagingFactory,
+        check_setup,
+        resolve_agent,
+        run_suite,
+        stable_run_id,
+    )
     from agentlake.sim.staging import Faults
+    from agentlake.sim.suite import SuiteError
 
     registry = await read_registry(s)
     try:
@@ -137,7 +174,8 @@ async def _sim_run(
         factory = StagingFactory.default(registry, Faults(error_rate=fault_rate) if fault_rate else None)
         for f in staging_files:
             factory.add_spec_file(str(f))
-    except RunnerError as e:
+        check_setup(trials, factory)
+    except (RunnerError, SuiteError, OpenAPIError) as e:
         raise UserError(str(e)) from e
     runs = await g.read_runs(s)
     base = g.resolve_baseline(runs, baseline_ref, suite.id) if baseline_ref else None
@@ -146,13 +184,18 @@ async def _sim_run(
             f"baseline {baseline_ref!r} is neither a run id nor a tag of suite {suite.id} "
             "(agentlake sim runs)"
         )
-    gate_spec: GateSpec | None = suite.gate
-    stop: tuple[int, float] | None = None
-    if early_stop and gate_spec is not None:
-        stop = _early_stop_rule(gate_spec)
+    gate_spec: GateSpec = suite.gate if suite.gate is not None else DEFAULT_GATE
+    stop: tuple[int, float] | None = _early_stop_rule(gate_spec) if early_stop else None
     run_id = stable_run_id(suite, target.ref)
     emitter = KafkaEmitter(s.bootstrap_servers, s.spill_dir)
     tracer = Tracer(target.agent_id, target.version, tenant="sim", emitter=emitter, settings=s)
+    auth_hook = None
+    if auth:  # agent auth: a gateway in front of every trial's staging server
+        from agentlake.auth.simhook import SimAuth
+
+        auth_hook = SimAuth.for_agent(
+            registry, target.agent_id, target.version, emitter=emitter, topic=s.topic
+        )
     started = now_us()
     with Progress(
         TextColumn("{task.description}"),
@@ -171,7 +214,9 @@ async def _sim_run(
             staging=factory,
             concurrency=concurrency,
             early_stop=stop,
+            stop_on_pass=len(gate_spec.resolved()) == 1,
             progress=lambda _r: bar.advance(task),
+            wrap_client=auth_hook.wrap if auth_hook is not None else None,
         )
         await asyncio.to_thread(emitter.flush, 60)
         emitter.close(10)
@@ -194,13 +239,30 @@ async def _sim_run(
                 )
             rows = await asyncio.to_thread(g.read_trials, p.clickhouse, run_id)
             base_rows = await asyncio.to_thread(g.read_trials, p.clickhouse, base.run_id) if base else []
+            if base_rows and any(not r.success and r.attribution == "tool" for r in rows):
+                ids = [r.trajectory_id for r in rows + base_rows]
+                faults = await asyncio.to_thread(g.faults_of, p.clickhouse, ids)
+                g.reattribute(rows, base_rows, faults)
         finally:
             if owned:
                 await p.stop()
-    metrics = g.metrics_of(rows)
+    planned: dict[str, int] = {}
+    for t in trials:
+        planned[t.case_id] = planned.get(t.case_id, 0) + 1
+    metrics = g.metrics_of(rows, planned=planned)
     base_metrics = g.metrics_of(base_rows) if base_rows else None
     result = g.gate_of(gate_spec, metrics, base_metrics)
     skipped = [{"trial_id": t.trial_id, "scenario": t.case_id} for t in outcome.skipped]
+    scored = {(r.case_id, r.trial) for r in rows}
+    skipped_ids = {t.trial_id for t in outcome.skipped}
+    missing = [
+        {"trial_id": t.trial_id, "scenario": t.case_id}
+        for t in trials
+        if (t.case_id, t.index) not in scored and t.trial_id not in skipped_ids
+    ]
+    warnings = g.reward_warnings(rows)
+    if suite.gate is None:
+        warnings.append("the suite declares no gate: the default gate requires every trial to pass")
     report = g.report_json(
         run_id=run_id,
         suite_id=suite.id,
@@ -212,6 +274,10 @@ async def _sim_run(
         baseline_metrics=base_metrics,
         skipped=skipped,
         seconds=outcome.seconds,
+        planned=len(trials),
+        missing=missing,
+        gate_source="suite" if suite.gate is not None else "default",
+        warnings=warnings,
     )
     await g.record_run(
         s,
@@ -230,7 +296,17 @@ async def _sim_run(
             report={"pass_hat": metrics.pass_hat, "reward": metrics.reward_total},
         ),
     )
-    return (1 if result is not None and not result.passed else 0), report
+    if auth_hook is not None:
+        report["auth"] = auth_hook.summary()
+    return exit_code(report), report
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    """0: the gate passed. 1: it failed. 3: it failed and some trials failed on infrastructure
+    (the model provider), so the run cannot tell a regression from an outage. (2: setup error.)"""
+    if report["passed"] is not False:
+        return 0
+    return 3 if report["failures_by"].get("infrastructure") else 1
 
 
 def _early_stop_rule(gate_spec: Any) -> tuple[int, float] | None:
@@ -242,12 +318,18 @@ def _early_stop_rule(gate_spec: Any) -> tuple[int, float] | None:
 
 
 def render_sim_report(report: dict[str, Any]) -> None:
-    t = Table(title=f"{report['suite']} × {report['agent']} — run {report['run_id']}")
+    # whole case ids, folded when the terminal is narrow; lines between rows keep them apart
+    t = Table(
+        title=escape(f"{report['suite']} × {report['agent']} — run {report['run_id']}"), show_lines=True
+    )
     for c in ("scenario", "n", "pass^1", "pass^k", "reward", "calls", "skipped", "failures by"):
-        t.add_column(c, justify="right" if c not in ("scenario", "failures by") else "left")
+        if c == "scenario":
+            t.add_column(c, overflow="fold")
+        else:
+            t.add_column(c, justify="right" if c != "failures by" else "left", overflow="fold")
     for sc in report["scenarios"]:
         t.add_row(
-            sc["scenario"],
+            escape(sc["scenario"]),
             str(sc["n"]),
             f"{sc['pass_hat_1']:.2f}",
             f"{sc['pass_hat_k']:.2f} (k={sc['k']})",
@@ -292,13 +374,20 @@ def render_sim_report(report: dict[str, Any]) -> None:
             gt.add_column(c)
         for c in report["gate"]:
             gt.add_row(
-                f"{c['name']} {c['kind']}",
+                escape(f"{c['name']} {c['kind']}"),
                 "–" if c["value"] is None else f"{c['value']:.3f}",
                 "–" if c["baseline"] is None else f"{c['baseline']:.3f}",
                 str(c["threshold"]),
                 "[green]pass[/]" if c["passed"] else "[red]FAIL[/]",
             )
         out.print(gt)
+        for w in report.get("warnings", []):
+            out.print(f"[yellow]warning:[/] {escape(w)}")
+        if report["failures_by"].get("infrastructure"):
+            out.print(
+                f"[yellow]{report['failures_by']['infrastructure']} trial(s) failed on infrastructure "
+                "(model provider); they count as failures, and a failed gate exits 3[/]"
+            )
         verdict = "[green]PASSED[/]" if report["passed"] else "[red]FAILED[/]"
         out.print(
             f"gate {verdict}" + (f" against baseline {report['baseline']}" if report["baseline"] else "")

@@ -1,12 +1,13 @@
-"""Reconciliation: score ended trajectories the stream worker never scored.
+"""Reconciliation, an alarm: score ended trajectories the stream worker never scored.
 
-The stream worker keeps each trajectory's fold in a faust table restored from
-its changelog. If that state is ever lost (we have seen a worker killed with
-SIGKILL come back without part of it), a trajectory can end without a final
-reward. The projections still hold every event, and scoring is a pure fold, so
-the sink rebuilds the fold from the `events` table and publishes the final
-`RewardScored` itself. Its event id is the same deterministic id the worker
-would have used, so if the worker scores it too, the rows replace each other.
+The stream worker is correct by construction (see `agentlake.streams.engine`):
+its offsets are committed only below what its acknowledged checkpoints and
+outputs cover. Should a trajectory still end without a final reward, the
+projections hold every event and scoring is a pure fold, so the sink rebuilds
+the fold from the `events` table and publishes the final `RewardScored`
+itself, byte-identical to what the worker would have sent. Every trajectory
+it scores is logged as an error and counted in `agentlake status`: a non-zero
+count is a bug to report, not a normal repair.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def unscored(client: Any, older_than_s: float, window_s: float = 86_400.0, limit
         "SELECT trajectory_id, end_seq FROM trajectories FINAL WHERE end_seq IS NOT NULL "
         "AND ended_at < now64(6) - toIntervalMillisecond({old:UInt64}) "
         "AND ended_at >= now64(6) - toIntervalMillisecond({window:UInt64}) "
-        "AND trajectory_id NOT IN (SELECT trajectory_id FROM rewards FINAL WHERE is_final = 1 "
+        "AND trajectory_id GLOBAL NOT IN (SELECT trajectory_id FROM rewards FINAL WHERE is_final = 1 "
         "  AND scored_at >= now64(6) - toIntervalMillisecond({window:UInt64}) - INTERVAL 1 DAY) "
         "LIMIT {limit:UInt64}",
         {"old": int(older_than_s * 1000), "window": int(window_s * 1000), "limit": limit},
@@ -75,5 +76,9 @@ def rescore(
             states[ev.trajectory_id] = res.state
         outputs.extend(o for o in res.outputs if not o.topic.endswith(".dlq"))
     finals = [o for o in outputs if o.topic == topic("rewards.scored")]
-    log.warning("re-scored %d trajectories the stream worker had not scored", len(finals))
+    for tid in trajectory_ids:
+        log.error(
+            "reconciler: trajectory %s ended but the stream worker never scored it; scored by the sink", tid
+        )
+    log.error("reconciler: re-scored %d trajectories the stream worker had not scored", len(finals))
     return outputs

@@ -6,7 +6,10 @@ the Kafka offsets. A crash anywhere before the commit re-delivers the batch;
 the tables are keyed by event so the re-insert replaces itself.
 
 Malformed records on the trajectory topics are dead-lettered by the stream
-processor (which reads the same topics); here they are counted and skipped. On
+processor (which reads the same topics); here they are counted and skipped,
+and so is every record the worker's per-record rules reject
+(`agentlake.streams.processor.check_record`: wrong topic, null or mismatched
+key, seq out of range), so what the worker dead-letters is never projected. On
 the topics only this sink reads (rewards, policy findings), it dead-letters them.
 """
 
@@ -20,14 +23,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentlake.projections.auth import TOPIC_WRITERS
 from agentlake.projections.clickhouse import ClickHouseWriter, Located, connect
 from agentlake.schemas import DecodeError, RewardScored, codec
 from agentlake.settings import Settings
-from agentlake.topics import POLICY, REWARDS, SINK_GROUP, STREAMS_GROUP, TRAJECTORY_TOPICS, dlq
+from agentlake.streams.processor import check_record
+from agentlake.topics import POLICY, REWARDS, STREAMS_GROUP, TRAJECTORY_TOPICS, dlq
 
 log = logging.getLogger("agentlake.sink")
 
-SINK_TOPICS = (*TRAJECTORY_TOPICS, REWARDS, POLICY)
+SINK_TOPICS = (*TRAJECTORY_TOPICS, REWARDS, POLICY, *TOPIC_WRITERS)
 
 
 @dataclass
@@ -50,7 +55,8 @@ class Projector:
     Args:
         settings: where Kafka, ClickHouse and Milvus are.
         milvus: also maintain the vector index of finished trajectories.
-        group_id: Kafka consumer group (offsets are this group's).
+        group_id: Kafka consumer group (offsets are this group's); default: the one bound
+            to this projection store (`Settings.sink_group`).
         track_latency: record, per event, the time from production to its row being written.
     """
 
@@ -59,12 +65,12 @@ class Projector:
         settings: Settings,
         *,
         milvus: bool = True,
-        group_id: str = SINK_GROUP,
+        group_id: str | None = None,
         track_latency: bool = False,
     ) -> None:
         self.settings = settings
         self.track_latency = track_latency
-        self.group_id = settings.topic(group_id)
+        self.group_id = settings.topic(group_id or settings.sink_group)
         self.with_milvus = milvus
         self.stats = SinkStats()
         self.codec = codec()
@@ -73,6 +79,9 @@ class Projector:
         self._writer: ClickHouseWriter | None = None
         self._index: Any = None
         self._owned = {settings.topic(t) for t in (REWARDS, POLICY)}
+        self._logical = {settings.topic(t): t for t in TRAJECTORY_TOPICS}
+        # topics projected by their own writer from raw records (agent auth)
+        self._raw_writers = {settings.topic(t): w for t, w in TOPIC_WRITERS.items()}
         self._last_reconcile = time.monotonic()
         self._worker_position: tuple[int, float] = (-1, time.monotonic())
 
@@ -139,11 +148,15 @@ class Projector:
         located: list[Located] = []
         rewards: list[RewardScored] = []
         spans = []
+        raw: dict[str, list[bytes | None]] = {}
         n = 0
         for tp, msgs in batches.items():
             spans.append(f"{tp.topic}/{tp.partition}/{msgs[0].offset}-{msgs[-1].offset}")
             for m in msgs:
                 n += 1
+                if m.topic in self._raw_writers:
+                    raw.setdefault(m.topic, []).append(m.value)
+                    continue
                 try:
                     ev = self.codec.decode(m.value) if m.value is not None else None
                     if ev is None:
@@ -151,12 +164,22 @@ class Projector:
                 except DecodeError as e:
                     await self._reject(m, e.reason, e.detail)
                     continue
+                logical = self._logical.get(m.topic)
+                if logical is not None:
+                    bad = check_record(logical, m.key, ev.record, ev.trajectory_id, ev.seq)
+                    if bad is not None:  # dead-lettered by the stream worker: not projected
+                        await self._reject(m, *bad)
+                        continue
                 located.append((ev, m.topic, m.partition, m.offset))
                 if isinstance(ev, RewardScored):
                     rewards.append(ev)
         token = hashlib.sha1(f"{self.group_id}|{'|'.join(sorted(spans))}".encode()).hexdigest()
         if located:
             counts = await asyncio.to_thread(self._writer.write, located, token)
+            for k, v in counts.items():
+                self.stats.rows[k] = self.stats.rows.get(k, 0) + v
+        for topic, values in raw.items():
+            counts = await asyncio.to_thread(self._raw_writers[topic], self._writer.client, values, token)
             for k, v in counts.items():
                 self.stats.rows[k] = self.stats.rows.get(k, 0) + v
         if self.track_latency and located:
@@ -172,10 +195,11 @@ class Projector:
         await self._maybe_reconcile()
         return n
 
-    async def _maybe_reconcile(self) -> None:
-        """Every `reconcile_every_s`, score ended trajectories the stream worker missed."""
+    async def _maybe_reconcile(self, force: bool = False) -> None:
+        """Every `reconcile_every_s` (or now, with `force`), score ended trajectories the stream
+        worker missed. It is an alarm: with a correct worker it finds nothing."""
         every = self.settings.reconcile_every_s
-        if every <= 0 or time.monotonic() - self._last_reconcile < every:
+        if every <= 0 or (not force and time.monotonic() - self._last_reconcile < every):
             return
         self._last_reconcile = time.monotonic()
         from agentlake.consumers.reconcile import rescore, unscored
@@ -191,6 +215,7 @@ class Projector:
         for out in outputs:
             await self._producer.send_and_wait(out.topic, out.value, key=out.key, headers=out.headers or None)
         self.stats.reconciled += len(ids)
+        await asyncio.to_thread(record_reconciled, self.settings, ids)
 
     async def _worker_caught_up(self) -> bool:
         """Whether the stream worker has scored what the trajectory topics hold, or is stalled."""
@@ -263,11 +288,14 @@ class Projector:
         while not self._consumer.assignment() and time.monotonic() < deadline:
             await self.step(200)
         targets = await self._consumer.end_offsets(list(self._consumer.assignment()))
-        while time.monotonic() < deadline:
-            if all([await self._consumer.position(tp) >= off for tp, off in targets.items()]):
-                return True
-            await self.step()
-        return False
+        try:
+            while time.monotonic() < deadline:
+                if all([await self._consumer.position(tp) >= off for tp, off in targets.items()]):
+                    return True
+                await self.step()
+            return False
+        finally:
+            await self._maybe_reconcile(force=True)
 
     async def run_until(
         self, done: Callable[[], Awaitable[bool]], timeout: float = 120.0, check_every: float = 0.5
@@ -287,6 +315,38 @@ class Projector:
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         while stop is None or not stop.is_set():
             await self.step()
+
+
+def reconciled_file(settings: Settings) -> Any:
+    return settings.data_dir / "reconciler.json"
+
+
+def record_reconciled(settings: Settings, ids: list[str]) -> None:
+    """Add to the count `agentlake status` shows (the reconciler's alarm), under the data dir."""
+    import json
+
+    path = reconciled_file(settings)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {"reconciled": 0, "last": []}
+    data["reconciled"] = int(data.get("reconciled", 0)) + len(ids)
+    data["last"] = ids[-20:]
+    data["at"] = time.time()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def reconciled_count(settings: Settings) -> int:
+    """How many trajectories the reconciler had to score (0 when the stream worker lost nothing)."""
+    import json
+
+    try:
+        return int(json.loads(reconciled_file(settings).read_text()).get("reconciled", 0))
+    except (OSError, ValueError):
+        return 0
 
 
 async def run_sink(settings: Settings, *, milvus: bool = True) -> None:

@@ -198,7 +198,7 @@ def trajectories(
                   t.task AS task, ifNull(t.outcome, 'running') AS outcome, t.started_at AS started_at,
                   t.end_seq AS end_seq, t.run_id AS run_id, r.total AS reward
            FROM (SELECT * FROM trajectories FINAL WHERE {cond}) AS t
-           LEFT JOIN (SELECT trajectory_id, total FROM {FINAL_REWARDS}) AS r
+           GLOBAL LEFT JOIN (SELECT trajectory_id, total FROM {FINAL_REWARDS}) AS r
                   ON r.trajectory_id = t.trajectory_id
            ORDER BY t.started_at DESC, t.trajectory_id LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}""",
         **params,

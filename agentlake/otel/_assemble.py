@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentlake.otel._wire import Span
-from agentlake.schemas._events import bounded
+from agentlake.schemas._bounds import bounded
 
 _NS = uuid.UUID("6f1c3a52-4e0e-4c1e-9d7e-0a2f5b7c9e11")
 MODEL_OPS = {"chat", "text_completion", "generate_content"}

@@ -113,7 +113,7 @@ def read_final_rewards(
                    toUnixTimestamp64Nano(r.scored_at) AS scored_at_ns,
                    e.trace_id AS trace_id, e.span_id AS span_id
             FROM (SELECT * FROM rewards FINAL WHERE is_final = 1) AS r
-            LEFT JOIN (SELECT trajectory_id, trace_id, span_id FROM events FINAL
+            GLOBAL LEFT JOIN (SELECT trajectory_id, trace_id, span_id FROM events FINAL
                        WHERE record = 'TrajectoryStarted') AS e ON e.trajectory_id = r.trajectory_id
             WHERE {where} ORDER BY r.scored_at DESC LIMIT {{limit:UInt32}}""",
         {"run": run_id or "", "limit": limit},

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,14 +37,21 @@ from agentlake.settings import Settings
 
 _SETTINGS = "SETTINGS non_replicated_deduplication_window = 1000"
 _AGG = "SimpleAggregateFunction"
+# Two events with one (trajectory_id, seq): the one with the smallest event_id (its first 32
+# bytes) wins, as in the stream worker (`agentlake.streams.processor.event_rank`).
+_WINNER = (
+    "ver UInt256 MATERIALIZED "
+    "bitNot(reinterpretAsUInt256(reverse(rightPad(substring(event_id, 1, 32), 32, '\\0'))))"
+)
+_FINAL_VERSION = 1 << 40
 
 DDL: tuple[str, ...] = (
     f"""CREATE TABLE IF NOT EXISTS events (
         trajectory_id String, seq Int64, event_id String, record LowCardinality(String),
         tenant LowCardinality(String), agent_id LowCardinality(String), agent_version LowCardinality(String),
         ts DateTime64(6, 'UTC'), trace_id String, span_id String, parent_span_id Nullable(String),
-        topic LowCardinality(String), partition Int32, offset Int64, body String
-    ) ENGINE = ReplacingMergeTree ORDER BY (trajectory_id, seq) {_SETTINGS}""",
+        topic LowCardinality(String), partition Int32, offset Int64, body String, {_WINNER}
+    ) ENGINE = ReplacingMergeTree(ver) ORDER BY (trajectory_id, seq) {_SETTINGS}""",
     f"""CREATE TABLE IF NOT EXISTS trajectories (
         trajectory_id String,
         tenant {_AGG}(any, String), agent_id {_AGG}(any, String), agent_version {_AGG}(any, String),
@@ -61,8 +69,9 @@ DDL: tuple[str, ...] = (
         trajectory_id String, seq Int64, event_id String,
         tenant LowCardinality(String), agent_id LowCardinality(String), agent_version LowCardinality(String),
         ts DateTime64(6, 'UTC'), kind LowCardinality(String), content String, content_truncated UInt8,
-        tokens_in Nullable(Int64), tokens_out Nullable(Int64), cost_usd Nullable(Float64), span_id String
-    ) ENGINE = ReplacingMergeTree ORDER BY (trajectory_id, seq) {_SETTINGS}""",
+        tokens_in Nullable(Int64), tokens_out Nullable(Int64), cost_usd Nullable(Float64), span_id String,
+        {_WINNER}
+    ) ENGINE = ReplacingMergeTree(ver) ORDER BY (trajectory_id, seq) {_SETTINGS}""",
     f"""CREATE TABLE IF NOT EXISTS tool_calls (
         trajectory_id String, call_id String,
         tenant {_AGG}(any, String), agent_id {_AGG}(any, String), agent_version {_AGG}(any, String),
@@ -137,22 +146,129 @@ def _claim_chdb(path: Path) -> None:
 _clients: dict[str, Any] = {}
 
 
-def connect(settings: Settings) -> Any:
-    """A clickhouse-connect client (one per target per process), with the schema created."""
+def connect(settings: Settings, *, create: bool = True) -> Any:
+    """A clickhouse-connect client (one per target per process), with the schema created.
+
+    With ``CLICKHOUSE_CLUSTER`` the schema is `cluster_ddl` and every query and insert
+    of this client runs with `CLUSTER_CLIENT_SETTINGS`.
+    """
     import clickhouse_connect
 
     target = settings.clickhouse_url or f"chdb:{settings.chdb_path}"
     if target in _clients:
         return _clients[target]
     if settings.clickhouse_url:
-        client = clickhouse_connect.get_client(dsn=settings.clickhouse_url)
+        client = clickhouse_connect.get_client(
+            dsn=settings.clickhouse_url,
+            settings=dict(CLUSTER_CLIENT_SETTINGS) if settings.clickhouse_cluster else None,
+        )
     else:
+        if settings.clickhouse_cluster:
+            raise ClickHouseError("CLICKHOUSE_CLUSTER needs a ClickHouse server: set CLICKHOUSE_URL too")
         _claim_chdb(settings.chdb_path)
         client = clickhouse_connect.get_client(interface="chdb", path=str(settings.chdb_path))
-    for stmt in DDL:
-        client.command(stmt)
+    if create:
+        for stmt in schema_ddl(settings.clickhouse_cluster):
+            client.command(stmt)
     _clients[target] = client
     return client
+
+
+# -- cluster mode ----------------------------------------------------------------
+# On a cluster each table above becomes `<name>_local` (Replicated* engine, one copy per
+# replica of a shard, created ON CLUSTER) plus a Distributed table `<name>` over it,
+# sharded by cityHash64(trajectory_id): a trajectory's rows, and so its FINAL merges,
+# stay on one shard. Readers and the sink keep using `<name>`, the same SQL as on one server.
+
+# Every query and insert of a cluster client: inserts return once the shards hold the
+# rows (the sink commits offsets after that), and an IN/JOIN over a Distributed table
+# that a query forgot to mark GLOBAL is made GLOBAL instead of rejected.
+CLUSTER_CLIENT_SETTINGS: dict[str, Any] = {
+    "insert_distributed_sync": 1,
+    "distributed_product_mode": "global",
+}
+LOCAL_SUFFIX = "_local"
+ZK_PATH = "/clickhouse/tables/{shard}/{database}/"
+
+_CREATE = re.compile(
+    r"^CREATE TABLE IF NOT EXISTS (?P<name>\w+) \((?P<columns>.*)\)\s*ENGINE = (?P<engine>\w*MergeTree)"
+    r"(?:\((?P<args>[^)]*)\))?\s+(?P<order>ORDER BY .*?)\s*(?:SETTINGS (?P<settings>.*))?$",
+    re.S,
+)
+_ALTER = re.compile(r"^ALTER TABLE (?P<name>\w+) (?P<rest>.*)$", re.S)
+
+
+def table_names(ddl: Sequence[str] = DDL) -> list[str]:
+    """The tables `ddl` creates, in order."""
+    return [m["name"] for stmt in ddl if (m := _CREATE.match(stmt.strip()))]
+
+
+def schema_ddl(cluster: str | None) -> list[str]:
+    """The statements that create the schema: `DDL` on one server, `cluster_ddl` on a cluster."""
+    return list(DDL) if cluster is None else cluster_ddl(cluster)
+
+
+def cluster_ddl(cluster: str, ddl: Sequence[str] = DDL) -> list[str]:
+    """`ddl` rewritten for a ClickHouse cluster named `cluster` (a ``remote_servers`` entry).
+
+    ``CREATE TABLE t (…) ENGINE = XMergeTree(args) ORDER BY …`` becomes
+    ``t_local ON CLUSTER`` with ``ReplicatedXMergeTree('/clickhouse/tables/{shard}/{database}/t_local',
+    '{replica}', args)`` (the ``{shard}`` and ``{replica}`` macros come from each server's
+    config) and ``t ON CLUSTER AS t_local ENGINE = Distributed(cluster, currentDatabase(),
+    t_local, cityHash64(trajectory_id))``; an ``ALTER TABLE t`` is applied to both.
+
+    Raises:
+        ValueError: a statement is neither a MergeTree-family CREATE nor an ALTER, or a
+            table has no ``trajectory_id`` column to shard by.
+    """
+    on = f"ON CLUSTER {cluster}"
+    out: list[str] = []
+    for stmt in ddl:
+        text = stmt.strip()
+        if m := _CREATE.match(text):
+            name, local = m["name"], m["name"] + LOCAL_SUFFIX
+            if not re.search(r"(^|[(,\s])trajectory_id\s+String", m["columns"]):
+                raise ValueError(f"table {name} has no trajectory_id column to shard by")
+            args = ", ".join([f"'{ZK_PATH}{local}'", "'{replica}'", *([m["args"]] if m["args"] else [])])
+            settings = [
+                s.strip()
+                for s in (m["settings"] or "").split(",")
+                if s.strip() and not s.strip().startswith("non_replicated_")
+            ]
+            tail = f" SETTINGS {', '.join(settings)}" if settings else ""
+            out.append(
+                f"CREATE TABLE IF NOT EXISTS {local} {on} ({m['columns']}) "
+                f"ENGINE = Replicated{m['engine']}({args}) {m['order']}{tail}"
+            )
+            out.append(
+                f"CREATE TABLE IF NOT EXISTS {name} {on} AS {local} "
+                f"ENGINE = Distributed({cluster}, currentDatabase(), {local}, cityHash64(trajectory_id))"
+            )
+        elif m := _ALTER.match(text):
+            out.append(f"ALTER TABLE {m['name']}{LOCAL_SUFFIX} {on} {m['rest']}")
+            out.append(f"ALTER TABLE {m['name']} {on} {m['rest']}")
+        else:
+            raise ValueError(f"cannot rewrite for a cluster: {text[:60]}")
+    return out
+
+
+def drop_ddl(cluster: str | None, ddl: Sequence[str] = DDL) -> list[str]:
+    """Statements that drop every table `ddl` creates (Distributed tables first on a cluster)."""
+    names = table_names(ddl)
+    if cluster is None:
+        return [f"DROP TABLE IF EXISTS {n}" for n in names]
+    on = f"ON CLUSTER {cluster}"
+    return [f"DROP TABLE IF EXISTS {n} {on} SYNC" for n in names] + [
+        f"DROP TABLE IF EXISTS {n}{LOCAL_SUFFIX} {on} SYNC" for n in names
+    ]
+
+
+def recreate_tables(settings: Settings) -> list[str]:
+    """Drop every AgentLake table and create the schema again, empty; returns the tables."""
+    client = connect(settings, create=False)
+    for stmt in [*drop_ddl(settings.clickhouse_cluster), *schema_ddl(settings.clickhouse_cluster)]:
+        client.command(stmt)
+    return table_names()
 
 
 def _ts(us: int) -> datetime:
@@ -302,7 +418,8 @@ class ClickHouseWriter:
         return out
 
     def _reward(self, out: dict[str, list[Row]], ev: RewardScored) -> None:
-        version = ev.seq * 2 + (1 if ev.is_final else 0)
+        # a final reward replaces every live one of its trajectory, whatever their seq
+        version = ev.seq + (_FINAL_VERSION if ev.is_final else 0)
         common = {
             "trajectory_id": ev.trajectory_id,
             "version": version,

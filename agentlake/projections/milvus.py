@@ -34,6 +34,11 @@ def milvus_client(settings: Settings) -> Any:
     return _clients[target]
 
 
+def collection_name(settings: Settings, collection: str | None = None) -> str:
+    """The collection's name on the server: the topic prefix applied, as Milvus spells names."""
+    return settings.topic(collection or COLLECTION).replace(".", "_").replace("-", "_")
+
+
 @dataclass(frozen=True)
 class Neighbor:
     trajectory_id: str
@@ -70,7 +75,7 @@ class TrajectoryIndex:
     def __init__(self, settings: Settings, embedder: Embedder, collection: str | None = None) -> None:
         self.client = milvus_client(settings)
         self.embedder = embedder
-        self.collection = settings.topic(collection or COLLECTION).replace(".", "_").replace("-", "_")
+        self.collection = collection_name(settings, collection)
         self._ensure()
 
     def _ensure(self) -> None:
@@ -175,3 +180,119 @@ class TrajectoryIndex:
             self.collection, filter=filter or 'trajectory_id != ""', output_fields=["count(*)"]
         )
         return int(res[0]["count(*)"])
+
+
+# -- context lake ----------------------------------------------------------------
+LAKE_ENTRIES = "lake_entries"
+LAKE_CENTROIDS = "lake_centroids"
+
+
+def _lake_collection(client: Any, name: str, dim: int, scalars: dict[str, int]) -> None:
+    """Create `name` (primary key ``key``, ``tenant``, ``vector``, VARCHAR `scalars`) unless present;
+    raise when it exists with another dimension."""
+    from pymilvus import DataType
+
+    if client.has_collection(name):
+        for f in client.describe_collection(name).get("fields", []):
+            if f.get("name") == "vector" and int(f.get("params", {}).get("dim", dim)) != dim:
+                raise RuntimeError(
+                    f"Milvus collection {name!r} holds {f['params']['dim']}-d vectors, the embedder gives "
+                    f"{dim}-d: drop it (the lake rebuilds from lake.entries) or switch the embedder back"
+                )
+        client.load_collection(name)
+        return
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=512)
+    schema.add_field("tenant", DataType.VARCHAR, max_length=256)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+    for field_name, length in scalars.items():
+        schema.add_field(field_name, DataType.VARCHAR, max_length=length)
+    index = client.prepare_index_params()
+    index.add_index(
+        field_name="vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200}
+    )
+    index.add_index(field_name="tenant", index_type="INVERTED")
+    client.create_collection(name, schema=schema, index_params=index)
+    client.load_collection(name)
+
+
+class LakeStore:
+    """The context lake's durable store in Milvus: entries (vector + the entry as JSON) and
+    each tenant's k-means centroids. The serving process rebuilds its hot tier from it on
+    start; it is never on the lookup path.
+
+    Args:
+        client: a pymilvus ``MilvusClient``.
+        dim: vector dimension (the embedder's).
+        prefix: collection name prefix (the topic prefix, sanitized).
+    """
+
+    def __init__(self, client: Any, dim: int, prefix: str = "") -> None:
+        self.client = client
+        self.dim = dim
+        safe = prefix.replace(".", "_").replace("-", "_")
+        self.entries = f"{safe}{LAKE_ENTRIES}"
+        self.centroids = f"{safe}{LAKE_CENTROIDS}"
+        _lake_collection(client, self.entries, dim, {"entry_json": 65535})
+        _lake_collection(client, self.centroids, dim, {"meta_json": 1024})
+
+    def upsert_entries(self, rows: list[tuple[str, str, list[float], str]]) -> int:
+        """Upsert ``(tenant, entry_id, vector, entry_json)`` rows; returns how many."""
+        if not rows:
+            return 0
+        self.client.upsert(
+            self.entries,
+            [{"key": f"{t}/{e}", "tenant": t, "vector": v, "entry_json": j[:65000]} for t, e, v, j in rows],
+        )
+        return len(rows)
+
+    def delete_entries(self, tenant: str, entry_ids: list[str]) -> None:
+        if entry_ids:
+            self.client.delete(self.entries, ids=[f"{tenant}/{e}" for e in entry_ids])
+
+    def upsert_centroids(self, tenant: str, centroids: list[list[float]], meta: list[str]) -> None:
+        """Replace `tenant`'s centroids (one row per cluster id)."""
+        self.client.delete(self.centroids, filter=f'tenant == "{_quote(tenant)}"')
+        if centroids:
+            self.client.upsert(
+                self.centroids,
+                [
+                    {"key": f"{tenant}/{i}", "tenant": tenant, "vector": c, "meta_json": m}
+                    for i, (c, m) in enumerate(zip(centroids, meta, strict=True))
+                ],
+            )
+
+    def scan_entries(self, batch_size: int = 2000) -> Any:
+        """Every stored entry as ``(vector, entry_json)``, in batches (an iterator of lists)."""
+        it = self.client.query_iterator(
+            self.entries, batch_size=batch_size, filter='key != ""', output_fields=["vector", "entry_json"]
+        )
+        try:
+            while True:
+                batch = it.next()
+                if not batch:
+                    break
+                yield [(row["vector"], row["entry_json"]) for row in batch]
+        finally:
+            it.close()
+
+    def search(self, tenant: str, vector: list[float], k: int = 10) -> list[tuple[str, float]]:
+        """Nearest entries of `tenant` straight from Milvus: ``(key, cosine)`` (the slow path the
+        benchmark compares the hot tier with)."""
+        res = self.client.search(
+            self.entries,
+            [vector],
+            limit=k,
+            filter=f'tenant == "{_quote(tenant)}"',
+            output_fields=["key"],
+            search_params={"metric_type": "COSINE", "params": {"ef": max(64, k)}},
+        )
+        return [(str(h.get("key", h.get("id"))), float(h["distance"])) for h in res[0]]
+
+    def count(self) -> int:
+        res = self.client.query(self.entries, filter='key != ""', output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')

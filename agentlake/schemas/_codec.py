@@ -4,12 +4,21 @@ Wire format (Avro spec, "Single object encoding"): ``C3 01`` + the 8-byte
 little-endian CRC-64-AVRO fingerprint of the writer schema's canonical form +
 the Avro binary body. Every committed version of every schema is known to the
 codec, so an event written with any of them decodes into the newest mirror.
+
+Forward compatibility: an event written by a *newer* SDK carries a fingerprint
+this codec has never seen. With a `lookup` installed (the schema topic, see
+`agentlake.schema_registry`), the codec fetches that writer schema, checks its
+fingerprint, and resolves the event into its own newest version of the record
+(Avro schema resolution: fields it does not know are skipped, fields it has that
+the writer lacks take their defaults).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -47,6 +56,14 @@ class SchemaVersion:
     named: dict[str, Any]
 
 
+def parse_schema(raw: dict[str, Any], record: str, version: int) -> SchemaVersion:
+    """Parse a schema once; its fingerprint is the CRC-64-AVRO of its canonical form."""
+    named: dict[str, Any] = {}
+    parsed = fastavro.parse_schema(raw, named_schemas=named, _write_hint=False)
+    fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+    return SchemaVersion(record, version, fp, raw, parsed, named)
+
+
 def _load_versions() -> dict[str, list[SchemaVersion]]:
     versions: dict[str, list[SchemaVersion]] = {}
     folder = resources.files("agentlake.schemas") / "avro"
@@ -56,27 +73,67 @@ def _load_versions() -> dict[str, list[SchemaVersion]]:
             continue
         record, _, rest = name.partition(".v")
         raw = json.loads(entry.read_text("utf-8"))
-        named: dict[str, Any] = {}
-        parsed = fastavro.parse_schema(raw, named_schemas=named, _write_hint=False)
-        fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
-        versions.setdefault(record, []).append(
-            SchemaVersion(record, int(rest.removesuffix(".avsc")), fp, raw, parsed, named)
-        )
+        versions.setdefault(record, []).append(parse_schema(raw, record, int(rest.removesuffix(".avsc"))))
     for vs in versions.values():
         vs.sort(key=lambda v: v.version)
     return versions
 
 
-class Codec:
-    """Encodes events with the newest schema; decodes any known version into the newest."""
+SchemaLookup = Callable[[bytes], "dict[str, Any] | str | bytes | None"]
 
-    def __init__(self) -> None:
+
+class Codec:
+    """Encodes events with the newest schema; decodes any known version into the newest.
+
+    Args:
+        max_versions: keep only versions up to these, per record (an older codec, for
+            compatibility tests).
+        lookup: fingerprint -> writer schema (JSON text or dict), or None when unknown;
+            asked when an event's fingerprint is not a committed version.
+    """
+
+    def __init__(
+        self, max_versions: dict[str, int] | None = None, lookup: SchemaLookup | None = None
+    ) -> None:
         self.versions = _load_versions()
+        if max_versions:
+            self.versions = {
+                r: [v for v in vs if v.version <= max_versions.get(r, v.version)]
+                for r, vs in self.versions.items()
+            }
         self.latest = {name: vs[-1] for name, vs in self.versions.items()}
         self.by_fingerprint = {v.fingerprint: v for vs in self.versions.values() for v in vs}
+        self.lookup = lookup
+        self._learn_lock = threading.Lock()
         missing = set(EVENT_TYPES) - set(self.latest)
         if missing:
             raise RuntimeError(f"no .avsc for event types {sorted(missing)}")
+
+    def learn(self, schema: dict[str, Any] | str | bytes, expected: bytes | None = None) -> SchemaVersion:
+        """Add a writer schema (e.g. from a newer SDK) so that its events decode.
+
+        Raises:
+            ValueError: not a record schema we have a reader for, or its fingerprint is
+                not `expected`.
+        """
+        raw = json.loads(schema) if isinstance(schema, str | bytes) else dict(schema)
+        name = str(raw.get("name", "")).rsplit(".", 1)[-1]
+        if raw.get("type") != "record" or name not in self.latest:
+            raise ValueError(f"not a schema of a known record: {name or raw.get('type')!r}")
+        version = parse_schema(raw, name, 0)  # version 0: learned, not committed here
+        if expected is not None and version.fingerprint != expected:
+            raise ValueError(f"fingerprint {version.fingerprint.hex()} != {expected.hex()}")
+        with self._learn_lock:
+            return self.by_fingerprint.setdefault(version.fingerprint, version)
+
+    def publishable(self) -> list[tuple[bytes, bytes]]:
+        """(fingerprint hex, schema JSON) of every version this codec knows: what a
+        producer announces on the schema topic."""
+        return [
+            (v.fingerprint.hex().encode(), json.dumps(v.raw, separators=(",", ":")).encode())
+            for vs in self.versions.values()
+            for v in vs
+        ]
 
     def encode(self, event: Event) -> bytes:
         return self.encode_record(event.record, event.to_avro())
@@ -112,10 +169,20 @@ class Codec:
             raise DecodeError("too_short", f"{len(data)} bytes, a single-object header needs {HEADER_LEN}")
         if data[:2] != MAGIC:
             raise DecodeError("bad_magic", f"starts with {data[:2].hex()}, expected c301")
-        writer = self.by_fingerprint.get(data[2:HEADER_LEN])
+        fp = data[2:HEADER_LEN]
+        writer = self.by_fingerprint.get(fp)
+        if writer is None and self.lookup is not None:
+            writer = self._look_up(fp)
         if writer is None:
-            raise DecodeError("unknown_fingerprint", data[2:HEADER_LEN].hex())
+            raise DecodeError("unknown_fingerprint", fp.hex())
         return writer
+
+    def _look_up(self, fp: bytes) -> SchemaVersion | None:
+        try:
+            found = self.lookup(fp) if self.lookup is not None else None
+            return self.learn(found, expected=fp) if found is not None else None
+        except Exception:  # an unreachable registry or a bad entry: the event stays undecodable
+            return None
 
     def decode_dict(self, data: bytes) -> tuple[str, dict[str, Any]]:
         writer = self.header(data)

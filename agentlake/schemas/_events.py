@@ -6,13 +6,14 @@ version of each. `tests/unit/test_schemas.py` checks that the two agree.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from agentlake.schemas._bounds import bounded
 
 StepKind = Literal["thought", "message", "plan", "final", "user"]
 Outcome = Literal["success", "failure", "error", "timeout", "aborted"]
@@ -34,17 +35,6 @@ def new_trace_id() -> str:
 
 def new_span_id() -> str:
     return os.urandom(8).hex()
-
-
-def bounded(value: Any, limit: int) -> dict[str, Any]:
-    """The Avro form of a `Payload` (the SDK's hot path skips the pydantic object)."""
-    text = value if isinstance(value, str) else json.dumps(value, default=str, separators=(",", ":"))
-    raw = text.encode("utf-8")
-    digest = hashlib.sha256(raw).hexdigest()
-    if len(raw) <= limit:
-        return {"json": text, "truncated": False, "size": len(raw), "sha256": digest}
-    cut = raw[:limit].decode("utf-8", errors="ignore")
-    return {"json": cut, "truncated": True, "size": len(raw), "sha256": digest}
 
 
 class Payload(BaseModel):

@@ -7,6 +7,12 @@ events go to the durable `SpillBuffer` and are re-sent, oldest first, once the
 broker answers again. Nothing is dropped; a re-sent event may reach Kafka twice,
 which the projections absorb (keyed by `event_id`) and the stream processor
 ignores (keyed by `seq`).
+
+A record the broker will never accept (larger than `max_record_bytes`, or
+refused as too large or invalid) is quarantined under the spill dir, counted in
+`stats.quarantined` and logged; it is never retried and never holds back the
+records behind it. Failed sends back off (0.2 s doubling to 5 s) and repeated
+warnings are rate-limited.
 """
 
 from __future__ import annotations
@@ -21,9 +27,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from agentlake._logging import RateLimitFilter
 from agentlake.sdk._spill import Record, SegmentClaim, SpillBuffer
 
 log = logging.getLogger("agentlake.sdk")
+log.addFilter(RateLimitFilter())
+
+# What the broker answers for a record it will never take: quarantine, do not retry.
+_PERMANENT = (
+    "MessageSizeTooLargeError",
+    "RecordTooLargeError",
+    "RecordListTooLargeError",
+    "CorruptRecordException",
+    "InvalidTopicError",
+    "InvalidRecordError",
+)
+
+
+def is_permanent(error: BaseException) -> bool:
+    """True for send errors that retrying the same record cannot fix."""
+    return type(error).__name__ in _PERMANENT
+
+
+def record_size(record: Record) -> int:
+    """Bytes a record may take in a batch on the broker, an upper bound: topic, key, value,
+    batch and record framing, and lz4's worst-case growth of incompressible data."""
+    n = len(record[1]) + len(record[2])
+    return len(record[0]) + n + n // 255 + 128
 
 
 class Emitter(Protocol):
@@ -39,6 +69,7 @@ class EmitterStats:
     spilled: int = 0
     resent: int = 0
     send_errors: int = 0
+    quarantined: int = 0
 
 
 class MemoryEmitter:
@@ -66,6 +97,10 @@ class KafkaEmitter:
         max_queue: events held in memory before new ones go straight to disk.
         linger_ms: how long the sender waits to fill a batch.
         request_timeout_ms: how long a send may take before its events are spilled.
+        max_record_bytes: larger records are quarantined at `emit()`, never sent.
+        max_request_size: the producer's request limit (the broker's `message.max.bytes`).
+        announce: records sent once, best effort, right after the first connection: the
+            writer schemas on the schema topic (see `agentlake.schema_registry`).
     """
 
     def __init__(
@@ -79,6 +114,9 @@ class KafkaEmitter:
         max_batch: int = 8192,
         client_id: str = "agentlake-sdk",
         compression: str | None = "lz4",
+        max_record_bytes: int = 1024 * 1024 - 64 * 1024,
+        max_request_size: int = 1024 * 1024,
+        announce: list[Record] | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.spill = SpillBuffer(spill_dir)
@@ -88,6 +126,9 @@ class KafkaEmitter:
         self.max_batch = max_batch
         self.client_id = client_id
         self.compression = compression
+        self.max_record_bytes = max_record_bytes
+        self.max_request_size = max(max_request_size, max_record_bytes)
+        self._announce = list(announce or [])
         self.stats = EmitterStats()
         self._q: collections.deque[Record] = collections.deque()
         self._inflight = 0
@@ -102,6 +143,9 @@ class KafkaEmitter:
     def emit(self, topic: str, key: bytes, value: bytes) -> None:
         """Hand one encoded event over. Never blocks on the network."""
         self.stats.emitted += 1
+        if record_size((topic, key, value)) > self.max_record_bytes:
+            self._quarantine([(topic, key, value)], "too_large")
+            return
         if len(self._q) >= self.max_queue or self._closing:
             self.stats.spilled += self.spill.append([(topic, key, value)])
             return
@@ -164,12 +208,14 @@ class KafkaEmitter:
                         enable_idempotence=True,
                         linger_ms=max(1, int(self.linger * 1000)),
                         max_batch_size=256 * 1024,
+                        max_request_size=self.max_request_size,
                         request_timeout_ms=self.request_timeout_ms,
                         compression_type=self.compression,
                     )
                     await asyncio.wait_for(producer.start(), self.request_timeout_ms / 1000)
                     self._connected = True
                     backoff = 0.2
+                    await self._send_announcements(producer)
                 except Exception as e:  # unreachable broker, bad config: never lose the events
                     log.warning("kafka unreachable (%s); spilling to %s", e, self.spill.folder)
                     if producer is not None:
@@ -188,6 +234,7 @@ class KafkaEmitter:
                     await self._wait_for_work()
                     continue
                 await self._send(producer, batch)
+                backoff = 0.2
             except Exception as e:
                 log.warning("kafka send failed (%s); spilling and reconnecting", e)
                 self.stats.send_errors += 1
@@ -195,9 +242,22 @@ class KafkaEmitter:
                     await asyncio.wait_for(producer.stop(), 2)
                 producer = None
                 self._connected = False
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
         if producer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(producer.stop(), 5)
+
+    async def _send_announcements(self, producer: Any) -> None:
+        """Best effort, once: a stack without the schema topic only loses forward compatibility."""
+        if not self._announce:
+            return
+        try:
+            futs = [await producer.send(t, v, key=k) for t, k, v in self._announce]
+            await asyncio.wait_for(asyncio.gather(*futs), 3)
+        except Exception as e:
+            log.warning("could not announce writer schemas (%s); newer events may need a redrive", e)
+        self._announce = []
 
     def _take_batch(self) -> list[Record]:
         batch: list[Record] = []
@@ -207,27 +267,40 @@ class KafkaEmitter:
         self._inflight = len(batch)
         return batch
 
-    async def _submit(self, producer: Any, records: list[Record]) -> list[tuple[Any, list[Record]]]:
+    async def _submit(
+        self, producer: Any, records: list[Record]
+    ) -> tuple[list[tuple[Any, list[Record]]], list[Record]]:
         """Queue records as whole record batches, one per (topic, partition) run.
 
         Building batches directly skips aiokafka's per-message future and
         bookkeeping, which is most of the SDK's cost per event. Partitions come
         from the producer's own partitioner (murmur2 of the key, like `send`),
         so a trajectory's events land on the same partition of every topic.
-        Returns (delivery future, records it carries) pairs.
+        Returns (delivery future, records it carries) pairs, and the records not
+        submitted because their topic's metadata is unavailable (to retry).
         """
         groups: dict[tuple[str, int], list[Record]] = {}
-        parts_cache: dict[str, tuple[list[int], list[int]]] = {}
+        parts_cache: dict[str, tuple[list[int], list[int]] | None] = {}
+        unavailable: list[Record] = []
         for rec in records:
             topic, key, _ = rec
             if topic not in parts_cache:
-                await producer.client._wait_on_metadata(topic)
-                meta = producer._metadata  # aiokafka has no public partition lookup
-                parts_cache[topic] = (
-                    sorted(meta.partitions_for_topic(topic)),
-                    sorted(meta.available_partitions_for_topic(topic)),
-                )
-            all_parts, available = parts_cache[topic]
+                try:
+                    await producer.client._wait_on_metadata(topic)
+                except Exception as e:  # e.g. an unknown topic: keep its records, send the others
+                    log.warning("no metadata for topic %s (%s); its events wait", topic, e)
+                    parts_cache[topic] = None
+                else:
+                    meta = producer._metadata  # aiokafka has no public partition lookup
+                    parts_cache[topic] = (
+                        sorted(meta.partitions_for_topic(topic)),
+                        sorted(meta.available_partitions_for_topic(topic)),
+                    )
+            parts = parts_cache[topic]
+            if parts is None:
+                unavailable.append(rec)
+                continue
+            all_parts, available = parts
             partition = producer._partitioner(key, all_parts, available)
             groups.setdefault((topic, partition), []).append(rec)
         out: list[tuple[Any, list[Record]]] = []
@@ -241,39 +314,73 @@ class KafkaEmitter:
                         builder, carried = producer.create_batch(), []
                     if builder.append(key=rec[1], value=rec[2], timestamp=None) is None:
                         # larger than a whole batch: let `send` handle (or reject) it alone
-                        out.append(
-                            (await producer.send(topic, rec[2], key=rec[1], partition=partition), [rec])
-                        )
+                        out.append((await self._send_one(producer, rec, partition), [rec]))
                         continue
                 carried.append(rec)
             if carried:
                 out.append((await producer.send_batch(builder, topic, partition=partition), carried))
-        return out
+        return out, unavailable
+
+    @staticmethod
+    async def _send_one(producer: Any, rec: Record, partition: int) -> Any:
+        """`producer.send`, with a client-side rejection turned into a failed future."""
+        try:
+            return await producer.send(rec[0], rec[2], key=rec[1], partition=partition)
+        except Exception as e:
+            if not is_permanent(e):
+                raise
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            fut.set_exception(e)
+            return fut
+
+    async def _deliver(self, producer: Any, records: list[Record]) -> list[Record]:
+        """Send `records` and wait for the broker.
+
+        Returns the records that failed for a reason that may pass (to keep and
+        retry). A batch refused for good is re-sent record by record, and a record
+        refused for good is quarantined. Raises when nothing could be submitted
+        (the caller keeps every record).
+        """
+        pending, retry = await self._submit(producer, records)
+        results = await asyncio.wait_for(
+            asyncio.gather(*(f for f, _ in pending), return_exceptions=True),
+            self.request_timeout_ms / 1000 + 2,
+        )
+        for (_, recs), r in zip(pending, results, strict=True):
+            if not isinstance(r, BaseException):
+                self.stats.acked += len(recs)
+            elif not is_permanent(r):
+                retry.extend(recs)
+            elif len(recs) == 1:
+                self._quarantine(recs, type(r).__name__)
+            else:
+                for rec in recs:  # find the record(s) the broker refuses
+                    retry.extend(await self._deliver(producer, [rec]))
+        return retry
+
+    def _quarantine(self, records: list[Record], reason: str) -> None:
+        n = self.spill.quarantine(records, reason)
+        self.stats.quarantined += n
+        log.error(
+            "agentlake: %d event(s) the broker will never accept (%s, largest %d bytes) set aside in %s",
+            n,
+            reason,
+            max(record_size(r) for r in records),
+            self.spill.quarantine_dir,
+        )
 
     async def _send(self, producer: Any, batch: list[Record]) -> None:
         try:
-            pending = await self._submit(producer, batch)
-            results = await asyncio.wait_for(
-                asyncio.gather(*(f for f, _ in pending), return_exceptions=True),
-                self.request_timeout_ms / 1000 + 2,
-            )
+            retry = await self._deliver(producer, batch)
         except BaseException:
             # Whatever was not acknowledged goes to disk; duplicates are absorbed downstream.
             self.stats.spilled += self.spill.append(batch)
             self._inflight = 0
             raise
-        failed = [
-            rec
-            for (_, recs), r in zip(pending, results, strict=True)
-            if isinstance(r, BaseException)
-            for rec in recs
-        ]
-        self.stats.acked += len(batch) - len(failed)
-        if failed:
-            self.stats.spilled += self.spill.append(failed)
-            self._inflight = 0
-            raise failed_error(list(results))
         self._inflight = 0
+        if retry:
+            self.stats.spilled += self.spill.append(retry)
+            raise RuntimeError(f"{len(retry)} event(s) not acknowledged; spilled")
 
     async def _drain_spill(self, producer: object) -> None:
         self.spill.seal()
@@ -285,18 +392,16 @@ class KafkaEmitter:
                 for i in range(0, len(records), self.max_batch):
                     chunk = records[i : i + self.max_batch]
                     self._inflight = len(chunk)
-                    await self._send_resend(producer, chunk)
-                self.stats.resent += len(records)
+                    try:
+                        retry = await self._deliver(producer, chunk)
+                    finally:
+                        self._inflight = 0
+                    if retry:
+                        # keep what is left (quarantined and sent records are not re-sent)
+                        claim.keep_only(retry + records[i + self.max_batch :])
+                        raise RuntimeError(f"{len(retry)} spilled event(s) not acknowledged")
+                    self.stats.resent += len(chunk)
                 claim.done()
-
-    async def _send_resend(self, producer: Any, chunk: list[Record]) -> None:
-        try:
-            pending = await self._submit(producer, chunk)
-            await asyncio.wait_for(
-                asyncio.gather(*(f for f, _ in pending)), self.request_timeout_ms / 1000 + 2
-            )
-        finally:
-            self._inflight = 0  # on failure the segment stays on disk and is retried whole
 
     def _spill_queue(self) -> None:
         batch = []

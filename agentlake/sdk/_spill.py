@@ -10,6 +10,10 @@ segment (crash mid-write) fails its CRC and is where reading stops. Segments are
 claimed with `flock` while drained, so several processes may share one folder.
 Draining is at-least-once: a crash between send and delete re-sends a segment,
 which the projections absorb (they are keyed by event id).
+
+Records the broker will never accept (too large, invalid) are moved to
+``quarantine/`` in the same framing, one file per reason, so that they are kept
+for inspection (`agentlake status` counts them) but never block what follows.
 """
 
 from __future__ import annotations
@@ -39,12 +43,7 @@ class SpillBuffer:
 
     def append(self, records: Iterable[Record]) -> int:
         """Write records durably; returns how many were written."""
-        frames = []
-        for topic, key, value in records:
-            t = topic.encode()
-            body = t + key + value
-            head = struct.pack(">HII", len(t), len(key), len(value))
-            frames.append(struct.pack(">I", zlib.crc32(head + body)) + head + body)
+        frames = [_frame(r) for r in records]
         if not frames:
             return 0
         with self._lock:
@@ -88,6 +87,28 @@ class SpillBuffer:
                 continue
         return sorted(set(segs))
 
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.folder / "quarantine"
+
+    def quarantine(self, records: Iterable[Record], reason: str) -> int:
+        """Set records aside for good (durably, like `append`); returns how many."""
+        frames = [_frame(r) for r in records]
+        if not frames:
+            return 0
+        safe = "".join(c if c.isalnum() or c in "_-" else "_" for c in reason)[:60] or "unknown"
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        path = self.quarantine_dir / f"{time.time_ns():020d}-{os.getpid()}-{safe}.seg"
+        with self._lock, open(path, "ab") as f:
+            f.write(b"".join(frames))
+            f.flush()
+            os.fsync(f.fileno())
+        return len(frames)
+
+    def quarantined(self) -> dict[str, int]:
+        """Quarantined records on disk, per reason."""
+        return count_quarantined(self.folder)
+
     def has_pending(self) -> bool:
         return bool(self.pending()) or self._active is not None
 
@@ -101,6 +122,26 @@ class SpillBuffer:
             except FileNotFoundError:
                 continue
         return total
+
+
+def _frame(record: Record) -> bytes:
+    topic, key, value = record
+    t = topic.encode()
+    body = t + key + value
+    head = struct.pack(">HII", len(t), len(key), len(value))
+    return struct.pack(">I", zlib.crc32(head + body)) + head + body
+
+
+def count_quarantined(spill_dir: Path) -> dict[str, int]:
+    """Quarantined records under `spill_dir`, per reason (no buffer needed: for `status`)."""
+    out: dict[str, int] = {}
+    for p in sorted((spill_dir / "quarantine").glob("*.seg")):
+        reason = p.stem.split("-", 2)[-1]
+        try:
+            out[reason] = out.get(reason, 0) + sum(1 for _ in read_segment(p))
+        except FileNotFoundError:
+            continue
+    return out
 
 
 def read_segment(path: Path) -> Iterator[Record]:
@@ -142,6 +183,19 @@ class SegmentClaim:
 
     def done(self) -> None:
         self.path.unlink(missing_ok=True)
+
+    def keep_only(self, records: list[Record]) -> None:
+        """Replace the segment by `records` (those still to send), keeping its place in
+        the oldest-first order; with none left, remove it."""
+        if not records:
+            self.done()
+            return
+        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(b"".join(_frame(r) for r in records))
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.rename(self.path)
 
     def __exit__(self, *exc: object) -> None:
         if self._f:

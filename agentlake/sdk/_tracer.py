@@ -14,6 +14,7 @@ and hands it to the emitter: it never waits for the network.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 import uuid
@@ -21,9 +22,22 @@ from types import TracebackType
 from typing import Any
 
 from agentlake.schemas import codec, new_id, new_span_id, new_trace_id, now_us
-from agentlake.schemas._events import bounded
+from agentlake.schemas._bounds import (
+    bounded,
+    cap_text,
+    capped_text,
+    finite,
+    ident,
+    long_or_none,
+    opt_ident,
+    opt_text,
+    string_map,
+)
 from agentlake.sdk._emitter import Emitter, KafkaEmitter
 from agentlake.settings import Settings, get_settings
+from agentlake.topics import SCHEMAS
+
+log = logging.getLogger("agentlake.sdk")
 
 
 class Tracer:
@@ -47,18 +61,22 @@ class Tracer:
         settings: Settings | None = None,
     ) -> None:
         self.settings = settings or get_settings()
-        self.agent_id = agent_id
-        self.agent_version = agent_version
-        self.tenant = tenant
+        self.agent_id = ident(agent_id)
+        self.agent_version = ident(agent_version)
+        self.tenant = ident(tenant)
         self._owns_emitter = emitter is None
         self.emitter: Emitter = emitter or KafkaEmitter(
             self.settings.bootstrap_servers,
             self.settings.spill_dir,
             max_queue=self.settings.sdk_queue_size,
             linger_ms=self.settings.sdk_linger_ms,
+            max_record_bytes=self.settings.max_event_bytes,
+            max_request_size=self.settings.max_message_bytes,
+            announce=[(self.settings.topic(SCHEMAS), k, v) for k, v in codec().publishable()],
         )
         self.max_payload = self.settings.max_payload_bytes
         self._codec = codec()
+        self.unrecordable = 0  # events that could not be encoded at all (logged, never raised)
 
     def trajectory(
         self,
@@ -71,23 +89,27 @@ class Tracer:
         seed: int | None = None,
         expected_tool_calls: int | None = None,
         user_id: str | None = None,
-        attributes: dict[str, str] | None = None,
+        attributes: dict[str, Any] | None = None,
         trace_id: str | None = None,
     ) -> Trajectory:
-        """Start a trajectory: emits `TrajectoryStarted` (seq 0) immediately."""
+        """Start a trajectory: emits `TrajectoryStarted` (seq 0) immediately.
+
+        `task` is cut at the payload limit; ids are capped (see `agentlake.schemas._bounds`);
+        `attributes` are capped to the payload limit as a whole. Never raises on data.
+        """
         return Trajectory(
             self,
-            task,
-            trajectory_id=trajectory_id or uuid.uuid4().hex,
-            trace_id=trace_id or new_trace_id(),
+            capped_text(task, self.max_payload),
+            trajectory_id=ident(trajectory_id) if trajectory_id else uuid.uuid4().hex,
+            trace_id=ident(trace_id) if trace_id else new_trace_id(),
             extra={
-                "scenario_id": scenario_id,
-                "run_id": run_id,
-                "trial": trial,
-                "seed": seed,
-                "expected_tool_calls": expected_tool_calls,
-                "user_id": user_id,
-                "attributes": dict(attributes or {}),
+                "scenario_id": opt_ident(scenario_id),
+                "run_id": opt_ident(run_id),
+                "trial": long_or_none(trial, 32),
+                "seed": long_or_none(seed),
+                "expected_tool_calls": long_or_none(expected_tool_calls, 32),
+                "user_id": opt_ident(user_id),
+                "attributes": string_map(attributes, self.max_payload),
             },
         )
 
@@ -110,7 +132,14 @@ class Tracer:
         self.close()
 
     def _emit(self, record: str, topic: str, trajectory_id: str, data: dict[str, Any]) -> None:
-        value = self._codec.encode_record(record, data)
+        """Encode and hand over. The fields are sanitized by the callers; should encoding
+        still fail, the event is counted and logged, never raised into the agent."""
+        try:
+            value = self._codec.encode_record(record, data)
+        except Exception as e:
+            self.unrecordable += 1
+            log.error("agentlake: could not encode a %s of trajectory %s (%s)", record, trajectory_id, e)
+            return
         self.emitter.emit(self.settings.topic(topic), trajectory_id.encode(), value)
 
 
@@ -160,20 +189,17 @@ class Trajectory:
         if kind not in ("thought", "message", "plan", "final", "user"):
             raise ValueError(f"step kind must be thought|message|plan|final|user, got {kind!r}")
         self.steps += 1
-        raw = content.encode()
-        truncated = len(raw) > self.tracer.max_payload
-        if truncated:
-            content = raw[: self.tracer.max_payload].decode("utf-8", errors="ignore")
+        text, size = cap_text(content, self.tracer.max_payload)
         self._emit(
             "AgentStep",
             "agent.steps",
             {
                 "kind": kind,
-                "content": content,
-                "content_truncated": truncated,
-                "tokens_in": tokens_in,
-                "tokens_out": tokens_out,
-                "cost_usd": cost_usd,
+                "content": text,
+                "content_truncated": size > self.tracer.max_payload,
+                "tokens_in": long_or_none(tokens_in),
+                "tokens_out": long_or_none(tokens_out),
+                "cost_usd": finite(cost_usd),
             },
         )
 
@@ -203,13 +229,14 @@ class Trajectory:
         self.ended = True
         self.outcome = outcome
         self.final_answer = final_answer
+        limit = self.tracer.max_payload
         fields: dict[str, Any] = {
             "outcome": outcome,
-            "final_answer": final_answer,
-            "error": error,
-            "tokens_in": tokens_in,
-            "tokens_out": tokens_out,
-            "cost_usd": cost_usd,
+            "final_answer": opt_text(final_answer, limit),
+            "error": opt_text(error, limit),
+            "tokens_in": long_or_none(tokens_in),
+            "tokens_out": long_or_none(tokens_out),
+            "cost_usd": finite(cost_usd),
             "checks": {},
             "attribution": None,
             "verdict": None,
@@ -246,9 +273,14 @@ class Trajectory:
         self._pending_end = None
         if fields is None:
             return  # already emitted: end() ran before hold_end()
-        fields.update(checks=dict(checks or {}), attribution=attribution, verdict=verdict)
+        limit = self.tracer.max_payload
+        fields.update(
+            checks=string_map(checks, limit, cast=bool),
+            attribution=opt_ident(attribution),
+            verdict=opt_text(verdict, limit),
+        )
         if error and not fields.get("error"):
-            fields["error"] = error
+            fields["error"] = opt_text(error, limit)
         self._emit("TrajectoryEnded", "agent.trajectories", fields, span_id=new_span_id())
 
     def _emit(
@@ -308,8 +340,8 @@ class ToolCall:
 
     def __init__(self, trajectory: Trajectory, server_id: str, tool: str, arguments: Any) -> None:
         self.trajectory = trajectory
-        self.server_id = server_id
-        self.tool = tool
+        self.server_id = ident(server_id)
+        self.tool = ident(tool)
         self.call_id = new_id()
         self.span_id = new_span_id()
         self.done = False
@@ -318,7 +350,7 @@ class ToolCall:
         trajectory._emit(
             "ToolCallRequested",
             "agent.tool_calls",
-            {"call_id": self.call_id, "server_id": server_id, "tool": tool, "arguments": args},
+            {"call_id": self.call_id, "server_id": self.server_id, "tool": self.tool, "arguments": args},
             span_id=self.span_id,
         )
 
@@ -360,11 +392,11 @@ class ToolCall:
                 "server_id": self.server_id,
                 "tool": self.tool,
                 "result": res,
-                "is_error": is_error,
-                "error": error,
+                "is_error": bool(is_error),
+                "error": opt_text(error, self.trajectory.tracer.max_payload),
                 "latency_ms": latency_ms,
-                "cost_usd": cost_usd,
-                "error_kind": error_kind if is_error else None,
+                "cost_usd": finite(cost_usd),
+                "error_kind": opt_ident(error_kind) if is_error else None,
             },
             span_id=self.span_id,
         )

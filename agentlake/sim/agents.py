@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from agentlake.sdk import TracedSession, Trajectory, result_text, result_value
-from agentlake.sim.export import tool_message_content, tools_to_openai
+from agentlake.sim.export import provider_safe_names, tool_message_content, tools_to_openai
 from agentlake.sim.llm import ChatClient, message_text
 
 __all__ = [
@@ -132,6 +132,7 @@ class OpenAIChatAgent:
         self.max_steps = max_steps
         self.temperature = temperature
         self.seed = seed
+        self._real_names: dict[str, str] = {}
 
     async def __call__(
         self,
@@ -140,6 +141,7 @@ class OpenAIChatAgent:
         trajectory: Trajectory,
         /,
         user: UserChannel | None = None,
+        seed: int | None = None,
     ) -> str:
         """Run one task to its end.
 
@@ -148,6 +150,7 @@ class OpenAIChatAgent:
             tools: the traced MCP session (its `list_tools` is forwarded to the client).
             trajectory: where steps are recorded; ended by this call unless an error escapes.
             user: the user to ask questions, or None.
+            seed: sampling seed of this task (the trial's seed), overriding the constructor's.
 
         Returns:
             The final answer, or `BUDGET_EXHAUSTED`.
@@ -156,14 +159,19 @@ class OpenAIChatAgent:
             LLMError: the model could not be reached or answered garbage.
             UserSimulationError: the simulated user failed.
         """
-        openai_tools = tools_to_openai(await list_tool_specs(tools))
+        specs = await list_tool_specs(tools)
+        # MCP allows names providers reject (`orders.refund`): send safe aliases, map them back
+        alias = provider_safe_names([spec["name"] for spec in specs])
+        self._real_names = {safe: real for real, safe in alias.items()}
+        openai_tools = tools_to_openai([{**spec, "name": alias[spec["name"]]} for spec in specs])
+        seed = seed if seed is not None else self.seed
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": self.system_prompt},
             {"role": "user", "content": task},
         ]
         for _ in range(self.max_steps):
             response = await self.client.complete(
-                messages, tools=openai_tools or None, temperature=self.temperature, seed=self.seed
+                messages, tools=openai_tools or None, temperature=self.temperature, seed=seed
             )
             text = message_text(response.message)
             usage = {"tokens_in": response.tokens_in, "tokens_out": response.tokens_out}
@@ -205,6 +213,7 @@ class OpenAIChatAgent:
         function = call.get("function")
         function = function if isinstance(function, Mapping) else {}
         name = str(function.get("name") or "")
+        name = self._real_names.get(name, name)
         raw = function.get("arguments")
         arguments, problem = _parse_arguments(raw)
         if arguments is None:

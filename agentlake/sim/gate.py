@@ -8,6 +8,7 @@ Runs are recorded as `SimRunRecorded` events on the compacted ``sim.runs`` topic
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,14 @@ class TrialRow:
     attribution: str | None
     checks: dict[str, bool]
     task: str
+    gates: list[str] = field(default_factory=list)
+    reward_spec: str = ""
+    note: str | None = None
+
+    @property
+    def gated_reward(self) -> float:
+        """The reward the gate counts: the scored total for a success, 0 for a failed trial."""
+        return self.total if self.success else 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -45,10 +54,12 @@ class TrialRow:
             "trial": self.trial,
             "seed": self.seed,
             "success": self.success,
-            "reward": self.total,
+            "reward": self.gated_reward,
+            "reward_raw": self.total,
             "components": self.components,
             "tool_calls": self.tool_calls,
             "attribution": self.attribution,
+            "attribution_note": self.note,
             "checks": self.checks,
             "task": self.task,
         }
@@ -59,7 +70,7 @@ def read_trials(client: Any, run_id: str) -> list[TrialRow]:
     rows = query(
         client,
         "SELECT trajectory_id, scenario_id, trial, seed, success, total, components, "
-        "metrics['tool_calls'] AS tool_calls, attribution, checks, task "
+        "metrics['tool_calls'] AS tool_calls, attribution, checks, task, gates, reward_spec "
         "FROM rewards FINAL WHERE run_id = {r:String} AND is_final = 1 ORDER BY scenario_id, trial",
         {"r": run_id},
     )
@@ -76,9 +87,71 @@ def read_trials(client: Any, run_id: str) -> list[TrialRow]:
             attribution=r["attribution"],
             checks={k: bool(v) for k, v in dict(r["checks"] or {}).items()},
             task=r["task"],
+            gates=list(r["gates"] or []),
+            reward_spec=r["reward_spec"] or "",
         )
         for r in rows
     ]
+
+
+def faults_of(client: Any, trajectory_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """Per trajectory, the (tool, error_kind) of every call that suffered a staging fault, in order."""
+    from agentlake.sim.grading import FAULT_KINDS
+
+    if not trajectory_ids:
+        return {}
+    rows = query(
+        client,
+        "SELECT trajectory_id, tool, error_kind FROM tool_calls FINAL "
+        "WHERE trajectory_id IN {ids:Array(String)} AND error_kind IN {kinds:Array(String)} "
+        "ORDER BY trajectory_id, request_seq",
+        {"ids": trajectory_ids, "kinds": sorted(FAULT_KINDS)},
+    )
+    out: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for r in rows:
+        out[r["trajectory_id"]].append((r["tool"], r["error_kind"]))
+    return dict(out)
+
+
+def reattribute(
+    rows: list[TrialRow],
+    base_rows: list[TrialRow],
+    faults: dict[str, list[tuple[str, str]]],
+) -> int:
+    """Use the baseline's evidence on identical seeded faults (in place).
+
+    A candidate trial blamed on ``tool`` is re-attributed to ``agent`` when the
+    baseline's trial of the same case, index and seed (so the same seeded faults
+    per tool) met a fault of the same kind on the same tool and still succeeded:
+    the fault was recoverable, this agent did not recover.
+
+    Args:
+        rows: the candidate's trials.
+        base_rows: the baseline's trials.
+        faults: `faults_of` both runs' trajectories.
+
+    Returns:
+        How many trials were re-attributed.
+    """
+    base = {(b.case_id, b.trial, b.seed): b for b in base_rows}
+    changed = 0
+    for r in rows:
+        if r.success or r.attribution != "tool":
+            continue
+        b = base.get((r.case_id, r.trial, r.seed))
+        if b is None or not b.success:
+            continue
+        mine, theirs = faults.get(r.trajectory_id, []), set(faults.get(b.trajectory_id, []))
+        shared = [f for f in mine if f in theirs]
+        if shared:
+            tool, kind = shared[0]
+            r.attribution = "agent"
+            r.note = (
+                f"re-attributed from tool: the baseline ({b.trajectory_id}) met the same seeded "
+                f"{kind} on {tool} and recovered"
+            )
+            changed += 1
+    return changed
 
 
 def count_scored(client: Any, run_id: str) -> int:
@@ -90,14 +163,35 @@ def count_scored(client: Any, run_id: str) -> int:
     return int(r[0]["n"])
 
 
-def metrics_of(rows: list[TrialRow], seed: int = 0) -> SuiteMetrics:
+def metrics_of(rows: list[TrialRow], seed: int = 0, planned: dict[str, int] | None = None) -> SuiteMetrics:
+    """Suite metrics over the *planned* trials.
+
+    A planned trial without a scored row (skipped by early stop, missing) counts as a
+    failure, so a trial that did not run never raises pass^k or pass@k; a case
+    with no row at all still takes part. The reward the gate sees is success-gated
+    (`TrialRow.gated_reward`): a failed trial counts 0 whatever its reward spec.
+
+    Args:
+        rows: the scored trials.
+        seed: bootstrap seed.
+        planned: case id -> trials planned (default: the trials that have rows).
+    """
     results: dict[str, list[bool]] = defaultdict(list)
     for r in sorted(rows, key=lambda r: (r.case_id, r.trial)):
         results[r.case_id].append(r.success)
+    missing = 0
+    for case, n in (planned or {}).items():
+        have = results[case]
+        missing += max(0, n - len(have))
+        have.extend([False] * max(0, n - len(have)))
+    # a missing trial scores 0 on the reward and on every component (never raises them);
+    # tool calls are averaged over the trials that ran
+    names = {k for r in rows for k in r.components}
+    zeros: list[dict[str, float | None]] = [dict.fromkeys(names, 0.0) for _ in range(missing)]
     return suite_metrics(
         results,
-        reward_totals=[r.total for r in rows],
-        reward_components=[r.components for r in rows],
+        reward_totals=[r.gated_reward for r in rows] + [0.0] * missing,
+        reward_components=[*(dict[str, float | None](r.components) for r in rows), *zeros],
         tool_calls=[r.tool_calls for r in rows],
         seed=seed,
     )
@@ -233,10 +327,20 @@ def report_json(
     baseline_metrics: SuiteMetrics | None,
     skipped: list[dict[str, Any]],
     seconds: float,
+    planned: int | None = None,
+    missing: list[dict[str, Any]] | None = None,
+    gate_source: str = "suite",
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
+    """The run's JSON report. ``suite_metrics`` are over the planned trials: recompute them
+    from ``trials`` plus ``skipped`` and ``missing`` (each a failure)."""
     skipped_by_case: dict[str, int] = defaultdict(int)
-    for s in skipped:
+    for s in [*skipped, *(missing or [])]:
         skipped_by_case[s["scenario"]] += 1
+    blame: dict[str, int] = defaultdict(int)
+    for r in rows:
+        if not r.success:
+            blame[r.attribution or "agent"] += 1
     return {
         "run_id": run_id,
         "suite": suite_id,
@@ -244,6 +348,10 @@ def report_json(
         "seconds": round(seconds, 2),
         "baseline": baseline.run_id if baseline else None,
         "passed": gate.passed if gate else None,
+        "gate_source": gate_source,
+        "planned": planned if planned is not None else len(rows) + len(skipped) + len(missing or []),
+        "failures_by": dict(blame),
+        "warnings": list(warnings or []),
         "suite_metrics": {
             "pass_hat": metrics.pass_hat,
             "pass_at": metrics.pass_at,
@@ -266,42 +374,100 @@ def report_json(
         "gate": [c.model_dump() for c in gate.checks] if gate else [],
         "trials": [r.to_json() for r in rows],
         "skipped": skipped,
+        "missing": list(missing or []),
     }
 
 
+def reward_warnings(rows: list[TrialRow]) -> list[str]:
+    """A loud line per reward spec that let failed trials score a reward (no gated component
+    such as ``task_success``): the gate counts those rewards as 0, the report says so."""
+    out = []
+    by_spec: dict[str, list[TrialRow]] = defaultdict(list)
+    for r in rows:
+        if not r.success and r.total > 0 and not r.gates:
+            by_spec[r.reward_spec or "?"].append(r)
+    for spec, failed in sorted(by_spec.items()):
+        top = max(r.total for r in failed)
+        out.append(
+            f"reward spec {spec} gates nothing (no task_success gate): {len(failed)} failed trial(s) "
+            f"scored up to {top:.3f}; the gate counts a failed trial's reward as 0"
+        )
+    return out
+
+
+_XML_FORBIDDEN = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(value: Any) -> str:
+    """A string XML 1.0 can carry: each forbidden character (C0 controls but TAB/LF/CR,
+    lone surrogates, U+FFFE/U+FFFF) is written as a visible ``\\xNN`` / ``\\uNNNN`` escape."""
+
+    def esc(m: re.Match[str]) -> str:
+        code = ord(m.group(0))
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _XML_FORBIDDEN.sub(esc, str(value))
+
+
+def _attr(value: Any) -> str:
+    return quoteattr(xml_text(value), {"\n": "&#10;", "\r": "&#13;", "\t": "&#9;"})
+
+
 def junit_xml(report: dict[str, Any]) -> str:
-    """One testcase per trial (failures carry the attribution and failed checks), plus the gate."""
+    """The report as JUnit XML (valid against the common JUnit XSD, see tests/data/junit.xsd).
+
+    One ``<testsuite>`` for the trials: a testcase per trial (a failure names the
+    attribution and the failed checks; a trial blamed on ``infrastructure`` or the
+    ``grader`` is an ``<error>``, not a ``<failure>``), one skipped testcase per
+    trial skipped by early stop or missing. One ``<testsuite name="gate">`` with a
+    testcase per gate check. ``tests`` counts every testcase, skipped ones included.
+    Characters XML 1.0 forbids are escaped visibly (`xml_text`).
+    """
     trials = report["trials"]
     gate = report["gate"]
-    failures = sum(1 for t in trials if not t["success"]) + sum(1 for c in gate if not c["passed"])
+    not_run = [*report["skipped"], *report.get("missing", [])]
+    errors = [t for t in trials if not t["success"] and t["attribution"] in ("infrastructure", "grader")]
+    failures = [t for t in trials if not t["success"] and t not in errors]
+    gate_failures = sum(1 for c in gate if not c["passed"])
+    n_trials = len(trials) + len(not_run)
     lines = [
         '<?xml version="1.0" encoding="UTF-8"?>',
-        f'<testsuites name="agentlake" tests="{len(trials) + len(gate)}" failures="{failures}">',
-        f'<testsuite name={quoteattr(report["suite"] + " / " + report["agent"])} tests="{len(trials)}" '
-        f'failures="{sum(1 for t in trials if not t["success"])}" skipped="{len(report["skipped"])}" '
+        f'<testsuites name="agentlake" tests="{n_trials + len(gate)}" '
+        f'failures="{len(failures) + gate_failures}" errors="{len(errors)}" time="{report["seconds"]}">',
+        f'<testsuite name={_attr(report["suite"] + " / " + report["agent"])} tests="{n_trials}" '
+        f'failures="{len(failures)}" errors="{len(errors)}" skipped="{len(not_run)}" '
         f'time="{report["seconds"]}">',
     ]
     for t in trials:
         name = f"{t['scenario']}#{t['trial']}"
-        lines.append(f"<testcase classname={quoteattr(t['scenario'])} name={quoteattr(name)}>")
+        lines.append(f"<testcase classname={_attr(t['scenario'])} name={_attr(name)}>")
         if not t["success"]:
             failed = ", ".join(k for k, v in t["checks"].items() if not v) or "gates"
-            msg = f"blamed on {t['attribution'] or 'agent'}; failed: {failed}"
-            lines.append(f"<failure message={quoteattr(msg)}>{escape(json.dumps(t, default=str))}</failure>")
+            who = t["attribution"] or "agent"
+            msg = f"blamed on {who}; failed: {failed}"
+            tag = "error" if t in errors else "failure"
+            body = escape(xml_text(json.dumps(t, default=str, ensure_ascii=False)))
+            lines.append(f"<{tag} message={_attr(msg)} type={_attr(who)}>{body}</{tag}>")
         lines.append("</testcase>")
     for s in report["skipped"]:
         lines.append(
-            f"<testcase classname={quoteattr(s['scenario'])} name={quoteattr(s['trial_id'])}>"
-            f'<skipped message="early stop: the gate outcome of this case was already decided"/></testcase>'
+            f"<testcase classname={_attr(s['scenario'])} name={_attr(s['trial_id'])}>"
+            f'<skipped message="early stop: the suite verdict was already decided; counted as a failure"/>'
+            "</testcase>"
+        )
+    for s in report.get("missing", []):
+        lines.append(
+            f"<testcase classname={_attr(s['scenario'])} name={_attr(s['trial_id'])}>"
+            f'<skipped message="planned but never scored; counted as a failure"/></testcase>'
         )
     lines.append("</testsuite>")
     lines.append(
-        f'<testsuite name="gate" tests="{len(gate)}" failures="{sum(1 for c in gate if not c["passed"])}">'
+        f'<testsuite name="gate" tests="{len(gate)}" failures="{gate_failures}" errors="0" skipped="0">'
     )
     for c in gate:
-        lines.append(f'<testcase classname="gate" name={quoteattr(c["name"] + " " + c["kind"])}>')
+        lines.append(f'<testcase classname="gate" name={_attr(c["name"] + " " + c["kind"])}>')
         if not c["passed"]:
-            lines.append(f"<failure message={quoteattr(c['detail'])}/>")
+            lines.append(f"<failure message={_attr(c['detail'])}/>")
         lines.append("</testcase>")
     lines.append("</testsuite></testsuites>")
     return "\n".join(lines) + "\n"

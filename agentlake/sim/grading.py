@@ -25,9 +25,15 @@ listed never causes a false mismatch.
 
 Attribution of a failed trial. The first rule that applies wins:
 
-1. ``grader``: evaluating a check raised (a bad path, a regex that fails after
-   rendering, incomparable values): the verdict says nothing about the agent.
-2. ``tool``: some call suffered a fault — ``injected`` is set, or its
+1. ``grader``: evaluating a check raised: a ``final_state`` path that exists in
+   neither the initial nor the final state, a value compared with one of another
+   JSON kind (a string with a boolean), a regex that fails after rendering. The
+   verdict says nothing about the agent. (What can be known before the first
+   trial — unknown tools, paths outside the initial state — is a setup error
+   raised by ``runner.check_setup`` instead.)
+2. ``infrastructure``: the agent's model provider failed (transport error,
+   timeout, exhausted 429/5xx retries, a garbage body): not a regression.
+3. ``tool``: some call suffered a fault — ``injected`` is set, or its
    ``error_kind`` is one of ``injected_error``, ``timeout``, ``malformed``,
    ``replay_miss``, ``transport`` — that was not recovered (no later call to the
    same tool with the same arguments succeeded), *and* the agent otherwise
@@ -35,11 +41,14 @@ Attribution of a failed trial. The first rule that applies wins:
    included), with repeats of a faulted call dropped, the list is a prefix of
    the expected sequence (``strict``), or each call pairs with a distinct
    expected call (``unordered``, ``subset``); ``superset`` and scenarios
-   without tool-call criteria accept any calls.
-3. ``user``: the simulated user failed (``user_error``).
-4. ``agent``: everything else — wrong or missing calls, wrong state or answer,
-   business errors (``tool_error``, ``invalid_arguments``), a crash, a budget
-   overrun.
+   without tool-call criteria accept any calls. The gate report then checks
+   the baseline's evidence: when the baseline run's trial with the same seed
+   met the same fault and recovered, the failure is re-attributed to ``agent``
+   (``gate.reattribute``).
+4. ``user``: the simulated user failed (``user_error``).
+5. ``agent``: everything else — wrong or missing calls, wrong state or answer,
+   business errors (``tool_error``, ``invalid_arguments``), a crash, an outcome
+   of ``error``/``timeout``/``aborted``, a budget overrun.
 
 A successful trial is attributed ``none``.
 """
@@ -63,6 +72,7 @@ __all__ = [
     "ObservedCall",
     "Verdict",
     "arguments_match",
+    "comparable",
     "grade",
     "lookup",
     "match_tool_calls",
@@ -71,7 +81,7 @@ __all__ = [
 FAULT_KINDS = frozenset({"injected_error", "timeout", "malformed", "replay_miss", "transport"})
 """``error_kind`` values that are the environment's fault, not the agent's."""
 
-Attribution = Literal["none", "agent", "user", "tool", "grader"]
+Attribution = Literal["none", "agent", "user", "tool", "grader", "infrastructure"]
 
 
 class _Model(BaseModel):
@@ -97,12 +107,18 @@ class Observation(_Model):
     """Everything the runner observed about one trial."""
 
     tool_calls: list[ObservedCall] = Field(default_factory=list)
+    initial_state: dict[str, Any] | None = Field(
+        default=None, description="the state before the agent ran (to tell a bad path from a missing key)"
+    )
     final_state: dict[str, Any] = Field(default_factory=dict)
     final_answer: str | None = None
     outcome: str | None = Field(default=None, description="outcome the agent reported")
     steps: int = 0
     error: str | None = Field(default=None, description="exception text if the agent crashed")
     user_error: str | None = Field(default=None, description="failure of the simulated user")
+    infrastructure_error: str | None = Field(
+        default=None, description="the agent's model provider failed (outage, rate limit, garbage answer)"
+    )
     budget_exceeded: Literal["max_steps", "max_tool_calls", "timeout_s"] | None = None
 
 
@@ -273,14 +289,46 @@ def match_tool_calls(check: ToolCallsCheck, calls: Sequence[ObservedCall]) -> tu
     return False, f"{check.mode}: {'; '.join(problems)}; actual {shown}"
 
 
-def _state_check(sc: StateCheck, state: Mapping[str, Any]) -> tuple[bool, str]:
+def _kind(x: Any) -> str:
+    if x is None:
+        return "null"
+    if isinstance(x, bool):
+        return "boolean"
+    if isinstance(x, int | float):
+        return "number"
+    if isinstance(x, str):
+        return "string"
+    if isinstance(x, Mapping):
+        return "object"
+    if isinstance(x, list | tuple):
+        return "array"
+    return type(x).__name__
+
+
+def comparable(expected: Any, actual: Any) -> bool:
+    """Whether comparing ``expected`` with ``actual`` can mean anything: same JSON kind,
+    or either is null (a string is never compared with a boolean or a number)."""
+    return expected is None or actual is None or _kind(expected) == _kind(actual)
+
+
+def _state_check(
+    sc: StateCheck, state: Mapping[str, Any], initial: Mapping[str, Any] | None = None
+) -> tuple[bool, str]:
     op, operand = sc.op
     found, value = lookup(state, sc.path)
     if op == "exists":
         ok = found == bool(operand)
         return ok, f"{sc.path} {'exists' if found else 'does not exist'}"
     if not found:
+        if initial is not None and not lookup(initial, sc.path)[0]:
+            parent = sc.path.rsplit(".", 1)[0] if "." in sc.path else ""
+            if not parent or not (lookup(state, parent)[0] or lookup(initial, parent)[0]):
+                raise LookupError(f"path {sc.path} exists in neither the initial nor the final state")
         return False, f"{sc.path} not found in the final state"
+    operands = operand if op == "in" else [operand]
+    bad = [x for x in operands if not comparable(x, value)]
+    if bad:
+        raise TypeError(f"{sc.path}: cannot compare {_kind(bad[0])} {bad[0]!r} with {_kind(value)} {value!r}")
     if op == "equals":
         ok = _equal(operand, value)
         return ok, f"{sc.path} = {value!r}" + ("" if ok else f", expected {operand!r}")
@@ -397,7 +445,9 @@ def grade(trial: Trial, observation: Observation) -> Verdict:
     obs = observation
     planned: list[tuple[str, Callable[[], tuple[bool, str]]]] = []
     for sc in criteria.final_state:
-        planned.append((f"final_state.{sc.path}", partial(_state_check, sc, obs.final_state)))
+        planned.append(
+            (f"final_state.{sc.path}", partial(_state_check, sc, obs.final_state, obs.initial_state))
+        )
     if criteria.tool_calls is not None:
         tc = criteria.tool_calls
         planned.append(("tool_calls", lambda: match_tool_calls(tc, obs.tool_calls)))
@@ -411,12 +461,7 @@ def grade(trial: Trial, observation: Observation) -> Verdict:
     b = trial.budgets
     if obs.budget_exceeded or b.max_steps is not None or b.max_tool_calls is not None:
         planned.append(("budget", lambda: _budget(trial, obs)))
-    planned.append(
-        (
-            "agent_completed",
-            lambda: (obs.error is None, f"agent raised: {obs.error}" if obs.error else "completed"),
-        )
-    )
+    planned.append(("agent_completed", lambda: _completed(obs)))
     if trial.user is not None or obs.user_error is not None:
         planned.append(
             (
@@ -445,6 +490,16 @@ def grade(trial: Trial, observation: Observation) -> Verdict:
     return Verdict(success=success, checks=checks, attribution=attribution, reason=reason)
 
 
+def _completed(obs: Observation) -> tuple[bool, str]:
+    if obs.error is not None:
+        return False, f"agent raised: {obs.error}"
+    if obs.infrastructure_error is not None:
+        return False, f"the agent's model provider failed: {obs.infrastructure_error}"
+    if obs.outcome in ("error", "timeout", "aborted"):
+        return False, f"agent ended with outcome {obs.outcome!r}"
+    return True, "completed"
+
+
 def _budget(trial: Trial, obs: Observation) -> tuple[bool, str]:
     b = trial.budgets
     if obs.budget_exceeded:
@@ -470,6 +525,8 @@ def _attribute(
         return "none", f"all {len(checks)} checks passed"
     failed = next(c for c in checks if not c.passed)
     what = f"{failed.name}: {failed.detail}"
+    if obs.infrastructure_error is not None:
+        return "infrastructure", f"model provider failed: {obs.infrastructure_error}"
     faults = _unrecovered_faults(obs.tool_calls)
     if faults and _followed_expected(trial.criteria.tool_calls, obs.tool_calls):
         f = faults[0]

@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, RootModel, model_validator
 
 __all__ = [
+    "DEFAULT_GATE",
     "Bound",
     "Check",
     "GateResult",
@@ -41,6 +42,7 @@ __all__ = [
     "pass_at_k",
     "pass_hat_bounds",
     "pass_hat_k",
+    "suite_decided",
     "suite_metrics",
     "wilson_interval",
 ]
@@ -127,6 +129,40 @@ def pass_hat_bounds(n_total: int, n_done: int, c_done: int, k: int) -> tuple[flo
         raise ValueError(f"c_done must be between 0 and n_done={n_done} (got {c_done})")
     remaining = n_total - n_done
     return pass_hat_k(n_total, c_done, k), pass_hat_k(n_total, c_done + remaining, k)
+
+
+def suite_decided(cases: Mapping[str, tuple[int, int, int]], k: int, min_pass_hat: float) -> bool | None:
+    """Whether the *suite-level* pass^k verdict against ``min_pass_hat`` is already certain.
+
+    Suite pass^k is the mean over cases of ``pass_hat_k(n_total, c, k)`` over the
+    planned trials; its worst (every remaining trial fails) and best (every one
+    succeeds) values bound it. A case planned with fewer than ``k`` trials takes no
+    part (as in :func:`suite_metrics`).
+
+    Args:
+        cases: case id -> ``(n_total planned, n_done, c_done)``.
+        k: the k of pass^k.
+        min_pass_hat: the gate's floor.
+
+    Returns:
+        True when it will pass whatever happens, False when it will fail whatever
+        happens, None while undecided (or when no case has ``k`` planned trials).
+    """
+    worst: list[float] = []
+    best: list[float] = []
+    for n_total, n_done, c_done in cases.values():
+        if n_total < k:
+            continue
+        lo, hi = pass_hat_bounds(n_total, n_done, c_done, k)
+        worst.append(lo)
+        best.append(hi)
+    if not worst:
+        return None
+    if sum(worst) / len(worst) >= min_pass_hat - _EPS:
+        return True
+    if sum(best) / len(best) < min_pass_hat - _EPS:
+        return False
+    return None
 
 
 def decided(n_total: int, n_done: int, c_done: int, k: int, min_pass_hat: float) -> bool:
@@ -487,6 +523,11 @@ class GateSpec(RootModel[dict[str, Threshold]]):
                 name = "reward.total"
             out.append((name, t))
         return out
+
+
+DEFAULT_GATE = GateSpec({"pass_hat_1": Threshold(min=1.0)})
+"""The gate of a suite that declares none: every planned trial must pass (pass^1 = 1).
+A suite that wants no gate says so with ``gate: {}`` (report only)."""
 
 
 class Check(_Frozen):

@@ -44,9 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+import jsonschema.exceptions
 import yaml
 
-from agentlake.sim.staging import ForwardBehaviour, ToolDef
+from agentlake.sim.staging import ForwardBehaviour, ToolDef, WireParam
 
 __all__ = ["OpenAPIError", "load_openapi", "openapi_to_server_spec", "tools_from_openapi"]
 
@@ -86,10 +88,12 @@ class _Operation:
     method: str
     path: str
     input_schema: dict[str, Any]
-    query: list[str] = field(default_factory=list)
-    headers: list[str] = field(default_factory=list)
+    params: list[WireParam] = field(default_factory=list)
     body: list[str] | None = None
+    body_fields: dict[str, str] | None = None
     body_arg: str | None = None
+    media_type: str = "application/json"
+    binary: list[str] = field(default_factory=list)
     servers: list[Any] | None = None
 
 
@@ -160,10 +164,12 @@ def tools_from_openapi(doc: Mapping[str, Any] | str | Path, base_url: str | None
             base_url=url,
             method=op.method,
             path=op.path,
-            query=op.query,
-            headers=op.headers,
+            params=op.params,
             body=op.body,
+            body_fields=op.body_fields,
             body_arg=op.body_arg,
+            media_type=op.media_type,
+            binary=op.binary,
         )
         tools.append(
             ToolDef(
@@ -248,61 +254,101 @@ def _operation(
 
     properties: dict[str, Any] = {}
     required: list[str] = []
-    locations: dict[str, str] = {}
+    wire_params: list[WireParam] = []
+    path_names: set[str] = set()
     for param in _parameters(resolver, item, raw, where):
         pname, location = str(param["name"]), str(param["in"])
-        if location == "cookie" or (location == "header" and pname.lower() in _IGNORED_HEADERS):
+        if location == "header" and pname.lower() in _IGNORED_HEADERS:
             continue
-        if location not in ("path", "query", "header"):
+        if location not in ("path", "query", "header", "cookie"):
             raise OpenAPIError(f"{where}: parameter {pname!r} has an unknown location {location!r}")
-        if pname in properties:
-            log.warning(
-                "%s: parameter %r appears in %s and %s; keeping the first",
-                where,
-                pname,
-                locations[pname],
-                location,
-            )
-            continue
+        arg = _arg_name(pname, location, properties)
         schema = resolver.schema(_parameter_schema(param), ())
         if not isinstance(schema, dict):
             schema = {}
-        if param.get("description") and "description" not in schema:
-            schema["description"] = str(param["description"])
-        properties[pname] = schema
-        locations[pname] = location
+        described = str(param.get("description") or "").strip()
+        if arg != pname:  # the model sees the wire name too
+            described = f"{described} ({location} parameter {pname!r})".strip()
+        if described and "description" not in schema:
+            schema["description"] = described
+        properties[arg] = schema
+        if location == "path":
+            path_names.add(pname)
         if location == "path" or param.get("required") is True:
-            required.append(pname)
-    missing = [p for p in re.findall(r"\{([^{}]+)\}", path) if locations.get(p) != "path"]
+            required.append(arg)
+        content = param.get("content")
+        wire_params.append(
+            WireParam.model_validate(
+                {
+                    "arg": arg,
+                    "name": pname,
+                    "in": location,
+                    "style": str(param["style"]) if param.get("style") else None,
+                    "explode": bool(param["explode"]) if "explode" in param else None,
+                    "allow_reserved": param.get("allowReserved") is True,
+                    "content": next(iter(content)) if isinstance(content, Mapping) and content else None,
+                }
+            )
+        )
+    missing = [p for p in re.findall(r"\{([^{}]+)\}", path) if p not in path_names]
     if missing:
         raise OpenAPIError(f"{where}: path parameter(s) {', '.join(missing)} are not declared")
 
-    body_names: list[str] | None = []
+    body_fields: dict[str, str] | None = None
     body_arg: str | None = None
+    binary: list[str] = []
+    media_type = "application/json"
     additional: Any = False
     request_body = raw.get("requestBody")
     if request_body is not None:
         body = resolver.deref(request_body, f"{where} requestBody")
         if not isinstance(body, Mapping):
             raise OpenAPIError(f"{where}: requestBody must be a mapping")
-        media = _json_media(body.get("content"))
-        if media is None:
-            kinds = ", ".join(sorted(body.get("content") or {})) or "no content"
-            log.warning("skipping %s: its request body is not JSON (%s)", where, kinds)
-            return None
+        chosen = _body_media(body.get("content"))
+        if chosen is None:
+            raise OpenAPIError(f"{where}: requestBody has no content")
+        media_type, media = chosen
+        kind = _media_kind(media_type)
         body_required = body.get("required") is True
         body_schema = resolver.schema(media.get("schema", {}), ())
-        merged = _object_schema(body_schema)
-        if merged is not None and not (merged["properties"].keys() & properties.keys()):
-            body_props: dict[str, Any] = merged["properties"]
-            properties.update(body_props)
+        merged = _object_schema(body_schema) if kind in ("json", "form", "multipart") else None
+        if merged is not None and (kind != "json" or merged["additionalProperties"] is False):
+            body_fields = {}
+            for prop, prop_schema in merged["properties"].items():
+                arg = _arg_name(str(prop), "body", properties)
+                if kind == "multipart" and _is_binary(prop_schema):
+                    prop_schema = _base64_string(prop_schema)
+                    binary.append(arg)
+                properties[arg] = prop_schema
+                body_fields[arg] = str(prop)
+                if body_required and prop in merged["required"]:
+                    required.append(arg)
+        elif (
+            merged is not None
+            and not (merged["properties"].keys() & properties.keys())
+            and all(_SAFE_ARG.match(str(k)) for k in merged["properties"])
+        ):
+            # an open JSON object: declared properties flat, extra arguments go to the body too
+            properties.update(merged["properties"])
             if body_required:
-                required.extend(r for r in merged["required"] if r in body_props and r not in required)
+                required.extend(
+                    r for r in merged["required"] if r in merged["properties"] and r not in required
+                )
             additional = merged["additionalProperties"]
-            body_names = None if additional is not False else list(body_props)
         else:
             body_arg = "body" if "body" not in properties else "request_body"
-            properties[body_arg] = body_schema if isinstance(body_schema, dict) else {}
+            if kind in ("json", "form", "multipart"):
+                schema = body_schema if isinstance(body_schema, dict) else {}
+            elif kind == "text":
+                schema = {"type": "string", "description": f"the {media_type} body"}
+            else:
+                schema = {
+                    "type": "string",
+                    "contentEncoding": "base64",
+                    "description": f"the {media_type} body, base64",
+                }
+                binary.append(body_arg)
+            properties[body_arg] = schema
             if body_required:
                 required.append(body_arg)
 
@@ -313,19 +359,91 @@ def _operation(
     defs = resolver.take_defs()
     if defs:
         input_schema["$defs"] = defs
+    try:
+        jsonschema.Draft202012Validator.check_schema(input_schema)
+    except jsonschema.exceptions.SchemaError as e:
+        at = "/".join(str(x) for x in e.absolute_path)
+        raise OpenAPIError(
+            f"{where}: the generated input schema is invalid at {at or '<root>'}: {e.message}"
+        ) from None
     servers = raw.get("servers") or item.get("servers")
+    if body_fields is None and body_arg is None and additional is not False:
+        body_names: list[str] | None = None
+    else:
+        body_names = list(body_fields or {})
     return _Operation(
         name=name,
         description=description,
         method=method.upper(),
         path=path,
         input_schema=input_schema,
-        query=[p for p, loc in locations.items() if loc == "query"],
-        headers=[p for p, loc in locations.items() if loc == "header"],
+        params=wire_params,
         body=body_names if body_arg is None else None,
+        body_fields=body_fields,
         body_arg=body_arg,
+        media_type=media_type,
+        binary=binary,
         servers=servers if isinstance(servers, list) else None,
     )
+
+
+_SAFE_ARG = re.compile(r"^[a-zA-Z0-9_]{1,64}$")
+
+
+def _arg_name(wire: str, location: str, taken: Mapping[str, Any]) -> str:
+    """A tool argument name matching ``^[a-zA-Z0-9_]{1,64}$`` for a wire name, distinct from
+    `taken`: unsafe characters become ``_`` (``filter[status]`` -> ``filter_status``); a clash
+    (a path ``id`` and a query ``id``) is suffixed with the location (``id_query``), then a number."""
+    base = re.sub(r"_+", "_", re.sub(r"[^a-zA-Z0-9_]", "_", wire)).strip("_")[:_MAX_NAME] or "param"
+    if base not in taken:
+        return base
+    suffix = f"_{location}"
+    candidate = base[: _MAX_NAME - len(suffix)] + suffix
+    n = 1
+    while candidate in taken:
+        n += 1
+        tail = f"_{location}_{n}"
+        candidate = base[: _MAX_NAME - len(tail)] + tail
+    return candidate
+
+
+def _media_kind(media_type: str) -> str:
+    t = media_type.split(";")[0].strip().lower()
+    if t == "application/json" or t.endswith("+json") or t.endswith("/json"):
+        return "json"
+    if t == "application/x-www-form-urlencoded":
+        return "form"
+    if t == "multipart/form-data":
+        return "multipart"
+    if t.startswith("text/") or t.endswith("xml") or t in ("*/*", "application/*"):
+        return "text"
+    return "binary"
+
+
+def _body_media(content: Any) -> tuple[str, Mapping[str, Any]] | None:
+    """(media type, media object) of a request body: JSON first, then form, multipart, text, binary."""
+    if not isinstance(content, Mapping):
+        return None
+    options = [(str(k), v) for k, v in content.items() if isinstance(v, Mapping)]
+    order = {"json": 0, "form": 1, "multipart": 2, "text": 3, "binary": 4}
+    options.sort(key=lambda kv: (order[_media_kind(kv[0])], kv[0].lower() != "application/json"))
+    return options[0] if options else None
+
+
+def _is_binary(schema: Any) -> bool:
+    if not isinstance(schema, Mapping):
+        return False
+    if schema.get("format") in ("binary", "byte") or "contentMediaType" in schema:
+        return True
+    items = schema.get("items")
+    return isinstance(items, Mapping) and _is_binary(items)
+
+
+def _base64_string(schema: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in schema.items() if k not in ("format", "contentMediaType")}
+    out.update(type="string", contentEncoding="base64")
+    out.setdefault("description", "file content, base64")
+    return out
 
 
 def _parameters(
@@ -427,7 +545,7 @@ def _unique(name: str, taken: set[str]) -> str:
 
 def _server_url(servers: Any, tool: str) -> str:
     if not isinstance(servers, list) or not servers or not isinstance(servers[0], Mapping):
-        raise OpenAPIError(f"no base URL for {tool}: the document has no servers[0].url; pass base_url=")
+        raise OpenAPIError(f"no base URL for {tool}: the document has no servers[0].url; pass --base-url URL")
     server = servers[0]
     url = str(server.get("url") or "")
     variables = server.get("variables") or {}
@@ -436,7 +554,7 @@ def _server_url(servers: Any, tool: str) -> str:
         if default is not None:
             url = url.replace("{" + str(var) + "}", str(default))
     if urllib.parse.urlsplit(url).scheme not in ("http", "https") or "{" in url:
-        raise OpenAPIError(f"servers[0].url {url!r} is not an absolute http(s) URL; pass base_url=")
+        raise OpenAPIError(f"servers[0].url {url!r} is not an absolute http(s) URL; pass --base-url URL")
     return url
 
 
@@ -518,6 +636,12 @@ class _Resolver:
         for key, value in node.items():
             if key in _SCHEMA_MAPS and isinstance(value, Mapping):
                 out[key] = {str(k): self.schema(v, stack) for k, v in value.items()}
+            elif key == "items" and isinstance(value, list):
+                out["prefixItems"] = [self.schema(v, stack) for v in value]  # draft-4 tuple form
+                if "additionalItems" in node:
+                    out["items"] = self.schema(node["additionalItems"], stack)
+            elif key == "additionalItems" and isinstance(node.get("items"), list):
+                continue  # became `items` above
             elif key in _SCHEMA_ONE:
                 out[key] = self.schema(value, stack)
             elif key in _SCHEMA_LISTS and isinstance(value, list):

@@ -124,7 +124,7 @@ def recorded_result(call: RecordedCall) -> types.CallToolResult:
 class Divergence:
     step: int
     expected: dict[str, Any] | None
-    actual: dict[str, Any]
+    actual: dict[str, Any] | None  # None: the candidate stopped
     reason: str
 
 
@@ -185,7 +185,7 @@ def trials_of_run(client: Any, run_id: str | None = None, where: str | None = No
     rows = query(
         client,
         "SELECT DISTINCT JSONExtractString(body, 'attributes', 'trial_id') AS trial_id FROM events FINAL "
-        "WHERE record = 'TrajectoryStarted' AND trajectory_id IN "
+        "WHERE record = 'TrajectoryStarted' AND trajectory_id GLOBAL IN "
         f"(SELECT trajectory_id FROM trajectories FINAL WHERE {' AND '.join(clauses)})",
         params,
     )

@@ -21,11 +21,14 @@ Agents under test (`resolve_agent`):
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import copy
+import functools
+import hashlib
 import importlib
 import inspect
 import json
 import os
+import re
 import shlex
 import time
 import uuid
@@ -39,6 +42,7 @@ from mcp import Client
 
 from agentlake.sdk import TracedSession, Tracer, Trajectory
 from agentlake.sim.grading import Observation, ObservedCall, Verdict, grade
+from agentlake.sim.harness import DEFAULT_TIMEOUT_S, LoopBridge, run_command, run_in_thread
 from agentlake.sim.reference import REFERENCE_AGENTS, SHOP_TOOLS, shop_handler
 from agentlake.sim.staging import Faults, HandlerBehaviour, StagingServer, ToolDef, tools_from_specs
 from agentlake.sim.suite import Suite, Trial
@@ -78,20 +82,43 @@ def _import(ref: str) -> AgentCallable:
     return obj  # type: ignore[no-any-return]
 
 
+def _openai_agent(model: str) -> AgentCallable:
+    """An `OpenAIChatAgent` per trial: its HTTP client belongs to the trial's own event loop."""
+    from agentlake.sim.agents import OpenAIChatAgent
+    from agentlake.sim.llm import ChatClient
+
+    async def run(
+        task: str, tools: Any, trajectory: Trajectory, user: Any = None, seed: int | None = None
+    ) -> str:
+        async with ChatClient.from_env(model=model) as client:
+            return await OpenAIChatAgent(client)(task, tools, trajectory, user=user, seed=seed)
+
+    return run
+
+
 def resolve_agent(ref: str, registry: Any = None) -> AgentTarget:
     """Turn ``NAME@VERSION`` / ``module:callable`` / ``openai:MODEL`` / ``cmd:COMMAND`` into a target."""
     if ref.startswith("cmd:"):
         command = ref[4:].strip()
         if not command:
             raise RunnerError("cmd: needs a command, e.g. cmd:'python my_agent.py'")
-        return AgentTarget("external", "cmd", command=command)
+        try:
+            argv = shlex.split(command)
+        except ValueError as e:
+            raise RunnerError(f"cmd: cannot split {command!r}: {e}") from None
+        # two commands must be told apart in reports and baselines: a readable id + a hash
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", " ".join(os.path.basename(a) for a in argv[:3])).strip("-")
+        digest = hashlib.sha256(command.encode()).hexdigest()[:10]
+        return AgentTarget(f"cmd-{slug[:48] or 'agent'}", digest, command=command)
     if ref.startswith("openai:"):
-        from agentlake.sim.agents import OpenAIChatAgent
         from agentlake.sim.llm import ChatClient
 
         model = ref[len("openai:") :] or None
-        client = ChatClient.from_env(model=model)
-        return AgentTarget("openai-agent", client.model, fn=OpenAIChatAgent(client))
+        try:
+            model_name = ChatClient.from_env(model=model).model
+        except ValueError as e:
+            raise RunnerError(f"{ref}: {e}") from None
+        return AgentTarget("openai-agent", model_name, fn=_openai_agent(model_name))
     name, _, version = ref.partition("@")
     if ":" in name and not version:
         return AgentTarget(name.split(":")[-1], "local", fn=_import(name))
@@ -110,10 +137,16 @@ def resolve_agent(ref: str, registry: Any = None) -> AgentTarget:
 # -- staging servers --------------------------------------------------------------
 @dataclass
 class StagingFactory:
-    """Builds a fresh staging server per trial, by server name."""
+    """Builds a fresh staging server per trial, by server name.
+
+    ``faults`` (``--fault-rate``) applies to every server; a staging spec's own
+    top-level ``faults`` and ``state`` apply to the server that spec declares only.
+    """
 
     servers: dict[str, list[ToolDef]] = field(default_factory=dict)
     faults: Faults | None = None
+    server_faults: dict[str, Faults] = field(default_factory=dict)
+    base_states: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def default(cls, registry: Any = None, faults: Faults | None = None) -> StagingFactory:
@@ -134,21 +167,109 @@ class StagingFactory:
         return f
 
     def add_spec_file(self, path: str) -> None:
-        """Add a staging spec (YAML, see `agentlake.sim.staging.StagingSpec`) under its name."""
+        """Add a staging spec (YAML, see `agentlake.sim.staging.StagingSpec`) under its name.
+
+        Raises:
+            RunnerError: the file is missing or the spec is invalid (one line).
+        """
         from agentlake.sim.staging import load_staging_spec
 
-        spec = load_staging_spec(path)
+        try:
+            spec = load_staging_spec(path)
+        except ValueError as e:
+            raise RunnerError(_one_line(f"staging spec {path}: {e}")) from None
         self.servers[spec.name] = list(spec.tools)
-        if spec.faults is not None and self.faults is None:
-            self.faults = spec.faults
+        if spec.faults is not None:
+            self.server_faults[spec.name] = spec.faults
+        else:
+            self.server_faults.pop(spec.name, None)
+        self.base_states[spec.name] = copy.deepcopy(spec.state)
 
-    def build(self, name: str, state: dict[str, Any], seed: int) -> StagingServer:
+    def tool_names(self, name: str) -> set[str]:
+        """The tools of a server.
+
+        Raises:
+            RunnerError: no such server.
+        """
         tools = self.servers.get(name)
         if tools is None:
             raise RunnerError(
                 f"no staging server {name!r}: known {sorted(self.servers)}; pass --staging SPEC.yaml"
             )
-        return StagingServer(tools, state, faults=self.faults, seed=seed, name=name)
+        return {t.name for t in tools}
+
+    def initial_state(self, name: str, trial_state: dict[str, Any]) -> dict[str, Any]:
+        """The spec's ``state`` (if any) overlaid, key by key, with the trial's initial state."""
+        return {**copy.deepcopy(self.base_states.get(name, {})), **trial_state}
+
+    def build(self, name: str, state: dict[str, Any], seed: int) -> StagingServer:
+        self.tool_names(name)
+        faults = self.faults if self.faults is not None else self.server_faults.get(name)
+        return StagingServer(
+            self.servers[name], self.initial_state(name, state), faults=faults, seed=seed, name=name
+        )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def check_setup(trials: Sequence[Trial], staging: StagingFactory) -> None:
+    """Validate what can be validated before the first trial; raise one line if not.
+
+    * every trial's server exists;
+    * every expected tool call names a tool of that server;
+    * every ``final_state`` path starts at a top-level key of the initial state (for
+      an ``exists`` check, the key's parent must exist) and, where the path already
+      resolves, the expected value has a type comparable with the current one;
+    * a persona user has a model (its own ``model`` or ``AGENTLAKE_LLM_MODEL``).
+
+    Raises:
+        RunnerError: the first problem found.
+    """
+    from agentlake.sim.grading import comparable, lookup
+
+    seen_cases: set[str] = set()
+    for tr in trials:
+        if tr.case_id in seen_cases:
+            continue
+        seen_cases.add(tr.case_id)
+        server = tr.server or "shop"
+        tools = staging.tool_names(server)
+        where = f"scenario {tr.scenario_id} [{tr.variant_id}]"
+        tc = tr.criteria.tool_calls
+        for spec in tc.calls if tc is not None else []:
+            if spec.tool not in tools:
+                raise RunnerError(
+                    f"{where}: expected tool {spec.tool!r} is not a tool of server {server!r} "
+                    f"(it has: {', '.join(sorted(tools))})"
+                )
+        if tr.criteria.final_state:
+            state = staging.initial_state(server, tr.state())
+            for sc in tr.criteria.final_state:
+                head = sc.path.split(".")[0]
+                parent = sc.path.rsplit(".", 1)[0] if "." in sc.path else None
+                op, operand = sc.op
+                anchored = lookup(state, head)[0] or (
+                    op == "exists" and (parent is None or lookup(state, parent)[0])
+                )
+                if not anchored:
+                    raise RunnerError(
+                        f"{where}: final_state path {sc.path!r} starts at {head!r}, which is not in the "
+                        f"initial state of server {server!r} (top-level keys: {', '.join(sorted(state))})"
+                    )
+                found, value = lookup(state, sc.path)
+                operands = operand if op == "in" else [operand]
+                if found and op != "exists" and not all(comparable(x, value) for x in operands):
+                    raise RunnerError(
+                        f"{where}: final_state {sc.path} {op} {operand!r} compares a "
+                        f"{type(operand).__name__} with the state's {type(value).__name__} {value!r}"
+                    )
+        persona = tr.user.persona if tr.user is not None else None
+        if persona is not None and not (persona.model or os.environ.get("AGENTLAKE_LLM_MODEL")):
+            raise RunnerError(
+                f"{where}: the persona user has no model; set user.persona.model or AGENTLAKE_LLM_MODEL"
+            )
 
 
 # -- one trial -----------------------------------------------------------------------
@@ -199,17 +320,24 @@ def _user_for(trial: Trial) -> Any:
         persona.instructions,
         hidden_info=persona.hidden_info or "",
         max_turns=persona.max_turns,
+        opening=trial.task,
+        seed=trial.seed,
     )
 
 
-async def _call_agent(fn: AgentCallable, task: str, tools: Any, t: Trajectory, user: Any) -> Any:
+def _call_agent(fn: AgentCallable, task: str, tools: Any, t: Trajectory, user: Any, seed: int) -> Any:
+    """Call the agent with what its signature accepts (``user=``, ``seed=`` are optional)."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         params = {}  # type: ignore[assignment]
-    if user is not None and ("user" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())):
-        return await fn(task, tools, t, user=user)
-    return await fn(task, tools, t)
+    any_kw = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    kwargs: dict[str, Any] = {}
+    if user is not None and ("user" in params or any_kw):
+        kwargs["user"] = user
+    if "seed" in params:
+        kwargs["seed"] = seed
+    return fn(task, tools, t, **kwargs)
 
 
 def _unwrap(e: BaseException) -> BaseException:
@@ -225,6 +353,15 @@ def _expected_calls(trial: Trial) -> int | None:
     return len(tc.calls)
 
 
+def _infrastructure_failure(e: BaseException) -> bool:
+    """A failure of the model provider (outage, rate limit, garbage), not of the agent's logic."""
+    from agentlake.sim.llm import LLMError
+
+    if isinstance(e, LLMError):
+        return e.status is None or e.status in (408, 429) or e.status >= 500 or 200 <= e.status < 300
+    return False
+
+
 async def run_trial(
     trial: Trial,
     target: AgentTarget,
@@ -235,11 +372,15 @@ async def run_trial(
 ) -> TrialResult:
     """Run, observe and grade one trial; its events go through `tracer`.
 
+    The agent runs under `agentlake.sim.harness` (a worker thread, or its own
+    process group for ``cmd:``) with the trial's ``timeout_s`` (default
+    `DEFAULT_TIMEOUT_S`); nothing it raises or does ends the runner.
     `wrap_client` sits between the recorder and the live MCP client (replay uses it).
     """
     t0 = time.perf_counter()
     server_name = trial.server or "shop"
     server = staging.build(server_name, trial.state(), seed=trial.seed)
+    initial_state = copy.deepcopy(server.state)
     attributes = {
         "suite": trial.suite_id,
         "trial_id": trial.trial_id,
@@ -259,6 +400,7 @@ async def run_trial(
     t.hold_end()
     error: str | None = None
     user_error: str | None = None
+    infra_error: str | None = None
     budget: Any = None
     answer: Any = None
     outcome_if_missing = "error"
@@ -267,16 +409,19 @@ async def run_trial(
         user = _user_for(trial)
     except Exception as e:
         user_error = f"{type(e).__name__}: {e}"
-    timeout = trial.budgets.timeout_s
+    timeout = trial.budgets.timeout_s or DEFAULT_TIMEOUT_S
     try:
         if target.command is not None:
-            answer = await asyncio.wait_for(_run_external(target.command, trial, server, t), timeout)
+            answer = await _run_external(target.command, trial, server, t, timeout)
         else:
             assert target.fn is not None
             async with Client(server.server) as client:
                 inner = wrap_client(client) if wrap_client is not None else client
-                tools = _BudgetedTools(TracedSession(inner, t, server_name), trial.budgets.max_tool_calls)
-                answer = await asyncio.wait_for(_call_agent(target.fn, trial.task, tools, t, user), timeout)
+                bridge = LoopBridge(inner, asyncio.get_running_loop())
+                tools = _BudgetedTools(TracedSession(bridge, t, server_name), trial.budgets.max_tool_calls)
+                answer = await run_in_thread(
+                    _call_agent, target.fn, trial.task, tools, t, user, trial.seed, timeout=timeout
+                )
     except Exception as exc:
         cause = _unwrap(exc)  # the MCP client's task group wraps what the agent raised
         if isinstance(cause, TimeoutError):
@@ -285,6 +430,8 @@ async def run_trial(
             budget, error, outcome_if_missing = "max_tool_calls", str(cause), "aborted"
         elif type(cause).__name__ == "UserSimulationError":
             user_error = str(cause)
+        elif _infrastructure_failure(cause):
+            infra_error = f"{type(cause).__name__}: {cause}"
         else:
             error = f"{type(cause).__name__}: {cause}"
     if budget is None and trial.budgets.max_steps is not None and t.steps > trial.budgets.max_steps:
@@ -296,6 +443,7 @@ async def run_trial(
             )
             for c in server.calls
         ],
+        initial_state=initial_state,
         final_state=server.state,
         final_answer=t.final_answer
         if t.final_answer is not None
@@ -304,6 +452,7 @@ async def run_trial(
         steps=t.steps,
         error=error,
         user_error=user_error,
+        infrastructure_error=infra_error,
         budget_exceeded=budget,
     )
     verdict = grade(trial, obs)
@@ -312,13 +461,19 @@ async def run_trial(
         attribution=None if verdict.success else verdict.attribution,
         verdict=verdict.reason,
         outcome_if_missing=outcome_if_missing,
-        error=error or user_error,
+        error=error or user_error or infra_error,
     )
     return TrialResult(trial, t.trajectory_id, verdict, len(server.calls), time.perf_counter() - t0)
 
 
-async def _run_external(command: str, trial: Trial, server: StagingServer, t: Trajectory) -> str:
-    """Serve the staging server over HTTP, run the command, record its calls server-side."""
+async def _run_external(
+    command: str, trial: Trial, server: StagingServer, t: Trajectory, timeout: float
+) -> str:
+    """Serve the staging server over HTTP, run the command in its own process group, record
+    its calls server-side. Its last stdout line is its answer: text, or JSON
+    ``{"answer": ..., "outcome": ...}``; printing nothing, exiting non-zero, or an outcome
+    other than ``success``/``failure`` fails the trial."""
+    from agentlake.schemas import OUTCOMES
     from agentlake.sim.staging import serve_http
 
     recorded = 0
@@ -343,21 +498,13 @@ async def _run_external(command: str, trial: Trial, server: StagingServer, t: Tr
             "AGENTLAKE_TRAJECTORY_ID": t.trajectory_id,
             "AGENTLAKE_SEED": str(trial.seed),
         }
-        proc = await asyncio.create_subprocess_exec(
-            *shlex.split(command), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
-        )
-        try:
-            out, err = await proc.communicate()
-        except asyncio.CancelledError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            raise
-        finally:
-            record_new_calls()
-    lines = [line for line in out.decode(errors="replace").splitlines() if line.strip()]
-    if proc.returncode != 0:
-        raise RuntimeError(f"agent process exited {proc.returncode}: {err.decode(errors='replace')[-300:]}")
-    last = lines[-1] if lines else ""
+        done = await run_command(shlex.split(command), env, timeout, on_exit=record_new_calls)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode != 0:
+        raise RuntimeError(f"agent process exited {done.returncode}: {_one_line(done.stderr[-300:])}")
+    if not lines:
+        raise RuntimeError("agent process printed nothing on stdout (its last line must be its answer)")
+    last = lines[-1]
     try:
         data = json.loads(last)
     except ValueError:
@@ -365,7 +512,11 @@ async def _run_external(command: str, trial: Trial, server: StagingServer, t: Tr
     answer = str(data.get("answer", "")) if isinstance(data, dict) else str(data)
     outcome = data.get("outcome", "success") if isinstance(data, dict) else "success"
     t.step("final", answer)
-    t.end(outcome if outcome in ("success", "failure") else "success", final_answer=answer)
+    if outcome in ("success", "failure"):
+        t.end(outcome, final_answer=answer)
+    else:
+        kind = outcome if outcome in OUTCOMES else "error"
+        t.end(kind, final_answer=answer, error=f"agent reported outcome {outcome!r}")
     return answer
 
 
@@ -392,16 +543,23 @@ async def run_suite(
     staging: StagingFactory | None = None,
     concurrency: int = 8,
     early_stop: tuple[int, float] | None = None,
+    stop_on_pass: bool = False,
     progress: Callable[[TrialResult | None], None] | None = None,
+    wrap_client: Callable[[Trial, Any], Any] | None = None,
 ) -> RunOutcome:
     """Run the trials concurrently.
 
     Args:
-        early_stop: (k, minimum pass^k) of the gate: a case's remaining trials are
-            skipped once the runner's own verdicts decide whether it meets it.
+        early_stop: (k, minimum suite pass^k) of the gate. The trials not yet started
+            are skipped once the *suite-level* pass^k verdict is certain whatever
+            they would give (`metrics.suite_decided`): certain to fail, or — with
+            `stop_on_pass`, which the caller sets only when that floor is the gate's
+            one check — certain to pass. Skipped trials count as failures in the
+            metrics (over the planned trials), so skipping never raises a metric.
         progress: called with each result (None for a skipped trial).
+        wrap_client: ``(trial, client) -> client`` around each trial's MCP client (`sim run --auth`).
     """
-    from agentlake.sim.metrics import decided
+    from agentlake.sim.metrics import suite_decided
 
     run_id = run_id or f"run-{uuid.uuid4().hex[:10]}"
     staging = staging or StagingFactory.default()
@@ -414,25 +572,27 @@ async def run_suite(
     skipped: list[Trial] = []
     sem = asyncio.Semaphore(max(1, concurrency))
     t0 = time.perf_counter()
+    stopped = False
 
-    def is_decided(tr: Trial) -> bool:
+    def verdict_decided() -> bool:
         if early_stop is None:
             return False
         k, threshold = early_stop
-        n = per_case_total[tr.case_id]
-        outcomes = done[tr.case_id]
-        if k > n or not outcomes:
-            return False
-        return decided(n, len(outcomes), sum(outcomes), k, threshold)
+        cases = {c: (n, len(done[c]), sum(done[c])) for c, n in per_case_total.items()}
+        verdict = suite_decided(cases, k, threshold)
+        return verdict is False or (verdict is True and stop_on_pass)
 
     async def one(tr: Trial) -> None:
+        nonlocal stopped
         async with sem:
-            if is_decided(tr):
+            if stopped or verdict_decided():
+                stopped = True
                 skipped.append(tr)
                 if progress:
                     progress(None)
                 return
-            res = await run_trial(tr, target, tracer, run_id, staging)
+            wrap = functools.partial(wrap_client, tr) if wrap_client is not None else None  # sim run --auth
+            res = await run_trial(tr, target, tracer, run_id, staging, wrap_client=wrap)
             results.append(res)
             done[tr.case_id].append(res.verdict.success)
             if progress:
@@ -451,11 +611,20 @@ class ReplayOutcome:
     calls: list[dict[str, Any]]
 
 
-def replay_trial(recorded: Any, suite: Suite | None, fork_at: int | None) -> Trial:
-    """The trial a recorded trajectory ran (from its suite when given), else a bare one
-    over the reference shop seeded like the original."""
+def replay_trial(recorded: Any, suite: Suite | None, fork_at: int | None, server: str | None = None) -> Trial:
+    """The trial a recorded trajectory ran (from its suite when given), else a bare one.
+
+    Without a suite the trial runs on `server` (default: the reference ``shop``, with
+    its state seeded like the original; any other server starts from its staging
+    spec's ``state``) and is graded on one criterion: the candidate ends with
+    outcome ``success``.
+
+    Raises:
+        RunnerError: the suite does not hold the recorded trial.
+    """
     from agentlake.sim.suite import Budgets, Criteria, expand
 
+    del fork_at  # the fork point is the replay client's business, not the trial's
     trial_id = recorded.attributes.get("trial_id")
     if suite is not None and trial_id:
         index = int(trial_id.rsplit(":", 1)[-1]) if trial_id.rsplit(":", 1)[-1].isdigit() else 0
@@ -465,6 +634,8 @@ def replay_trial(recorded: Any, suite: Suite | None, fork_at: int | None) -> Tri
         raise RunnerError(
             f"trial {trial_id} of trajectory {recorded.trajectory_id} is not in suite {suite.id}"
         )
+    seed = int(recorded.seed or 0)
+    shop = server is None or server == "shop"
     return Trial(
         trial_id=f"replay:{recorded.trajectory_id}",
         suite_id="replay",
@@ -472,15 +643,15 @@ def replay_trial(recorded: Any, suite: Suite | None, fork_at: int | None) -> Tri
         variant_id=recorded.trajectory_id[:8],
         binding={},
         index=0,
-        seed=int(recorded.seed or 0),
+        seed=seed,
         task=recorded.task,
         perturbations=[],
-        initial_state={
-            "$generator": "agentlake.sim.reference:shop_state",
-            "args": {"seed": int(recorded.seed or 0)},
-        },
-        criteria=Criteria.model_construct(),
+        initial_state={"$generator": "agentlake.sim.reference:shop_state", "args": {"seed": seed}}
+        if shop
+        else {},
+        criteria=Criteria(outcome="success"),
         budgets=Budgets(),
+        server=server or "shop",
     )
 
 
@@ -493,12 +664,14 @@ async def replay(
     fork_at: int | None = None,
     staging: StagingFactory | None = None,
     run_id: str | None = None,
+    server: str | None = None,
 ) -> ReplayOutcome:
     """Re-run a recorded trajectory with `target`: recorded results while the calls match
-    (and before `fork_at`), live staging after the first divergence."""
-    from agentlake.sim.replay import ReplayClient
+    (and before `fork_at`), live staging after the first divergence. A candidate that
+    stops before making every recorded call diverges where it stopped."""
+    from agentlake.sim.replay import Divergence, ReplayClient
 
-    trial = replay_trial(recorded, suite, fork_at)
+    trial = replay_trial(recorded, suite, fork_at, server)
     holder: dict[str, ReplayClient] = {}
 
     def wrap(client: Any) -> Any:
@@ -514,6 +687,14 @@ async def replay(
         wrap_client=wrap,
     )
     rc = holder.get("c")
+    if rc is not None and rc.divergence is None and rc.index < len(recorded.calls):
+        nxt = recorded.calls[rc.index]
+        rc.divergence = Divergence(
+            step=rc.index,
+            expected={"tool": nxt.tool, "args": nxt.args},
+            actual=None,
+            reason=f"the candidate stopped after {rc.index} of {len(recorded.calls)} recorded calls",
+        )
     return ReplayOutcome(
         recorded, result, rc.replayed if rc else 0, rc.divergence if rc else None, rc.log if rc else []
     )

@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import contextlib
 import copy
 import importlib
@@ -75,10 +77,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     field_serializer,
     field_validator,
     model_validator,
 )
+
+from agentlake._validation import first_error
 
 __all__ = [
     "ERROR_KIND_KEY",
@@ -100,6 +105,7 @@ __all__ = [
     "StagingServer",
     "StagingSpec",
     "ToolDef",
+    "WireParam",
     "argument_similarity",
     "import_handler",
     "load_staging_spec",
@@ -342,8 +348,42 @@ _BODY_METHODS = {"POST", "PUT", "PATCH"}
 _PATH_PARAM = re.compile(r"\{([^{}]+)\}")
 
 
+class WireParam(BaseModel):
+    """Where one argument goes on the wire, as an OpenAPI parameter describes it.
+
+    Attributes:
+        arg: the tool argument name.
+        name: the parameter's name on the wire (``filter[status]``, ``X-Request-Id``).
+        location: ``path``, ``query``, ``header`` or ``cookie`` (``in`` in YAML).
+        style: the OpenAPI style (default by location, see `agentlake.sim.wire`).
+        explode: the OpenAPI explode flag (default by style).
+        allow_reserved: keep reserved characters unencoded in a query value.
+        content: a media type when the parameter is described by ``content`` (sent as JSON text).
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    arg: str
+    name: str
+    location: Literal["path", "query", "header", "cookie"] = Field(alias="in")
+    style: str | None = None
+    explode: bool | None = None
+    allow_reserved: bool = False
+    content: str | None = None
+
+
 class ForwardBehaviour(BaseModel):
     """Forward the call to an HTTP API with `httpx.AsyncClient`.
+
+    With `params` (what `agentlake.sim.openapi` generates) every argument is placed
+    as its OpenAPI parameter says (name on the wire, location, style, explode; see
+    `agentlake.sim.wire`); the body is `body_arg`'s value, or an object of the
+    arguments in `body_fields` (argument -> property name), sent as `media_type`:
+    JSON, ``application/x-www-form-urlencoded``, ``multipart/form-data`` (the
+    arguments in `binary` are base64 text decoded into file parts), text as is, or
+    any other type as the base64-decoded bytes of the body argument.
+
+    Without `params` (hand-written YAML) the simpler rules below apply.
 
     Arguments are placed as follows: names in the `path` template (``/orders/{order_id}``)
     fill it (URL-quoted); names in `query` go to the query string (lists repeat the
@@ -370,6 +410,10 @@ class ForwardBehaviour(BaseModel):
     body_arg: str | None = None
     static_headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(default=30.0, gt=0)
+    params: list[WireParam] = Field(default_factory=list)
+    body_fields: dict[str, str] | None = None
+    media_type: str = "application/json"
+    binary: list[str] = Field(default_factory=list)
 
     @field_validator("method")
     @classmethod
@@ -412,21 +456,108 @@ class ForwardBehaviour(BaseModel):
         params.update({k: _query_value(v) for k, v in rest.items() if v is not None})
         return url, params, headers, None, False
 
+    def build_request(self, args: Mapping[str, Any]) -> httpx.Request:
+        """The HTTP request these arguments make (nothing is sent).
+
+        Raises:
+            ValueError: a path argument is missing, or a value cannot take its parameter's style.
+        """
+        described = self.params or self.body_fields is not None or self.binary
+        if not described and self.media_type == "application/json":
+            url, query, headers, body, has_body = self._request(args)
+            return httpx.Request(
+                self.method, url, params=query, headers=headers, json=body if has_body else None
+            )
+        from agentlake.sim import wire
+
+        path = self.path
+        pieces: list[str] = []
+        headers = dict(self.static_headers)
+        cookies: list[str] = []
+        for p in self.params:
+            value = args.get(p.arg)
+            if value is None:
+                if p.location == "path":
+                    raise ValueError(f"missing path argument {p.arg} for {self.path}")
+                continue
+            if p.content is not None:
+                value = json.dumps(value, separators=(",", ":"))
+            style, explode = wire.default_style(p.location)
+            style = p.style or style
+            explode = p.explode if p.explode is not None else (style == "form")
+            if p.location == "path":
+                path = path.replace("{" + p.name + "}", wire.path_value(p.name, value, style, explode))
+            elif p.location == "query":
+                pieces.extend(wire.query_pairs(p.name, value, style, explode, p.allow_reserved))
+            elif p.location == "header":
+                headers[p.name] = wire.header_value(value, explode)
+            else:
+                cookies.extend(wire.cookie_pairs(p.name, value, explode))
+        if cookies:
+            headers["cookie"] = "; ".join(cookies)
+        url = self.base_url.rstrip("/") + "/" + path.lstrip("/") + ("?" + "&".join(pieces) if pieces else "")
+        if self.body_arg is not None:
+            if self.body_arg not in args:
+                return httpx.Request(self.method, url, headers=headers)
+            payload: Any = args[self.body_arg]
+        elif self.body_fields is not None:
+            payload = {wire_name: args[a] for a, wire_name in self.body_fields.items() if a in args}
+            if not payload and not self.body_fields:
+                return httpx.Request(self.method, url, headers=headers)
+        elif self.body is None and self.method in _BODY_METHODS:  # an open body: the rest goes there
+            placed = {p.arg for p in self.params}
+            payload = {k: v for k, v in args.items() if k not in placed}
+            if not payload:
+                return httpx.Request(self.method, url, headers=headers)
+        else:
+            return httpx.Request(self.method, url, headers=headers)
+        return self._with_body(url, headers, payload)
+
+    def _with_body(self, url: str, headers: dict[str, str], body: Any) -> httpx.Request:
+        from agentlake.sim import wire
+
+        media = self.media_type.split(";")[0].strip().lower()
+        binary = {self.body_fields.get(a, a) for a in self.binary} if self.body_fields else set(self.binary)
+        if media == "application/json" or media.endswith("+json"):
+            headers.setdefault("content-type", self.media_type)
+            content = json.dumps(body, separators=(",", ":")).encode()
+            return httpx.Request(self.method, url, headers=headers, content=content)
+        if media == "application/x-www-form-urlencoded":
+            pairs: list[tuple[str, str]] = []
+            for k, v in (body or {}).items():
+                values = v if isinstance(v, list | tuple) else [v]
+                pairs.extend((k, wire.scalar_text(x)) for x in values)
+            headers.setdefault("content-type", media)
+            return httpx.Request(self.method, url, headers=headers, content=urllib.parse.urlencode(pairs))
+        if media == "multipart/form-data":
+            fields: list[tuple[str, Any]] = []
+            for k, v in (body or {}).items():
+                if k in binary:
+                    fields.append(
+                        (k, (k, base64.b64decode(str(v), validate=True), "application/octet-stream"))
+                    )
+                else:
+                    values = v if isinstance(v, list | tuple) else [v]
+                    fields.extend((k, (None, wire.scalar_text(x))) for x in values)
+            return httpx.Request(self.method, url, headers=headers, files=fields or {"": (None, "")})
+        headers.setdefault("content-type", self.media_type)
+        if media.startswith("text/") or media.endswith("xml") or not self.binary:
+            return httpx.Request(self.method, url, headers=headers, content=str(body).encode())
+        return httpx.Request(
+            self.method, url, headers=headers, content=base64.b64decode(str(body), validate=True)
+        )
+
     async def respond(self, state: dict[str, Any], tool: str, args: dict[str, Any]) -> Outcome:
         """Send the request and translate the answer (see the class docstring)."""
         try:
-            url, params, headers, body, has_body = self._request(args)
-        except ValueError as e:
+            request = self.build_request(args)
+        except (ValueError, binascii.Error) as e:
             return Outcome(error=str(e), kind="invalid_arguments")
+        url = str(request.url)
+        request.extensions["timeout"] = httpx.Timeout(self.timeout_s).as_dict()
         try:
             async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-                response = await client.request(
-                    self.method,
-                    url,
-                    params=params,
-                    headers=headers,
-                    json=body if has_body else None,
-                )
+                response = await client.send(request)
         except httpx.TimeoutException:
             return Outcome(error=f"{self.method} {url} timed out after {self.timeout_s}s", kind="timeout")
         except httpx.HTTPError as e:
@@ -639,6 +770,24 @@ class ToolDef(BaseModel):
     behaviour: Behaviour | None = None
     faults: Faults | None = None
 
+    @field_validator("input_schema")
+    @classmethod
+    def _object_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        # MCP requires an object schema; anything else makes every tools/list fail later
+        if schema.get("type") != "object":
+            raise ValueError(
+                f"input_schema must have type 'object' (MCP tool arguments), got {schema.get('type')!r}"
+            )
+        validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        try:
+            validator.check_schema(schema)
+        except jsonschema.exceptions.SchemaError as e:
+            where = "/".join(str(p) for p in e.absolute_path)
+            raise ValueError(
+                f"input_schema is not valid JSON Schema{f' at {where}' if where else ''}: {e.message}"
+            ) from None
+        return schema
+
 
 @dataclass(frozen=True)
 class CallRecord:
@@ -705,10 +854,17 @@ def load_staging_spec(source: StagingSpec | Mapping[str, Any] | str | Path) -> S
     path = Path(source)
     if not path.is_file():
         raise ValueError(f"staging spec {path} does not exist")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ValueError(" ".join(f"staging spec {path}: YAML error: {e}".split())) from None
     if not isinstance(data, Mapping):
         raise ValueError(f"staging spec {path} must be a mapping with a 'tools' list")
-    return StagingSpec.model_validate(dict(data))
+    try:
+        return StagingSpec.model_validate(dict(data))
+    except ValidationError as e:
+        where, reason = first_error(e)
+        raise ValueError(" ".join(f"staging spec {path}: {where or '<root>'}: {reason}".split())) from None
 
 
 def tools_from_specs(

@@ -380,6 +380,15 @@ class ToolCallsCheck(_Model):
         default=False, description="also match calls that returned an error (ignored by default)"
     )
 
+    @model_validator(mode="after")
+    def _checks_something(self) -> ToolCallsCheck:
+        # superset of nothing holds for any agent; strict/unordered/subset of nothing mean "no calls"
+        if not self.calls and self.mode == "superset":
+            raise ValueError(
+                "checks nothing: list the expected calls (or use mode strict with no calls for 'no calls')"
+            )
+        return self
+
 
 class FinalAnswerCheck(_Model):
     """Assertions on the agent's final answer."""
@@ -389,6 +398,12 @@ class FinalAnswerCheck(_Model):
     regex: str | None = None
     equals: str | None = None
     case_sensitive: bool = False
+
+    @model_validator(mode="after")
+    def _checks_something(self) -> FinalAnswerCheck:
+        if not (self.contains or self.not_contains or self.regex is not None or self.equals is not None):
+            raise ValueError("checks nothing: set contains, not_contains, regex or equals")
+        return self
 
     @field_validator("regex")
     @classmethod

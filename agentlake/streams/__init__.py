@@ -1,12 +1,14 @@
-"""Stream processors (event -> event): live rewards, policy findings, dead letters."""
+"""Stream processors (event -> event): final and live rewards, policy findings, dead letters."""
 
+from agentlake.streams.engine import Engine
 from agentlake.streams.processor import (
     AgentRules,
     Output,
     RewardProcessor,
     ToolPolicy,
-    apply,
-    new_state,
+    TrajState,
+    check_record,
+    event_rank,
     summarize,
 )
 from agentlake.streams.rewards import (
@@ -24,14 +26,16 @@ __all__ = [
     "DEFAULT_SPEC",
     "AgentRules",
     "ComponentSpec",
+    "Engine",
     "Output",
     "RewardProcessor",
     "RewardSpec",
     "RewardVector",
     "ToolPolicy",
+    "TrajState",
     "TrajectorySummary",
-    "apply",
-    "new_state",
+    "check_record",
+    "event_rank",
     "score",
     "summarize",
 ]

@@ -1,26 +1,111 @@
-"""The faust application: trajectory events -> `RewardProcessor` -> rewards.
+"""The faust application: trajectory events -> `Engine` -> rewards, findings, dead letters, checkpoints.
 
-At-least-once (``processing_guarantee="at_least_once"``): offsets are committed
-after an event is processed; a restart re-delivers the uncommitted tail, which
-the processor absorbs (it is keyed by ``seq``). Per-trajectory state lives in a
-table whose changelog topic restores it on restart. Topics are co-partitioned
-by ``trajectory_id`` so one worker sees a whole trajectory.
+faust does what it is sound at: consumer-group membership, partition
+assignment (the three trajectory topics are co-partitioned by
+``trajectory_id``), the agent and its batches (`take_events`). Correctness is
+kept here, not in faust's tables or its commit path:
+
+- the source topics are declared with ``acks=False``, so faust never commits
+  them (its flush before a commit is not a barrier, and it commits past a
+  single un-acked offset at a partition's head);
+- each batch's outputs and checkpoints are sent with our own producer
+  (``acks=all``, idempotent) and *awaited*; only then are the engine's low
+  watermarks committed;
+- state lives in the compacted checkpoint topic, read back per partition
+  when the partition is (re)assigned, before any of its events is folded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import weakref
+from pathlib import Path
 from typing import Any
 
 import faust
-from faust.streams import _current_event
 
 from agentlake.settings import Settings
+from agentlake.streams.engine import Engine, Record
 from agentlake.streams.processor import Output, RewardProcessor, RulesLookup, default_rules
-from agentlake.topics import STREAMS_GROUP, TRAJECTORY_TOPICS
+from agentlake.topics import STREAM_CHECKPOINTS, STREAMS_GROUP, TRAJECTORY_TOPICS
 
 log = logging.getLogger("agentlake.streams")
+
+
+def create_engine(settings: Settings, rules: RulesLookup | None = None) -> Engine:
+    processor = RewardProcessor(
+        rules or default_rules, live_scores=settings.live_scores, topic=settings.topic
+    )
+    return Engine(
+        processor,
+        settings.topic(STREAM_CHECKPOINTS),
+        checkpoint_every_s=settings.stream_checkpoint_every_s,
+        idle_timeout_s=settings.stream_idle_timeout_s,
+        live_every_s=settings.live_score_every_s,
+        done_retention_s=settings.stream_done_retention_s,
+    )
+
+
+class KafkaIO:
+    """The worker's own Kafka client side: an ``acks=all`` producer and the checkpoint reader."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._producer: Any = None
+
+    async def producer(self) -> Any:
+        if self._producer is None:
+            from aiokafka import AIOKafkaProducer
+
+            self._producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.bootstrap_servers,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                max_batch_size=256 * 1024,
+            )
+            await self._producer.start()
+        return self._producer
+
+    async def send_all(self, outputs: list[Output]) -> None:
+        """Send every output and wait until the broker acknowledged all of them."""
+        if not outputs:
+            return
+        producer = await self.producer()
+        futures = [
+            await producer.send(o.topic, o.value, key=o.key, partition=o.partition, headers=o.headers or None)
+            for o in outputs
+        ]
+        await asyncio.gather(*futures)
+
+    async def read_checkpoints(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        """The checkpoint topic's `partition`, from its start to its end at call time."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        tp = TopicPartition(self.settings.topic(STREAM_CHECKPOINTS), partition)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            enable_auto_commit=False,
+            group_id=None,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        await consumer.start()
+        out: list[tuple[bytes, bytes | None]] = []
+        try:
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            while await consumer.position(tp) < end:
+                for msgs in (await consumer.getmany(tp, timeout_ms=500, max_records=50_000)).values():
+                    out.extend((m.key, m.value) for m in msgs if m.offset < end and m.key is not None)
+        finally:
+            await consumer.stop()
+        return out
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
 
 
 def create_app(
@@ -29,118 +114,138 @@ def create_app(
     *,
     app_id: str = STREAMS_GROUP,
     broker: str | None = None,
+    datadir: Path | None = None,
+    name: str = "streams",
 ) -> faust.App:
-    """Build the faust app. Tests drive its agent with `test_context()`, which never connects to `broker`."""
+    """Build the faust app. Tests replace ``app.io`` (send/read) and ``app.commit_offsets``
+    and drive the agent with `test_context()`, which never connects to `broker`."""
     app = faust.App(
         settings.topic(app_id),
         broker=broker or f"kafka://{settings.bootstrap_servers}",
         store="memory://",
+        datadir=str(datadir or settings.data_dir / "streams" / "streams"),
         processing_guarantee="at_least_once",
         topic_partitions=settings.topic_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.topic_replication_factor or 1,  # `up` passes the cluster's
         topic_allow_declare=True,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.worker_session_timeout_s,
+        # static membership: a worker restarted under its name takes its partitions back at once,
+        # without waiting for the killed process's session to time out
+        consumer_group_instance_id=settings.topic(f"{app_id}-{name}"),
         broker_heartbeat_interval=2.0,
-        broker_commit_every=1000,
-        broker_commit_interval=1.0,
+        broker_commit_every=10_000_000,
+        broker_commit_interval=3600.0,
         stream_wait_empty=False,
-        table_cleanup_interval=3600.0,
-        producer_acks=-1,
-        producer_linger_ms=5,
         stream_buffer_maxsize=8192,
         key_serializer="raw",
         value_serializer="raw",
     )
-    processor = RewardProcessor(
-        rules or default_rules, live_scores=settings.live_scores, topic=settings.topic
-    )
+    engine = create_engine(settings, rules)
+    io = KafkaIO(settings)
+    lock = asyncio.Lock()
+    generation: dict[str, Any] = {"id": -1, "seen": set()}
     source = app.topic(
-        *[settings.topic(t) for t in TRAJECTORY_TOPICS], key_serializer="raw", value_serializer="raw"
+        *[settings.topic(t) for t in TRAJECTORY_TOPICS],
+        key_serializer="raw",
+        value_serializer="raw",
+        acks=False,
     )
-    table = app.Table(
-        "trajectory_state",
-        default=None,
-        partitions=settings.topic_partitions,
-        key_type=bytes,
-        value_type=None,
-    )
-    sinks: dict[str, Any] = {}
 
-    async def send_to_kafka(out: Output) -> None:
-        if out.topic not in sinks:
-            sinks[out.topic] = app.topic(
-                out.topic, key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions
-            )
-        await sinks[out.topic].send(key=out.key, value=out.value, headers=out.headers or None)
+    async def commit_offsets(offsets: dict[Any, int]) -> bool:
+        # faust's public commit() only commits what its own acks allow (none here): use the driver.
+        return bool(await app.consumer._commit(offsets))  # type: ignore[attr-defined]
 
-    # Replaceable so that `test_context()` tests can collect outputs without a broker.
-    app.emit = send_to_kafka  # type: ignore[attr-defined]
+    async def committed_offset(tp: Any) -> int | None:
+        from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
 
-    def handle(event: Any, state: Any) -> tuple[Any, list[Output]]:
-        msg = event.message
-        pos = f"{msg.partition}:{msg.offset}"
-        res = processor.process(state, msg.topic, msg.key, msg.value, pos)
-        for out in res.outputs:
-            if out.topic.endswith(".dlq"):
-                log.warning("dead letter from %s@%s: %s", msg.topic, pos, dict(out.headers).get("reason"))
-        return (res.state if res.changed else None), res.outputs
+        thread = app.consumer._thread  # type: ignore[attr-defined]
 
-    if settings.stream_batch_size <= 1:
+        async def ask() -> int | None:
+            result = await thread._ensure_consumer().committed(ensure_aiokafka_TP(tp))
+            return None if result is None else int(result)
 
-        @app.agent(source, name="score")
-        async def score(stream: Any) -> Any:
-            async for event in stream.events():
-                key = event.message.key
-                state, outputs = handle(event, table.get(key) if key is not None else None)
-                if state is not None and key is not None:
-                    table[key] = state
-                for out in outputs:
-                    await app.emit(out)  # type: ignore[attr-defined]
-                yield len(outputs)
+        result: int | None = await thread.call_thread(ask)
+        return result
 
-    else:
+    def assigned(tp: Any) -> bool:
+        return tp in app.consumer.assignment()
 
-        @app.agent(source, name="score")
-        async def score(stream: Any) -> Any:
-            # Opt-in batches amortise faust's per-event cost: each trajectory's state is
-            # read once and written (one changelog record) once per batch. Measured ~3x
-            # less CPU per event, but a worker restarted right after a kill -9 has been
-            # seen to stall on some partitions in this mode, so it is not the default.
-            async for batch in stream.take_events(
-                settings.stream_batch_size, within=settings.stream_batch_ms / 1000
-            ):
-                changed: dict[bytes, tuple[Any, Any]] = {}
-                outputs: list[Output] = []
-                for event in batch:
-                    key = event.message.key
-                    if key is not None and key in changed:
-                        current = changed[key][0]
-                    else:
-                        current = table.get(key) if key is not None else None
-                    state, outs = handle(event, current)
-                    if state is not None and key is not None:
-                        changed[key] = (state, event)
-                    outputs.extend(outs)
-                for key, (state, event) in changed.items():
-                    # The changelog partition is that of the *current* event: make it the key's own.
-                    _current_event.set(weakref.ref(event))
-                    table[key] = state
-                for out in outputs:
-                    await app.emit(out)  # type: ignore[attr-defined]
-                yield len(outputs)
+    app.io = io  # type: ignore[attr-defined]
+    app.commit_offsets = commit_offsets  # type: ignore[attr-defined]
+    app.committed_offset = committed_offset  # type: ignore[attr-defined]
+    app.is_assigned = assigned  # type: ignore[attr-defined]
+    app.engine = engine  # type: ignore[attr-defined]
 
-    app.processor = processor  # type: ignore[attr-defined]  # for tests and introspection
+    async def flush_and_commit(outputs: list[Output]) -> None:
+        await app.io.send_all(outputs)  # type: ignore[attr-defined]
+        offsets = engine.committable()
+        if offsets and await app.commit_offsets(offsets):  # type: ignore[attr-defined]
+            engine.committed_to(offsets)
+
+    async def handle(batch: list[Any]) -> int:
+        gen = getattr(app, "consumer_generation_id", 0)
+        if gen != generation["id"]:
+            generation["id"], generation["seen"] = gen, set()
+        records: list[Record] = []
+        for event in batch:
+            m = event.message
+            if m.generation_id != gen or not app.is_assigned(m.tp):  # type: ignore[attr-defined]
+                continue  # fetched before a rebalance: re-delivered to whoever owns it now
+            records.append((m.tp, m.offset, m.key, m.value))
+        for partition in sorted({r[0][1] for r in records} - engine.restored):
+            loaded = engine.load(partition, await app.io.read_checkpoints(partition))  # type: ignore[attr-defined]
+            log.info("partition %d restored: %d open trajectories", partition, loaded)
+        for tp in {r[0] for r in records} - generation["seen"]:
+            generation["seen"].add(tp)
+            engine.expect(tp, await app.committed_offset(tp))  # type: ignore[attr-defined]
+        outputs = engine.process(records)
+        outputs += engine.tick()
+        await flush_and_commit(outputs)
+        return len(records)
+
+    @app.agent(source, name="score")
+    async def score(stream: Any) -> Any:
+        async for batch in stream.take_events(
+            settings.stream_batch_size, within=settings.stream_batch_ms / 1000
+        ):
+            async with lock:
+                n = await handle(batch)
+            yield n
+
+    every = max(0.05, min(1.0, settings.live_score_every_s, settings.stream_checkpoint_every_s))
+
+    @app.timer(interval=every)  # type: ignore[untyped-decorator]
+    async def tick() -> None:
+        async with lock:
+            await flush_and_commit(engine.tick())
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(app_: Any, revoked: set[Any], **kwargs: Any) -> None:
+        async with lock:
+            # Outputs of processed records are acknowledged already; checkpoint what is open so the
+            # next owner re-reads little, then forget those partitions.
+            try:
+                await app.io.send_all(engine.tick(force_checkpoint=True))  # type: ignore[attr-defined]
+            except Exception as e:  # the next owner re-reads from the committed offsets: still correct
+                log.warning("checkpoint at revocation failed: %r", e)
+            engine.drop({tp.partition for tp in revoked})
+            generation["seen"] = set()
+
     app.score_agent = score  # type: ignore[attr-defined]
-    app.state_table = table  # type: ignore[attr-defined]
     return app
 
 
-def run_worker(settings: Settings, rules: RulesLookup | None = None, loglevel: str = "info") -> None:
-    """Run the stream worker in this process until it is stopped."""
+def run_worker(
+    settings: Settings, rules: RulesLookup | None = None, loglevel: str = "info", name: str = "streams"
+) -> None:
+    """Run the stream worker `name` in this process until it is stopped (its faust data dir is
+    ``AGENTLAKE_HOME/streams/<name>``)."""
     from faust.worker import Worker
 
-    app = create_app(settings, rules)
+    datadir = settings.data_dir / "streams" / name
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings, rules, datadir=datadir, name=name)
     worker = Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

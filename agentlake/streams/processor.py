@@ -1,42 +1,45 @@
 """The reward processor: trajectory events in, reward vectors (and dead letters) out.
 
-Pure logic, no Kafka: `RewardProcessor.process()` takes the stored state of a
+Pure logic, no Kafka: `RewardProcessor.process()` takes the state of one
 trajectory and one raw record, and returns the new state and the records to
-emit. The faust agent in `app.py` is a thin adapter around it, and unit tests
-drive it directly or through faust's `test_context()`.
+emit. `agentlake.streams.engine` adds partitions, checkpoints and offsets on
+top; the faust agent in `app.py` is a thin adapter around that.
 
-Order and duplicates. Events of a trajectory travel on three topics and may be
-re-delivered (at-least-once) or re-sent by the SDK after a spill, so the fold is
-keyed by ``seq``: an event whose seq was already applied changes nothing. The
-trajectory is complete when ``TrajectoryEnded`` (whose seq is the last) has been
-seen together with every seq below it; only then is the final reward emitted.
-A re-delivered event of a completed trajectory re-emits the same final reward
-(same ``event_id``), so a crash between the state write and the send cannot
-lose it, and the projections keep one row.
+The log is the truth, the state a cache. A trajectory's state keeps one small
+entry per ``seq`` (no JSON, no reward bytes), and every output is computed from
+the set of entries, never from arrival order: the final reward's timestamp is
+the ``TrajectoryEnded`` event's, its ids are derived from the trajectory, float
+sums use `math.fsum` (exactly rounded, so order-free), lists are sorted by seq.
+Re-processing the same events therefore re-emits byte-identical records.
+
+Well-formed but wrong events (each a dead letter with a reason):
+
+- ``null_key`` / ``key_mismatch`` / ``wrong_topic`` / ``schema_violation`` /
+  ``seq_out_of_range``: decided from the record alone (`check_record`), so the
+  sink applies the very same rule and never projects them.
+- ``after_end``: a seq past the trajectory's ``TrajectoryEnded`` seq, whether
+  it arrives after the end, after the trajectory was scored, or before the end
+  (then it is taken out of the fold when the end arrives).
+- ``seq_gap``: a seq more than ``max_seq_gap`` past the highest contiguous seq
+  of an open trajectory (it would hold the trajectory open forever).
+- ``duplicate_seq``: a second event with an existing ``(trajectory_id, seq)``
+  and another ``event_id``. The winner is the event with the smallest
+  `event_rank` (a 64-bit BLAKE2b digest of the event id), whichever arrives
+  first; the ClickHouse tables keep the same one (``ver`` column).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agentlake.schemas import (
-    AgentStep,
-    Codec,
-    DecodeError,
-    Event,
-    PolicyViolation,
-    RewardScored,
-    ToolCallCompleted,
-    ToolCallRequested,
-    TrajectoryEnded,
-    TrajectoryStarted,
-    codec,
-    new_span_id,
-    now_us,
-)
+from agentlake.schemas import Codec, DecodeError, codec
 from agentlake.streams.rewards import DEFAULT_SPEC, RewardSpec, TrajectorySummary, score
 from agentlake.topics import POLICY, REWARDS, TOOL_CALLS, TRAJECTORIES, TRAJECTORY_TOPICS, dlq
 
@@ -48,6 +51,8 @@ _EXPECTED_TOPIC = {
     "ToolCallRequested": TOOL_CALLS,
     "ToolCallCompleted": TOOL_CALLS,
 }
+MAX_SEQ = 1_000_000  # a trajectory has fewer events than this; beyond it: seq_out_of_range
+MAX_SEQ_GAP = 10_000  # an open trajectory's seq may run this far ahead of its contiguous prefix
 
 
 class ToolPolicy(Protocol):
@@ -75,176 +80,191 @@ def default_rules(agent_id: str, version: str) -> AgentRules:
 class Output:
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    partition: int | None = None
+
+
+def event_rank(event_id: str) -> bytes:
+    """The duplicate-seq rule: of two events with one (trajectory_id, seq), the smaller rank wins.
+
+    The rank is the event id's first 32 bytes, compared as bytes (the lexicographically
+    smallest id wins); the ClickHouse tables compute the same (``ver`` column).
+    """
+    return event_id.encode()[:32]
+
+
+def derived_span_id(event_id: str) -> str:
+    """A span id derived from an output's event id (16 hex chars), so re-emission is byte-identical."""
+    return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
+
+
+def check_record(
+    logical_topic: str, key: bytes | None, record: str, trajectory_id: str, seq: int
+) -> tuple[str, str] | None:
+    """The rules decided from one record alone: (reason, detail), or None when it is acceptable.
+
+    The stream worker dead-letters what fails here; the sink applies the same
+    function and does not project it.
+    """
+    expected = _EXPECTED_TOPIC.get(record)
+    if expected is None or (logical_topic in TRAJECTORY_TOPICS and expected != logical_topic):
+        return "wrong_topic", f"{record} does not belong on {logical_topic}"
+    if key is None:
+        return "null_key", f"record has no key; it must be the trajectory_id {trajectory_id}"
+    if key != trajectory_id.encode():
+        return "key_mismatch", f"key {key[:100]!r} != trajectory_id {trajectory_id[:100]}"
+    if seq < 0:
+        return "schema_violation", f"negative seq {seq}"
+    if seq >= MAX_SEQ:
+        return "seq_out_of_range", f"seq {seq} >= {MAX_SEQ}"
+    return None
+
+
+# An entry per seq: what the reward needs of that event, nothing else.
+# (event_id, rank, ts_us, kind, tool, call_key, tokens_in, tokens_out, cost_usd, latency_ms,
+#  is_error, invalid, flag, source_position)
+E_ID, E_RANK, E_TS, E_KIND, E_TOOL, E_KEY, E_TIN, E_TOUT, E_COST, E_LAT, E_ERR, E_INV, E_FLAG, E_POS = range(
+    14
+)
+Entry = tuple[Any, ...]
+
+
+class TrajState:
+    """One open trajectory: its entries by seq, what its start and end said, and engine bookkeeping."""
+
+    __slots__ = (
+        "contiguous",
+        "dirty",
+        "end",
+        "end_seq",
+        "entries",
+        "ident",
+        "live_at",
+        "live_due",
+        "partition",
+        "started",
+        "tid",
+        "touched",
+    )
+
+    def __init__(self, tid: str) -> None:
+        self.tid = tid
+        self.entries: dict[int, Entry] = {}
+        self.started: dict[str, Any] | None = None
+        self.ident: tuple[str, str, str, str] | None = None  # tenant, agent_id, agent_version, trace_id
+        self.end: dict[str, Any] | None = None
+        self.end_seq: int | None = None
+        self.contiguous = 0  # the lowest seq not seen
+        self.dirty: dict[Any, int] = {}  # tp -> lowest offset applied since the last checkpoint
+        self.touched = 0.0
+        self.live_due = False
+        self.live_at = 0.0
+        self.partition: int | None = None
+
+    @property
+    def max_seq(self) -> int:
+        return max(self.entries) if self.entries else -1
+
+    def is_complete(self) -> bool:
+        return self.end_seq is not None and self.contiguous > self.end_seq
+
+    def _advance(self) -> None:
+        c, entries = self.contiguous, self.entries
+        while c in entries:
+            c += 1
+        self.contiguous = c
+
+
+def is_complete(state: TrajState) -> bool:
+    return state.is_complete()
 
 
 @dataclass
 class Result:
-    state: dict[str, Any] | None
+    state: TrajState | None
     outputs: list[Output]
     changed: bool
+    finished: bool = False  # the trajectory got its final reward (the state can be dropped)
 
 
-def new_state() -> dict[str, Any]:
-    return {
-        "seen": [],
-        "end_seq": None,
-        "started": None,
-        "outcome": None,
-        "final_answer": None,
-        "first_us": None,
-        "last_us": None,
-        "steps": 0,
-        "tool_calls": 0,
-        "tool_errors": 0,
-        "invalid_calls": 0,
-        "out_of_scope": 0,
-        "redundant": 0,
-        "call_keys": [],
-        "tool_seq": [],
-        "latency_ms": 0.0,
-        "tokens_in": None,
-        "tokens_out": None,
-        "cost_usd": None,
-        "flags": [],
-        "final": None,
-        "max_seq": -1,
-        "checks": {},
-        "attribution": None,
-    }
-
-
-def _add(a: float | int | None, b: float | int | None) -> Any:
-    if b is None:
-        return a
-    return b if a is None else a + b
-
-
-def apply(state: dict[str, Any], ev: Event, rules: AgentRules) -> list[PolicyViolation]:
-    """Fold one (not yet seen) event into the state. Returns policy findings."""
-    findings: list[PolicyViolation] = []
-    st = state
-    st["seen"].append(ev.seq)
-    st["max_seq"] = max(st["max_seq"], ev.seq)
-    st["first_us"] = ev.ts_us if st["first_us"] is None else min(st["first_us"], ev.ts_us)
-    st["last_us"] = ev.ts_us if st["last_us"] is None else max(st["last_us"], ev.ts_us)
-    if st["started"] is None:
-        st["started"] = {
-            "tenant": ev.tenant,
-            "agent_id": ev.agent_id,
-            "agent_version": ev.agent_version,
-            "trace_id": ev.trace_id,
-            "task": None,
-        }
-    if isinstance(ev, TrajectoryStarted):
-        st["started"].update(
-            task=ev.task,
-            scenario_id=ev.scenario_id,
-            run_id=ev.run_id,
-            trial=ev.trial,
-            seed=ev.seed,
-            expected_tool_calls=ev.expected_tool_calls,
-            attributes=ev.attributes,
-        )
-    elif isinstance(ev, AgentStep):
-        st["steps"] += 1
-        st["tokens_in"] = _add(st["tokens_in"], ev.tokens_in)
-        st["tokens_out"] = _add(st["tokens_out"], ev.tokens_out)
-        st["cost_usd"] = _add(st["cost_usd"], ev.cost_usd)
-    elif isinstance(ev, ToolCallRequested):
-        st["tool_calls"] += 1
-        st["tool_seq"].append([ev.seq, ev.tool])
-        key = f"{ev.server_id}/{ev.tool}/{ev.arguments.sha256}"
-        if key in st["call_keys"]:
-            st["redundant"] += 1
-        else:
-            st["call_keys"].append(key)
-        if rules.policy is not None:
-            verdict = rules.policy.check(ev.server_id, ev.tool, ev.arguments.value())
-            limit = getattr(rules.policy, "max_calls", None)
-            if verdict is None and callable(limit):
-                cap = limit(ev.server_id, ev.tool)
-                made = sum(1 for _, t in st["tool_seq"] if t == ev.tool)
-                if cap is not None and made > cap:
-                    verdict = ("max_calls", f"{ev.server_id}.{ev.tool}: call {made} exceeds max_calls {cap}")
-            if verdict is not None:
-                rule, detail = verdict
-                st["out_of_scope"] += 1
-                flag = f"{rule}:{ev.tool}"
-                if flag not in st["flags"]:
-                    st["flags"].append(flag)
-                findings.append(
-                    PolicyViolation(
-                        event_id=str(uuid.uuid5(_NS, f"{ev.trajectory_id}:{ev.seq}:policy")),
-                        trajectory_id=ev.trajectory_id,
-                        tenant=ev.tenant,
-                        agent_id=ev.agent_id,
-                        agent_version=ev.agent_version,
-                        seq=ev.seq,
-                        ts_us=ev.ts_us,
-                        trace_id=ev.trace_id,
-                        span_id=ev.span_id,
-                        call_id=ev.call_id,
-                        server_id=ev.server_id,
-                        tool=ev.tool,
-                        rule=rule,
-                        detail=detail,
-                    )
-                )
-    elif isinstance(ev, ToolCallCompleted):
-        st["latency_ms"] += ev.latency_ms
-        st["cost_usd"] = _add(st["cost_usd"], ev.cost_usd)
-        if ev.is_error:
-            st["tool_errors"] += 1
-            if ev.error_kind == "invalid_arguments":
-                st["invalid_calls"] += 1
-    elif isinstance(ev, TrajectoryEnded):
-        st["end_seq"] = ev.seq
-        st["outcome"] = ev.outcome
-        st["checks"] = dict(ev.checks)
-        st["attribution"] = ev.attribution
-        st["final_answer"] = ev.final_answer
-        st["tokens_in"] = _add(st["tokens_in"], ev.tokens_in)
-        st["tokens_out"] = _add(st["tokens_out"], ev.tokens_out)
-        st["cost_usd"] = _add(st["cost_usd"], ev.cost_usd)
-    return findings
-
-
-def is_complete(state: dict[str, Any]) -> bool:
-    end = state["end_seq"]
-    return end is not None and len(state["seen"]) >= end + 1 and state["max_seq"] <= end
-
-
-def summarize(state: dict[str, Any]) -> TrajectorySummary:
-    started = state["started"] or {}
-    first, last = state["first_us"], state["last_us"]
+def summarize(st: TrajState, outcome: str | None = None) -> TrajectorySummary:
+    """The fold of the trajectory's entries, independent of their arrival order."""
+    started = st.started or {}
+    end = st.end or {}
+    ents = [st.entries[s] for s in sorted(st.entries)]
+    steps = tool_calls = errors = invalid = out_of_scope = 0
+    keys: set[str] = set()
+    tools: list[str] = []
+    tin: int | None = end.get("tokens_in")
+    tout: int | None = end.get("tokens_out")
+    costs = [end["cost_usd"]] if end.get("cost_usd") is not None else []
+    lat: list[float] = []
+    for e in ents:
+        k = e[E_KIND]
+        if k == "A":
+            steps += 1
+            if e[E_TIN] is not None:
+                tin = e[E_TIN] if tin is None else tin + e[E_TIN]
+            if e[E_TOUT] is not None:
+                tout = e[E_TOUT] if tout is None else tout + e[E_TOUT]
+        elif k == "R":
+            tool_calls += 1
+            keys.add(e[E_KEY])
+            tools.append(e[E_TOOL])
+            if e[E_FLAG] is not None:
+                out_of_scope += 1
+        elif k == "C":
+            lat.append(e[E_LAT])
+            if e[E_ERR]:
+                errors += 1
+            if e[E_INV]:
+                invalid += 1
+        if e[E_COST] is not None:
+            costs.append(e[E_COST])
+    first = min((e[E_TS] for e in ents), default=None)
+    last = max((e[E_TS] for e in ents), default=None)
     return TrajectorySummary(
-        outcome=state["outcome"],
-        steps=state["steps"],
-        tool_calls=state["tool_calls"],
-        tool_errors=state["tool_errors"],
-        redundant_calls=state["redundant"],
-        invalid_calls=state["invalid_calls"],
-        out_of_scope_calls=state["out_of_scope"],
+        outcome=outcome or end.get("outcome"),
+        steps=steps,
+        tool_calls=tool_calls,
+        tool_errors=errors,
+        redundant_calls=tool_calls - len(keys),
+        invalid_calls=invalid,
+        out_of_scope_calls=out_of_scope,
         expected_tool_calls=started.get("expected_tool_calls"),
         duration_ms=((last - first) / 1000.0) if first is not None and last is not None else 0.0,
-        tool_latency_ms=state["latency_ms"],
-        tokens_in=state["tokens_in"],
-        tokens_out=state["tokens_out"],
-        cost_usd=state["cost_usd"],
-        tool_sequence=[t for _, t in sorted(state["tool_seq"])],
-        final_answer=state["final_answer"],
+        tool_latency_ms=math.fsum(lat),
+        tokens_in=tin,
+        tokens_out=tout,
+        cost_usd=math.fsum(costs) if costs else None,
+        tool_sequence=tools,
+        final_answer=end.get("final_answer"),
         attributes=started.get("attributes") or {},
-        checks=dict(state.get("checks") or {}),
+        checks=dict(end.get("checks") or {}),
     )
 
 
-def reward_event(trajectory_id: str, state: dict[str, Any], rules: AgentRules, final: bool) -> RewardScored:
-    s = summarize(state)
+def flags_of(st: TrajState) -> list[str]:
+    return sorted({e[E_FLAG] for e in st.entries.values() if e[E_FLAG] is not None})
+
+
+def reward_record(
+    st: TrajState, rules: AgentRules, final: bool, outcome: str | None = None
+) -> dict[str, Any]:
+    """The RewardScored record (Avro dict) for `st`: final through the end seq, or live through the
+    contiguous prefix. A pure function of the entries: same entries, same bytes."""
+    s = summarize(st, outcome)
     vec = score(s, rules.spec)
-    started = state["started"] or {}
-    through = state["end_seq"] if final else state["max_seq"]
+    started = st.started or {}
+    tenant, agent_id, agent_version, trace_id = st.ident or ("default", "", "", "0" * 32)
+    if final:
+        through = st.end_seq if st.end_seq is not None else st.max_seq
+        end_ts = max((e[E_TS] for e in st.entries.values()), default=0)
+        ts = st.end["ts_us"] if st.end is not None else end_ts
+    else:
+        through = st.contiguous - 1
+        ts = max(st.entries[q][E_TS] for q in range(st.contiguous))
     metrics = {
         "steps": float(s.steps),
         "tool_calls": float(s.tool_calls),
@@ -261,35 +281,38 @@ def reward_event(trajectory_id: str, state: dict[str, Any], rules: AgentRules, f
         metrics["tokens"] = float(s.tokens)
     if s.cost_usd is not None:
         metrics["cost_usd"] = s.cost_usd
-    return RewardScored(
-        event_id=str(uuid.uuid5(_NS, f"{trajectory_id}:{through}:{'final' if final else 'live'}")),
-        trajectory_id=trajectory_id,
-        tenant=started.get("tenant", "default"),
-        agent_id=started.get("agent_id", ""),
-        agent_version=started.get("agent_version", ""),
-        seq=through,
-        ts_us=now_us(),
-        trace_id=started.get("trace_id", "0" * 32),
-        span_id=new_span_id(),
-        is_final=final,
-        reward_spec=rules.spec.ref,
-        components=vec.components,
-        weights=vec.weights,
-        metrics=metrics,
-        total=vec.total,
-        gates=vec.gates,
-        failed_gates=vec.failed_gates,
-        task=started.get("task") or "",
-        outcome=s.outcome,
-        tool_sequence=s.tool_sequence,
-        scenario_id=started.get("scenario_id"),
-        run_id=started.get("run_id"),
-        trial=started.get("trial"),
-        seed=started.get("seed"),
-        flags=list(state["flags"]),
-        checks=dict(state.get("checks") or {}) if final else {},
-        attribution=state.get("attribution") if final else None,
-    )
+    event_id = str(uuid.uuid5(_NS, f"{st.tid}:{through}:{'final' if final else 'live'}"))
+    end = st.end or {}
+    return {
+        "event_id": event_id,
+        "trajectory_id": st.tid,
+        "tenant": tenant,
+        "agent_id": agent_id,
+        "agent_version": agent_version,
+        "seq": through,
+        "ts_us": ts,
+        "trace_id": trace_id,
+        "span_id": derived_span_id(event_id),
+        "parent_span_id": None,
+        "is_final": final,
+        "reward_spec": rules.spec.ref,
+        "components": vec.components,
+        "weights": vec.weights,
+        "metrics": metrics,
+        "total": vec.total,
+        "gates": vec.gates,
+        "failed_gates": vec.failed_gates,
+        "task": started.get("task") or "",
+        "outcome": s.outcome,
+        "tool_sequence": s.tool_sequence,
+        "scenario_id": started.get("scenario_id"),
+        "run_id": started.get("run_id"),
+        "trial": started.get("trial"),
+        "seed": started.get("seed"),
+        "flags": flags_of(st),
+        "checks": dict(end.get("checks") or {}) if final else {},
+        "attribution": end.get("attribution") if final else None,
+    }
 
 
 class RewardProcessor:
@@ -297,8 +320,9 @@ class RewardProcessor:
 
     Args:
         rules: returns the reward spec and tool policy of an agent version.
-        live_scores: also emit a running (``is_final=false``) score on each agent step.
+        live_scores: `live()` may emit running (``is_final=false``) scores; `process()` marks them due.
         topic: maps a logical topic name to the physical one (prefixing).
+        max_seq_gap: how far past its contiguous prefix an open trajectory's seq may run.
     """
 
     def __init__(
@@ -308,12 +332,16 @@ class RewardProcessor:
         live_scores: bool = True,
         topic: Callable[[str], str] = lambda t: t,
         the_codec: Codec | None = None,
+        max_seq_gap: int = MAX_SEQ_GAP,
     ) -> None:
         self.rules = rules
         self.live_scores = live_scores
         self.topic = topic
         self.codec = the_codec or codec()
+        self.max_seq_gap = max_seq_gap
         self._logical = {topic(t): t for t in TRAJECTORY_TOPICS}
+        self._rewards = topic(REWARDS)
+        self._policy = topic(POLICY)
 
     def dead_letter(
         self,
@@ -323,6 +351,7 @@ class RewardProcessor:
         reason: str,
         detail: str,
         position: str = "",
+        extra: list[tuple[str, bytes]] | None = None,
     ) -> Output:
         return Output(
             self.topic(dlq(self._logical.get(source_topic, source_topic))),
@@ -333,83 +362,240 @@ class RewardProcessor:
                 ("detail", detail[:1000].encode()),
                 ("source_topic", source_topic.encode()),
                 ("source_position", position.encode()),
+                *(extra or []),
             ],
         )
 
     def decode(
         self, topic: str, key: bytes | None, value: bytes | None, position: str = ""
-    ) -> Event | Output:
-        """The event, or the dead letter that explains why it is not one."""
+    ) -> tuple[str, dict[str, Any]] | Output:
+        """(record name, Avro dict), or the dead letter that explains why it is not an acceptable event."""
         if value is None:
             return self.dead_letter(topic, key, value, "empty", "record has no value", position)
         try:
-            ev = self.codec.decode(value)
+            record, ev = self.codec.decode_dict(value)
         except DecodeError as e:
             return self.dead_letter(topic, key, value, e.reason, e.detail, position)
-        logical = self._logical.get(topic, topic)
-        expected = _EXPECTED_TOPIC.get(ev.record)
-        if expected is None or (logical in TRAJECTORY_TOPICS and expected != logical):
-            return self.dead_letter(
-                topic, key, value, "wrong_topic", f"{ev.record} does not belong on {logical}", position
-            )
-        if key is not None and key != ev.trajectory_id.encode():
-            return self.dead_letter(
-                topic,
-                key,
-                value,
-                "key_mismatch",
-                f"key {key!r} != trajectory_id {ev.trajectory_id}",
-                position,
-            )
-        if ev.seq < 0:
-            return self.dead_letter(topic, key, value, "schema_violation", f"negative seq {ev.seq}", position)
-        return ev
+        try:
+            bad = check_record(self._logical.get(topic, topic), key, record, ev["trajectory_id"], ev["seq"])
+        except (KeyError, TypeError) as e:
+            bad = ("schema_violation", f"{record}: {e!r}")
+        if bad is not None:
+            return self.dead_letter(topic, key, value, bad[0], bad[1], position)
+        return record, ev
 
     def process(
         self,
-        state: dict[str, Any] | None,
+        state: TrajState | None,
         topic: str,
         key: bytes | None,
         value: bytes | None,
         position: str = "",
+        *,
+        done_end_seq: int | None = None,
+        now: float = 0.0,
     ) -> Result:
+        """Fold one record into its trajectory's state.
+
+        Args:
+            state: the open trajectory's state, or None when there is none.
+            done_end_seq: when the trajectory was already scored, its last seq
+                (a re-delivered event then changes nothing; a later seq is ``after_end``).
+            now: monotonic time, recorded as the trajectory's last activity.
+        """
         decoded = self.decode(topic, key, value, position)
         if isinstance(decoded, Output):
             return Result(state, [decoded], changed=False)
-        ev = decoded
-        st = state if state is not None else new_state()
-        if st["final"] is not None:
-            # Completed already: this is a re-delivery. Re-send the stored reward (same event id).
-            return Result(st, [self._out(ev.trajectory_id, bytes.fromhex(st["final"]))], changed=False)
-        if ev.seq in st["seen"]:
-            return Result(st, [], changed=False)
-        if st["end_seq"] is not None and ev.seq > st["end_seq"]:
-            return Result(
-                st,
-                [
-                    self.dead_letter(
-                        topic, key, value, "after_end", f"seq {ev.seq} > end seq {st['end_seq']}", position
-                    )
-                ],
-                changed=False,
-            )
-        rules = self.rules(ev.agent_id, ev.agent_version)
-        findings = apply(st, ev, rules)
-        outputs = [self._out(ev.trajectory_id, self.codec.encode(f), POLICY) for f in findings]
-        if is_complete(st):
-            reward = self.codec.encode(reward_event(ev.trajectory_id, st, rules, final=True))
-            st["final"] = reward.hex()
-            # Keep only what a re-delivery needs; the fold's working set is no longer used.
-            for k in ("call_keys", "tool_seq"):
-                st[k] = []
-            outputs.append(self._out(ev.trajectory_id, reward))
-        elif self.live_scores and isinstance(ev, AgentStep):
-            outputs.append(
-                self._out(
-                    ev.trajectory_id, self.codec.encode(reward_event(ev.trajectory_id, st, rules, False))
+        record, ev = decoded
+        seq: int = ev["seq"]
+        if done_end_seq is not None:
+            if seq > done_end_seq:
+                dl = self.dead_letter(
+                    topic, key, value, "after_end", f"seq {seq} > end seq {done_end_seq} (scored)", position
                 )
+                return Result(state, [dl], changed=False)
+            return Result(state, [], changed=False)  # a re-delivery of a scored trajectory
+        st = state if state is not None else TrajState(ev["trajectory_id"])
+        outputs: list[Output] = []
+        old = st.entries.get(seq)
+        if old is not None:
+            if old[E_ID] == ev["event_id"]:
+                return Result(state, [], changed=False)  # duplicate delivery
+            rank = event_rank(ev["event_id"])
+            detail = f"seq {seq} of {st.tid} has event {old[E_ID]} and {ev['event_id']}"
+            if rank >= old[E_RANK]:
+                dl = self.dead_letter(
+                    topic, key, value, "duplicate_seq", detail + " (this one loses)", position
+                )
+                return Result(state, [dl], changed=False)
+            # the newcomer wins: the old entry leaves the fold (its record is named by position)
+            outputs.append(self._displaced(st, old, "duplicate_seq", detail + " (the other one wins)"))
+            del st.entries[seq]
+            if old[E_KIND] == "S":
+                st.started = None
+            elif old[E_KIND] == "E":
+                st.end, st.end_seq = None, None
+        if st.end_seq is not None and seq > st.end_seq:
+            dl = self.dead_letter(
+                topic, key, value, "after_end", f"seq {seq} > end seq {st.end_seq}", position
             )
+            return Result(st, [*outputs, dl], changed=bool(outputs))
+        if seq > st.contiguous + self.max_seq_gap:
+            dl = self.dead_letter(
+                topic,
+                key,
+                value,
+                "seq_gap",
+                f"seq {seq} is more than {self.max_seq_gap} past {st.contiguous}",
+                position,
+            )
+            return Result(st, [*outputs, dl], changed=bool(outputs))
+        rules = self.rules(ev["agent_id"], ev["agent_version"])
+        outputs.extend(self._apply(st, record, ev, rules, f"{topic}@{position}"))
+        st.touched = now
+        if st.is_complete():
+            outputs.append(self.final(st, rules))
+            return Result(st, outputs, changed=True, finished=True)
+        if self.live_scores and record == "AgentStep":
+            st.live_due = True
         return Result(st, outputs, changed=True)
 
-    def _out(self, trajectory_id: str, value: bytes, logical: str = REWARDS) -> Output:
-        return Output(self.topic(logical), trajectory_id.encode(), value)
+    def _displaced(self, st: TrajState, entry: Entry, reason: str, detail: str) -> Output:
+        """A dead letter for an entry already in the fold (its bytes are in the log at its position)."""
+        topic, _, pos = str(entry[E_POS]).rpartition("@")
+        return self.dead_letter(
+            topic or self.topic(TRAJECTORIES),
+            st.tid.encode(),
+            b"",
+            reason,
+            detail,
+            pos,
+            [("event_id", str(entry[E_ID]).encode())],
+        )
+
+    def _apply(
+        self, st: TrajState, record: str, ev: dict[str, Any], rules: AgentRules, position: str
+    ) -> list[Output]:
+        seq = ev["seq"]
+        if st.ident is None or record == "TrajectoryStarted":
+            st.ident = (ev["tenant"], ev["agent_id"], ev["agent_version"], ev["trace_id"])
+        tool = key = flag = tin = tout = cost = None
+        lat = 0.0
+        err = inv = False
+        out: list[Output] = []
+        kind = record[0] if record != "ToolCallCompleted" else "C"
+        if record == "TrajectoryStarted":
+            kind = "S"
+            st.started = {
+                "task": ev["task"],
+                "scenario_id": ev.get("scenario_id"),
+                "run_id": ev.get("run_id"),
+                "trial": ev.get("trial"),
+                "seed": ev.get("seed"),
+                "expected_tool_calls": ev.get("expected_tool_calls"),
+                "attributes": dict(ev.get("attributes") or {}),
+            }
+        elif record == "AgentStep":
+            tin, tout, cost = ev.get("tokens_in"), ev.get("tokens_out"), ev.get("cost_usd")
+        elif record == "ToolCallRequested":
+            kind = "R"
+            tool = ev["tool"]
+            key = f"{ev['server_id']}/{tool}/{ev['arguments']['sha256']}"
+            if rules.policy is not None:
+                verdict = self._policy_verdict(st, ev, rules.policy)
+                if verdict is not None:
+                    rule, detail = verdict
+                    flag = f"{rule}:{tool}"
+                    out.append(self._finding(ev, rule, detail))
+        elif record == "ToolCallCompleted":
+            lat, cost = float(ev["latency_ms"]), ev.get("cost_usd")
+            err = bool(ev["is_error"])
+            inv = err and ev.get("error_kind") == "invalid_arguments"
+        elif record == "TrajectoryEnded":
+            kind = "E"
+            st.end_seq = seq
+            st.end = {
+                "ts_us": ev["ts_us"],
+                "outcome": ev["outcome"],
+                "final_answer": ev.get("final_answer"),
+                "tokens_in": ev.get("tokens_in"),
+                "tokens_out": ev.get("tokens_out"),
+                "cost_usd": ev.get("cost_usd"),
+                "checks": dict(ev.get("checks") or {}),
+                "attribution": ev.get("attribution"),
+            }
+            # events already folded past the end are not part of the trajectory
+            for late in [q for q in st.entries if q > seq]:
+                out.append(
+                    self._displaced(st, st.entries.pop(late), "after_end", f"seq {late} > end seq {seq}")
+                )
+        st.entries[seq] = (
+            ev["event_id"], event_rank(ev["event_id"]), ev["ts_us"], kind, tool, key, tin, tout,
+            None if record == "TrajectoryEnded" else cost, lat, err, inv, flag, position,
+        )  # fmt: skip
+        if seq == st.contiguous:
+            st._advance()
+        return out
+
+    def _policy_verdict(
+        self, st: TrajState, ev: dict[str, Any], policy: ToolPolicy
+    ) -> tuple[str, str] | None:
+        args = ev["arguments"]
+        value: Any = args["json"]
+        if not args["truncated"]:
+            with contextlib.suppress(ValueError):
+                value = json.loads(value)
+        verdict = policy.check(ev["server_id"], ev["tool"], value)
+        limit = getattr(policy, "max_calls", None)
+        if verdict is None and callable(limit):
+            cap = limit(ev["server_id"], ev["tool"])
+            made = 1 + sum(
+                1
+                for q, e in st.entries.items()
+                if e[E_KIND] == "R" and e[E_TOOL] == ev["tool"] and q < ev["seq"]
+            )
+            if cap is not None and made > cap:
+                verdict = (
+                    "max_calls",
+                    f"{ev['server_id']}.{ev['tool']}: call {made} exceeds max_calls {cap}",
+                )
+        return verdict
+
+    def _finding(self, ev: dict[str, Any], rule: str, detail: str) -> Output:
+        rec = {
+            "event_id": str(uuid.uuid5(_NS, f"{ev['trajectory_id']}:{ev['seq']}:policy")),
+            "trajectory_id": ev["trajectory_id"],
+            "tenant": ev["tenant"],
+            "agent_id": ev["agent_id"],
+            "agent_version": ev["agent_version"],
+            "seq": ev["seq"],
+            "ts_us": ev["ts_us"],
+            "trace_id": ev["trace_id"],
+            "span_id": ev["span_id"],
+            "parent_span_id": None,
+            "call_id": ev["call_id"],
+            "server_id": ev["server_id"],
+            "tool": ev["tool"],
+            "rule": rule,
+            "detail": detail,
+        }
+        return Output(
+            self._policy, ev["trajectory_id"].encode(), self.codec.encode_record("PolicyViolation", rec)
+        )
+
+    def final(self, st: TrajState, rules: AgentRules | None = None, outcome: str | None = None) -> Output:
+        """The final reward of `st` (``outcome`` overrides the end's, e.g. ``timeout``)."""
+        if rules is None:
+            _tenant, agent_id, version, _ = st.ident or ("", "", "", "")
+            rules = self.rules(agent_id, version)
+        rec = reward_record(st, rules, final=True, outcome=outcome)
+        return Output(self._rewards, st.tid.encode(), self.codec.encode_record("RewardScored", rec))
+
+    def live(self, st: TrajState) -> Output | None:
+        """A running score through the contiguous prefix, or None when nothing is contiguous yet."""
+        st.live_due = False
+        if st.contiguous == 0:
+            return None
+        _, agent_id, version, _ = st.ident or ("", "", "", "")
+        rec = reward_record(st, self.rules(agent_id, version), final=False)
+        return Output(self._rewards, st.tid.encode(), self.codec.encode_record("RewardScored", rec))

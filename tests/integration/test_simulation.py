@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import xmlschema
 
 from agentlake.cli import _sim_run, export_rows
 from agentlake.consumers import Projector
@@ -22,6 +23,7 @@ from agentlake.registry import apply_specs, load_registry_file, read_registry
 from agentlake.sdk import KafkaEmitter, Tracer
 from agentlake.settings import Settings
 from agentlake.sim import gate as g
+from agentlake.sim.export import validate_chat_row, write_jsonl
 from agentlake.sim.metrics import pass_hat_k
 from agentlake.sim.replay import load_recorded
 from agentlake.sim.runner import StagingFactory, replay, resolve_agent
@@ -29,6 +31,7 @@ from agentlake.sim.suite import expand, load_suite
 from tests.integration.helpers import sql
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "agentlake" / "examples"
+DATA = Path(__file__).resolve().parents[1] / "data"
 SUITE = load_suite(EXAMPLES / "suite.yaml")
 
 
@@ -226,10 +229,22 @@ async def test_early_stop_skips_decided_cases_and_says_so(
         180.0,
         projector=projector,
     )
-    assert report["skipped"], "a failing case is decided after its first trials"
-    assert len(report["trials"]) + len(report["skipped"]) == len(planned)
+    assert report["skipped"], "the suite's pass^1 floor is out of reach after the first failures"
+    assert len(report["trials"]) + len(report["skipped"]) == len(planned) == report["planned"]
     assert all(s["scenario"].split("[")[0] in {sc.id for sc in SUITE.scenarios} for s in report["skipped"])
     assert code == 1
+    # skipped trials count as failures: recompute pass^1 from the JSON over the planned trials
+    ok = sum(t["success"] for t in report["trials"])
+    by_case: dict[str, list[bool]] = {}
+    for t in report["trials"]:
+        by_case.setdefault(t["scenario"], []).append(t["success"])
+    for s in report["skipped"]:
+        by_case.setdefault(s["scenario"], []).append(False)
+    expected = sum(sum(v) / len(v) for v in by_case.values()) / len(by_case)
+    assert ok < len(planned) and abs(report["suite_metrics"]["pass_hat"][1] - expected) < 1e-12
+    junit = g.junit_xml(report)
+    xmlschema.XMLSchema(DATA / "junit.xsd").validate(junit)
+    assert ET.fromstring(junit).find("testsuite").get("tests") == str(len(planned))  # type: ignore[union-attr]
 
 
 async def test_injected_faults_are_blamed_on_staging_not_the_agent(
@@ -252,6 +267,11 @@ async def test_injected_faults_are_blamed_on_staging_not_the_agent(
     failures = [t for t in report["trials"] if not t["success"]]
     assert failures
     assert all(t["attribution"] == "tool" for t in failures), [t["attribution"] for t in failures]
+    # the evidence the gate compares with a baseline's: the seeded faults each trial met
+    ids = [t["trajectory_id"] for t in failures]
+    faults = await asyncio.to_thread(g.faults_of, projector.clickhouse, ids)
+    assert set(faults) == set(ids)
+    assert all(kind == "injected_error" for fs in faults.values() for _tool, kind in fs)
 
 
 async def test_replay_serves_recorded_results_until_the_candidate_diverges(
@@ -292,7 +312,7 @@ async def test_replay_serves_recorded_results_until_the_candidate_diverges(
 
 
 async def test_export_writes_chat_rows_with_rewards(
-    settings: Settings, projector: Projector, baseline: dict[str, Any]
+    settings: Settings, projector: Projector, baseline: dict[str, Any], tmp_path: Path
 ) -> None:
     rows = await asyncio.to_thread(
         export_rows,
@@ -304,17 +324,17 @@ async def test_export_writes_chat_rows_with_rewards(
         1000,
         {"shop": [{"name": "get_order", "description": "d", "input_schema": {"type": "object"}}]},
     )
-    expected = [t for t in baseline["trials"] if t["reward"] >= 0.9 and t["success"]]
+    expected = [t for t in baseline["trials"] if t["reward_raw"] >= 0.9 and t["success"]]
     assert len(rows) == len(expected) > 0
-    for row in rows:
-        roles = [m["role"] for m in row["messages"]]
-        assert roles[0] == "user" and roles[-1] == "assistant"
-        assert (
-            row["metadata"]["reward"]["total"] >= 0.9 and row["tools"][0]["function"]["name"] == "get_order"
-        )
-        calls = [c for m in row["messages"] for c in m.get("tool_calls") or []]
-        answered = {m["tool_call_id"] for m in row["messages"] if m["role"] == "tool"}
-        assert {c["id"] for c in calls} == answered
+    out, side = tmp_path / "train.jsonl", tmp_path / "train.meta.jsonl"
+    assert write_jsonl(rows, out, metadata=side) == len(rows)
+    lines = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
+    meta = [json.loads(line) for line in side.read_text("utf-8").splitlines()]
+    assert len(lines) == len(meta) == len(rows)
+    for line, m in zip(lines, meta, strict=True):
+        assert validate_chat_row(line) == [], line  # what OpenAI's fine-tuning accepts
+        assert m["reward"]["total"] >= 0.9 and "metadata" not in line
+        assert any(t["function"]["name"] == "get_order" for t in line["tools"])
 
 
 async def test_an_external_process_agent_over_streamable_http(
@@ -451,3 +471,21 @@ def test_sim_run_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "who" in r.stderr
     r = agentlake("sim", "run", str(EXAMPLES / "suite.yaml"), "--agent", "nobody@1")
     assert r.returncode == 2 and "nobody@1" in r.stderr
+    # staging specs: checked before the stack starts
+    r = agentlake("sim", "run", str(EXAMPLES / "suite.yaml"), "--staging", str(tmp_path / "missing.yaml"))
+    assert (
+        r.returncode == 2
+        and len(r.stderr.strip().splitlines()) == 1
+        and "missing.yaml does not exist" in r.stderr
+    )
+    typo = tmp_path / "helpdesk.yaml"
+    typo.write_text("name: helpdesk\nfaults: {error_rat: 0.4}\ntools: [{name: t}]\n")
+    r = agentlake("sim", "run", str(EXAMPLES / "suite.yaml"), "--staging", str(typo))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "faults.error_rat" in r.stderr
+    # a suite for a server nobody declared: a setup error before the first trial, not failed trials
+    suite = tmp_path / "hd.yaml"
+    suite.write_text(
+        "id: hd\nscenarios:\n  - {id: a, server: helpdesk, task: t, criteria: {outcome: success}}\n"
+    )
+    r = agentlake("sim", "run", str(suite), "--agent", "support-bot@1.0")
+    assert r.returncode == 2 and "no staging server 'helpdesk'" in r.stderr.strip().splitlines()[-1]

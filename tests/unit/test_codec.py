@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from importlib import resources
 
@@ -202,3 +203,80 @@ def test_a_giant_payload_travels_as_a_small_event() -> None:
 def test_new_started_event_has_user_id() -> None:
     ev = TrajectoryStarted(**BASE, task="do it", user_id="u1")
     assert codec().decode(codec().encode(ev)) == ev
+
+
+# -- forward compatibility: an older reader learns a newer writer's schema -----------
+
+
+def _pairs() -> list[tuple[str, int, int]]:
+    """(record, older reader version, newer writer version) for every committed pair."""
+    by: dict[str, list[int]] = {}
+    for r, v in _committed_versions():
+        by.setdefault(r, []).append(v)
+    return [(r, old, new) for r, vs in sorted(by.items()) for old in vs for new in vs if new > old]
+
+
+def _registry() -> dict[bytes, bytes]:
+    return {bytes.fromhex(k.decode()): v for k, v in codec().publishable()}
+
+
+@pytest.mark.parametrize(("record", "old", "new"), _pairs())
+def test_an_older_reader_decodes_every_newer_committed_version(record: str, old: int, new: int) -> None:
+    from agentlake.schemas import Codec
+
+    writer = codec()
+    data = _value(writer._version(record, new).raw, {}, PRIMS_B)
+    raw = writer.encode_record(record, data, version=new, strict=True)
+    stale = Codec(max_versions={record: old})
+    with pytest.raises(DecodeError) as e:
+        stale.decode_dict(raw)
+    assert e.value.reason == "unknown_fingerprint"  # what an older worker dead-letters today
+    learning = Codec(max_versions={record: old}, lookup=_registry().get)
+    name, decoded = learning.decode_dict(raw)
+    assert name == record
+    for f in learning.latest[record].raw["fields"]:
+        assert decoded[f["name"]] == data[f["name"]], f["name"]
+    assert set(decoded) == {f["name"] for f in learning.latest[record].raw["fields"]}
+    if record in EVENT_TYPES:
+        assert type(learning.decode(raw)).__name__ == record
+
+
+def _future(record: str) -> dict:
+    """The newest schema of `record` plus a field a future SDK might add (with a default)."""
+    raw = json.loads(json.dumps(codec().latest[record].raw))
+    raw["fields"].append({"name": "added_in_future", "type": ["null", "string"], "default": None})
+    raw["fields"].append({"name": "future_count", "type": "long", "default": 0})
+    return raw
+
+
+@pytest.mark.parametrize("record", sorted(EVENT_TYPES))
+def test_todays_reader_decodes_a_future_writer_through_the_schema_topic(record: str) -> None:
+    from agentlake.schemas import Codec
+    from agentlake.schemas._codec import parse_schema
+
+    future = parse_schema(_future(record), record, 99)
+    data = {**_sample(record), "added_in_future": "hello", "future_count": 3}
+    buf = io.BytesIO()
+    buf.write(MAGIC + future.fingerprint)
+    fastavro.schemaless_writer(buf, future.parsed, data)
+    registry = {future.fingerprint: json.dumps(future.raw).encode()}
+    c = Codec(lookup=registry.get)
+    ev = c.decode(buf.getvalue())
+    assert type(ev).__name__ == record and ev.trajectory_id == data["trajectory_id"]
+    assert not hasattr(ev, "added_in_future")  # unknown to this reader: skipped
+    assert future.fingerprint in c.by_fingerprint  # learned once
+
+
+def test_a_schema_whose_fingerprint_does_not_match_its_key_is_not_learned() -> None:
+    from agentlake.schemas import Codec
+
+    step = codec().latest["AgentStep"]
+    data = _sample("AgentStep")
+    raw = bytearray(codec().encode_record("AgentStep", data))
+    raw[2:10] = b"\x01" * 8  # claims a fingerprint the registry maps to a different schema
+    c = Codec(lookup={b"\x01" * 8: json.dumps(step.raw).encode()}.get)
+    with pytest.raises(DecodeError) as e:
+        c.decode(bytes(raw))
+    assert e.value.reason == "unknown_fingerprint"
+    with pytest.raises(ValueError, match="known record"):
+        c.learn({"type": "record", "name": "Nope", "fields": []})

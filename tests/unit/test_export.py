@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,15 @@ import pytest
 from agentlake.schemas import codec
 from agentlake.sdk import MemoryEmitter, Tracer, Trajectory
 from agentlake.settings import Settings
-from agentlake.sim.export import tool_message_content, tools_to_openai, trajectory_to_chat, write_jsonl
+from agentlake.sim.export import (
+    NotExportable,
+    provider_safe_names,
+    tool_message_content,
+    tools_to_openai,
+    trajectory_to_chat,
+    validate_chat_row,
+    write_jsonl,
+)
 from agentlake.sim.reference import SHOP_TOOLS
 
 
@@ -68,15 +77,22 @@ def test_a_trajectory_becomes_one_chat_row() -> None:
                         "id": get_id,
                         "type": "function",
                         "function": {"name": "get_order", "arguments": '{"order_id":5}'},
-                    },
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": get_id, "content": '{"order_id":5,"status":"delivered"}'},
+            # the refund was requested after the lookup returned: a dependent call, its own turn
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
                     {
                         "id": refund_id,
                         "type": "function",
                         "function": {"name": "refund_order", "arguments": '{"order_id":5,"reason":"broken"}'},
-                    },
+                    }
                 ],
             },
-            {"role": "tool", "tool_call_id": get_id, "content": '{"order_id":5,"status":"delivered"}'},
             {"role": "tool", "tool_call_id": refund_id, "content": '{"status":"refunded","amount":12.5}'},
             {"role": "assistant", "content": "Order 5 refunded."},
         ],
@@ -89,8 +105,10 @@ def test_a_trajectory_becomes_one_chat_row() -> None:
             "reward": reward,
             "truncated_payloads": 0,
             "missing_results": 0,
+            "tool_names": {},
         },
     }
+    assert validate_chat_row({k: v for k, v in row.items() if k != "metadata"}) == []
 
 
 def test_steps_split_tool_calls_into_turns_and_parallel_calls_share_one() -> None:
@@ -183,40 +201,88 @@ def test_a_final_step_is_not_repeated_by_the_final_answer() -> None:
     ]
 
 
-def test_unfinished_trajectory_and_call_without_result() -> None:
+def test_a_crashed_trajectory_never_ends_a_row_on_a_tool_message() -> None:
+    tr, em = tracer()
+    t = tr.trajectory("Refund order 5")
+    t.tool_call("shop", "get_order", {"order_id": 5})  # no result, no answer: it crashed
+
+    with pytest.raises(NotExportable, match="ends on a tool message"):
+        trajectory_to_chat(rows(em))
+
+
+def test_a_call_without_result_reads_as_an_error_and_is_counted() -> None:
     tr, em = tracer()
     t = tr.trajectory("Refund order 5")
     call = t.tool_call("shop", "get_order", {"order_id": 5})
+    t.end("failure", final_answer="The shop did not answer.")
 
     row = trajectory_to_chat(rows(em))
 
-    assert row["messages"][-1] == {
+    assert row["messages"][-2] == {
         "role": "tool",
         "tool_call_id": call.call_id,
         "content": "Error: the call has no recorded result",
     }
-    assert row["metadata"]["outcome"] is None and row["metadata"]["missing_results"] == 1
-    assert "tools" not in row and row["metadata"]["reward"] is None
+    assert row["metadata"]["outcome"] == "failure" and row["metadata"]["missing_results"] == 1
+    assert row["tools"] == [
+        {"type": "function", "function": {"name": "get_order", "parameters": {"type": "object"}}}
+    ]
+    assert row["metadata"]["reward"] is None
 
 
-def test_truncated_payloads_are_exported_as_recorded_and_counted() -> None:
+def test_truncated_arguments_are_never_exported_as_invalid_json() -> None:
     tr, em = tracer(max_payload=40)
     t = tr.trajectory("Show order 5")
     with t.tool_call("shop", "get_order", {"order_id": 5, "fields": ["x" * 50]}) as c:
+        c.result({"order_id": 5})
+    t.end("success", final_answer="ok")
+
+    with pytest.raises(NotExportable, match="truncated"):
+        trajectory_to_chat(rows(em))
+
+
+def test_truncated_results_and_steps_are_exported_as_recorded_and_counted() -> None:
+    tr, em = tracer(max_payload=40)
+    t = tr.trajectory("Show order 5")
+    with t.tool_call("shop", "get_order", {"order_id": 5}) as c:
         c.result({"order_id": 5, "notes": "n" * 100})
     t.step("final", "é" * 30)  # 60 bytes of UTF-8: cut on a character boundary
     t.end("success")
     events = rows(em)
-    requested = next(e for e in events if e["record"] == "ToolCallRequested")
     completed = next(e for e in events if e["record"] == "ToolCallCompleted")
 
     row = trajectory_to_chat(events)
 
     assistant, tool, final = row["messages"][1:]
-    assert assistant["tool_calls"][0]["function"]["arguments"] == requested["arguments"]["json"]
+    assert assistant["tool_calls"][0]["function"]["arguments"] == '{"order_id":5}'
     assert tool["content"] == completed["result"]["json"] and len(tool["content"]) == 40
     assert final["content"] == "é" * 20
-    assert row["metadata"]["truncated_payloads"] == 3
+    assert row["metadata"]["truncated_payloads"] == 2
+
+
+def test_dotted_tool_names_are_mapped_in_tools_and_calls_alike() -> None:
+    tr, em = tracer()
+    t = tr.trajectory("Find blenders")
+    with t.tool_call("shop", "shop.search", {"q": "blender"}) as c:
+        c.result(["b1"])
+    t.end("success", final_answer="b1")
+    tools = tools_to_openai([{"name": "shop.search", "input_schema": {"type": "object"}}])
+
+    row = trajectory_to_chat(rows(em), tools=tools)
+
+    name = row["tools"][0]["function"]["name"]
+    assert name == "shop_search" and row["messages"][1]["tool_calls"][0]["function"]["name"] == name
+    assert row["metadata"]["tool_names"] == {"shop_search": "shop.search"}
+    assert validate_chat_row({k: v for k, v in row.items() if k != "metadata"}) == []
+
+
+def test_provider_safe_names_are_reversible_and_valid() -> None:
+    names = ["orders.refund", "orders_refund", "a" * 80, "a" * 81, "ok-name", "名前", "x y"]
+    m = provider_safe_names(names)
+    assert len(set(m.values())) == len(names)
+    assert all(re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", v) for v in m.values())
+    assert m["orders_refund"] == "orders_refund" and m["ok-name"] == "ok-name"
+    assert m == provider_safe_names(names)  # deterministic
 
 
 def test_order_duplicates_and_clickhouse_bodies_do_not_matter() -> None:
@@ -251,7 +317,7 @@ def test_malformed_input_is_rejected_with_one_clear_line() -> None:
     assert trajectory_to_chat(first + others) == trajectory_to_chat(first)
 
 
-def test_jsonl_round_trip(tmp_path: Path) -> None:
+def test_jsonl_round_trip_with_a_metadata_sidecar(tmp_path: Path) -> None:
     tr, em = tracer()
     refund_story(tr.trajectory("Rembourse la commande 5 — cassée"))
     refund_story(tr.trajectory("Refund order 6"))
@@ -261,15 +327,82 @@ def test_jsonl_round_trip(tmp_path: Path) -> None:
         by_trajectory.setdefault(e["trajectory_id"], []).append(e)
     exported = [trajectory_to_chat(evs, tools=tools_to_openai(SHOP_TOOLS)) for evs in by_trajectory.values()]
 
-    path = tmp_path / "train.jsonl"
-    assert write_jsonl(exported, path) == 2
+    path, side = tmp_path / "train.jsonl", tmp_path / "train.meta.jsonl"
+    assert write_jsonl(exported, path, metadata=side) == 2
     text = path.read_text("utf-8")
     assert "cassée" in text and text.count("\n") == 2
-    assert [json.loads(line) for line in text.splitlines()] == exported
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert lines == [{k: v for k, v in r.items() if k != "metadata"} for r in exported]
+    assert all(validate_chat_row(line) == [] for line in lines)
+    meta = [json.loads(line) for line in side.read_text("utf-8").splitlines()]
+    assert [m["trajectory_id"] for m in meta] == [r["metadata"]["trajectory_id"] for r in exported]
+    assert [m["line"] for m in meta] == [1, 2]
 
     buffer = io.StringIO()
-    assert write_jsonl(iter(exported), buffer) == 2
-    assert buffer.getvalue() == text
+    assert write_jsonl(iter(exported), buffer, inline_metadata=True) == 2
+    assert [json.loads(line) for line in buffer.getvalue().splitlines()] == exported
+
+
+def test_line_separators_and_lone_surrogates_keep_one_row_per_line(tmp_path: Path) -> None:
+    tr, em = tracer()
+    t = tr.trajectory("a\u2028b\u2029c\u0085d")
+    t.end("success", final_answer="fine")
+    row = trajectory_to_chat(rows(em))
+    row["messages"].append({"role": "assistant", "content": "lone \ud800 surrogate"})
+    path = tmp_path / "x.jsonl"
+
+    assert write_jsonl([row, row], path) == 2
+
+    text = path.read_text("utf-8")
+    assert len(text.splitlines()) == 2  # str.splitlines breaks at U+2028/U+2029/NEL: none are raw
+    first = json.loads(text.splitlines()[0])
+    assert first["messages"][0]["content"] == "a\u2028b\u2029c\u0085d"
+    assert first["messages"][-1]["content"] == "lone \ufffd surrogate"
+
+
+def test_the_format_validator_rejects_what_trainers_reject() -> None:
+    good: dict[str, Any] = {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+            {"role": "assistant", "content": "done"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+    }
+    assert validate_chat_row(good) == []
+    bad_cases = {
+        "metadata": {**good, "metadata": {}},
+        "ends on tool": {**good, "messages": good["messages"][:3]},
+        "bad name": {
+            **good,
+            "tools": [{"type": "function", "function": {"name": "shop.f", "parameters": {"type": "object"}}}],
+        },
+        "bad args": {
+            **good,
+            "messages": [
+                good["messages"][0],
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": '}}
+                    ],
+                },
+                *good["messages"][2:],
+            ],
+        },
+        "no tools": {"messages": good["messages"]},
+        "unanswered": {**good, "messages": [*good["messages"][:2], good["messages"][3]]},
+    }
+    for label, row in bad_cases.items():
+        assert validate_chat_row(row), label
 
 
 def test_tools_to_openai() -> None:

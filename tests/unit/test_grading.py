@@ -323,4 +323,38 @@ def test_grader_exception_from_state_comparison() -> None:
 
     trial = _trial({"final_state": [{"path": "orders.{oid}.status", "equals": "refunded"}]})
     v = grade(trial, Observation(final_state={"orders": {"12": {"status": Weird()}}}))
-    assert v.attribution == "grader" and "RuntimeError" in v.reason
+    assert v.attribution == "grader" and "grader error" in v.reason
+
+
+def test_a_path_in_neither_state_is_the_graders_fault_not_the_agents() -> None:
+    trial = _trial({"final_state": [{"path": "order.{oid}.status", "equals": "refunded"}]})  # typo: order
+    state = {"orders": {"12": {"status": "delivered"}}}
+    v = grade(trial, Observation(initial_state=state, final_state=state))
+    assert not v.success and v.attribution == "grader" and "neither the initial nor the final" in v.reason
+    # a key the agent removed is the agent's doing
+    v = grade(trial, Observation(initial_state={"order": {"12": {"status": "x"}}}, final_state={"order": {}}))
+    assert v.attribution == "agent"
+
+
+def test_a_string_compared_with_a_boolean_is_the_graders_fault() -> None:
+    trial = _trial({"final_state": [{"path": "orders.{oid}.refunded", "equals": "yes"}]})
+    state = {"orders": {"12": {"refunded": True}}}
+    v = grade(trial, Observation(initial_state=state, final_state=state))
+    assert v.attribution == "grader" and "cannot compare string 'yes' with boolean True" in v.reason
+    ok = _trial({"final_state": [{"path": "orders.{oid}.note", "equals": None}]})  # null compares with all
+    assert grade(ok, Observation(final_state={"orders": {"12": {"note": "x"}}})).attribution == "agent"
+
+
+@pytest.mark.parametrize("outcome", ["error", "timeout", "aborted"])
+def test_an_agent_reporting_an_error_outcome_fails_even_when_the_state_is_right(outcome: str) -> None:
+    trial = _trial({"final_state": [{"path": "orders.{oid}.status", "equals": "refunded"}]})
+    state = {"orders": {"12": {"status": "refunded"}}}
+    v = grade(trial, Observation(final_state=state, outcome=outcome))
+    assert not v.success and v.attribution == "agent"
+    assert "agent_completed" in {c.name for c in v.failed}
+
+
+def test_an_infrastructure_failure_is_its_own_party() -> None:
+    trial = _trial({"outcome": "success"})
+    v = grade(trial, Observation(infrastructure_error="LLMError: HTTP 429 after 4 attempts"))
+    assert not v.success and v.attribution == "infrastructure"

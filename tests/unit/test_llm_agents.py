@@ -40,6 +40,7 @@ from agentlake.sim.staging import serve_asgi
 SETTINGS = Settings(home="/tmp/agentlake-unit")  # type: ignore[call-arg]
 KEY = "sk-test-123"
 NUMBER = re.compile(r"\d+")
+PROVIDER_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
 # ---------------------------------------------------------------------------
@@ -128,7 +129,23 @@ class FakeOpenAI:
             return JSONResponse({"choices": []})
         if model == "persona-broken":
             return JSONResponse({"error": {"message": "model persona-broken not found"}}, status_code=404)
-        if model == "loop":
+        if model == "strict-names":  # what OpenAI does with a tool name it does not accept
+            bad = [
+                t["function"]["name"]
+                for t in body.get("tools", [])
+                if not PROVIDER_NAME.match(t["function"]["name"])
+            ]
+            if bad:
+                return JSONResponse(
+                    {"error": {"message": f"Invalid 'tools[0].function.name': {bad[0]}"}}, status_code=400
+                )
+        if model == "strict-names":
+            message = (
+                assistant(None, tool_call("s1", "orders_refund", '{"order_id": 5}'))
+                if messages[-1]["role"] == "user"
+                else assistant(f"Refunded: {messages[-1]['content']}")
+            )
+        elif model == "loop":
             message = assistant(None, tool_call(f"loop{seen}", "get_order", '{"order_id": 1}'))
         elif model == "bad-args":
             message = (
@@ -519,3 +536,118 @@ async def test_export_reproduces_the_conversation_the_model_saw(base_url: str, f
         ]
     assert row["tools"] == tools_to_openai(SHOP_TOOLS)
     assert row["metadata"]["outcome"] == "success" and row["metadata"]["agent_id"] == "llm-bot"
+
+
+# ---------------------------------------------------------------------------
+# openai: agents run by the simulation runner
+
+
+DOTTED = """
+id: dotted
+trials: 1
+defaults: {server: orders}
+scenarios:
+  - id: refund
+    task: "Refund order 5"
+    initial_state: {orders: {"5": {"status": "delivered"}}}
+    criteria:
+      tool_calls: {mode: strict, calls: [{tool: orders.refund, args: {order_id: 5}}]}
+      outcome: success
+"""
+
+
+def orders_factory() -> Any:
+    from agentlake.sim.runner import StagingFactory
+    from agentlake.sim.staging import FixtureBehaviour, ToolDef
+
+    factory = StagingFactory.default()
+    schema = {"type": "object", "properties": {"order_id": {"type": "integer"}}, "required": ["order_id"]}
+    factory.servers["orders"] = [
+        ToolDef(name="orders.refund", input_schema=schema, behaviour=FixtureBehaviour(default={"ok": True}))
+    ]
+    return factory
+
+
+@pytest.fixture
+def openai_env(base_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+
+
+async def test_an_openai_agent_maps_mcp_tool_names_providers_reject_and_sends_the_trial_seed(
+    openai_env: None, fake: FakeOpenAI
+) -> None:
+    from agentlake.sim.runner import resolve_agent, run_trial
+    from agentlake.sim.suite import expand, parse_suite
+
+    trial = expand(parse_suite(DOTTED, "dotted.yaml"), 1)[0]
+    em = MemoryEmitter()
+    tracer = Tracer("openai-agent", "strict-names", emitter=em, settings=SETTINGS)
+    result = await run_trial(trial, resolve_agent("openai:strict-names"), tracer, "r", orders_factory())
+    assert result.verdict.success, result.verdict.reason
+    first = fake.bodies("strict-names")[0]
+    assert [t["function"]["name"] for t in first["tools"]] == ["orders_refund"]
+    assert all(body["seed"] == trial.seed for body in fake.bodies("strict-names"))
+    assert calls(events(em)) == [("orders.refund", {"order_id": 5})]  # the real MCP name
+
+
+async def test_a_provider_outage_is_blamed_on_infrastructure_not_the_agent(
+    openai_env: None, fake: FakeOpenAI
+) -> None:
+    from agentlake.sim.runner import resolve_agent, run_trial
+    from agentlake.sim.suite import expand, parse_suite
+
+    trial = expand(parse_suite(DOTTED, "dotted.yaml"), 1)[0]
+    tracer = Tracer("openai-agent", "always-500", emitter=MemoryEmitter(), settings=SETTINGS)
+    target = resolve_agent("openai:always-500")
+    result = await run_trial(trial, target, tracer, "r", orders_factory())
+    assert not result.verdict.success and result.verdict.attribution == "infrastructure"
+    bad_request = await run_trial(
+        trial.model_copy(update={"task": "x"}),
+        resolve_agent("openai:persona-broken"),  # 404: the agent's configuration, not an outage
+        tracer,
+        "r",
+        orders_factory(),
+    )
+    assert bad_request.verdict.attribution == "agent"
+
+
+PERSONA = """
+id: persona
+trials: 1
+scenarios:
+  - id: refund
+    task: "My lamp arrived broken."
+    user:
+      persona: {instructions: "You want a refund for the lamp.", hidden_info: {order_id: 5}, model: persona}
+    initial_state:
+      $generator: "agentlake.sim.reference:shop_state"
+      args: {seed: 3, ensure: {"5": delivered}}
+    criteria:
+      final_state: [{path: orders.5.status, equals: refunded}]
+"""
+
+
+async def test_a_persona_user_sees_the_task_and_gets_the_trial_seed(
+    openai_env: None, fake: FakeOpenAI
+) -> None:
+    from agentlake.sim.runner import StagingFactory, resolve_agent, run_trial
+    from agentlake.sim.suite import expand, parse_suite
+
+    trial = expand(parse_suite(PERSONA, "p.yaml"), 1)[0]
+    tracer = Tracer("openai-agent", "support", emitter=MemoryEmitter(), settings=SETTINGS)
+    result = await run_trial(trial, resolve_agent("openai:support"), tracer, "r", StagingFactory.default())
+    assert result.verdict.success, result.verdict.reason
+    (asked,) = fake.bodies("persona")
+    assert asked["messages"][1] == {"role": "assistant", "content": trial.task}  # it opened with the task
+    assert asked["seed"] == trial.seed
+
+
+def test_a_persona_without_a_model_is_a_setup_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentlake.sim.runner import RunnerError, StagingFactory, check_setup
+    from agentlake.sim.suite import expand, parse_suite
+
+    monkeypatch.delenv("AGENTLAKE_LLM_MODEL", raising=False)
+    trials = expand(parse_suite(PERSONA.replace(", model: persona", ""), "p.yaml"), 1)
+    with pytest.raises(RunnerError, match="the persona user has no model"):
+        check_setup(trials, StagingFactory.default())

@@ -71,11 +71,19 @@ def test_parameters_become_arguments_with_required_and_placement() -> None:
         "maximum": 100,
         "description": "How many items to return at one time (max 100)",
     }
-    assert set(listing.input_schema["properties"]) == {"limit", "tag", "X-Request-Id"}
+    # wire names are not valid argument names for every provider: mapped, and told to the model
+    assert set(listing.input_schema["properties"]) == {"limit", "tag", "X_Request_Id"}
+    assert (
+        "header parameter 'X-Request-Id'" in listing.input_schema["properties"]["X_Request_Id"]["description"]
+    )
     assert "required" not in listing.input_schema
     assert listing.input_schema["additionalProperties"] is False
     assert (forward(listing).method, forward(listing).path) == ("GET", "/pets")
-    assert forward(listing).query == ["limit", "tag"] and forward(listing).headers == ["X-Request-Id"]
+    assert [(p.arg, p.name, p.location) for p in forward(listing).params] == [
+        ("limit", "limit", "query"),
+        ("tag", "tag", "query"),
+        ("X_Request_Id", "X-Request-Id", "header"),
+    ]
 
     show = tools["showPetById"]  # petId comes from a $ref parameter declared on the path item
     assert show.input_schema["properties"]["petId"] == {"type": "integer", "description": "The id of the pet"}
@@ -94,7 +102,8 @@ def test_object_body_is_merged_with_refs_resolved_and_recursion_in_defs() -> Non
     category = schema["properties"]["category"]
     assert category["properties"]["parent"] == {"$ref": "#/$defs/Category"}
     assert schema["$defs"]["Category"]["properties"]["parent"] == {"$ref": "#/$defs/Category"}
-    assert forward(create).body == ["name", "tag", "category"] and forward(create).body_arg is None
+    assert forward(create).body_fields == {"name": "name", "tag": "tag", "category": "category"}
+    assert forward(create).body_arg is None
 
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
@@ -179,7 +188,9 @@ def test_openapi_30_keywords_become_json_schema() -> None:
     assert props["x"] == {"type": "number", "exclusiveMinimum": 0, "maximum": 9}
     assert props["colour"] == {"enum": ["red", None]}
     assert props["f"] == {"type": "object"}
-    assert set(props) == {"x", "colour", "f"}  # Accept (reserved header) and cookies are left out
+    assert set(props) == {"x", "colour", "f", "session"}  # Accept (a reserved header) is left out
+    assert {p.name: p.location for p in forward(tool).params}["session"] == "cookie"
+    assert {p.name: p.content for p in forward(tool).params}["f"] == "application/json"
 
 
 def test_mutual_recursion_and_self_referencing_body() -> None:
@@ -245,7 +256,7 @@ def test_long_duplicate_and_odd_names() -> None:
     assert len(set(names)) == len(names)
 
 
-def test_body_clashing_with_a_parameter_is_nested_and_non_json_bodies_are_skipped() -> None:
+def test_body_clashing_with_a_parameter_keeps_both_and_other_media_types_make_tools() -> None:
     spec = doc(
         {
             "/items/{id}": {
@@ -268,11 +279,11 @@ def test_body_clashing_with_a_parameter_is_nested_and_non_json_bodies_are_skippe
         }
     )
     tools = tools_from_openapi(spec, base_url="http://127.0.0.1:1")
-    assert [t.name for t in tools] == ["put_item"]
-    [put] = tools
-    assert set(put.input_schema["properties"]) == {"id", "body"}
+    assert [t.name for t in tools] == ["put_item", "upload"]
+    put = tools[0]
+    assert set(put.input_schema["properties"]) == {"id", "id_body"}
     assert put.input_schema["required"] == ["id"]  # the body is optional here
-    assert forward(put).body_arg == "body"
+    assert forward(put).body_fields == {"id_body": "id"} and forward(put).media_type.endswith("+json")
 
 
 def test_open_object_body_forwards_extra_arguments() -> None:
@@ -337,7 +348,7 @@ def test_json_files_load_too(tmp_path: Path) -> None:
             "points to nothing",
         ),
         (doc({"/a/{id}": {"get": {}}}), "path parameter(s) id are not declared"),
-        (doc({"/a": {"get": {"operationId": "a"}}}), "no servers[0].url; pass base_url="),
+        (doc({"/a": {"get": {"operationId": "a"}}}), "no servers[0].url; pass --base-url URL"),
         (doc({"/a": {"get": {}}}, servers=[{"url": "/v1"}]), "'/v1' is not an absolute http(s) URL"),
         (doc({"/a": {"$ref": "#/paths/~1a"}}), "refers to itself"),
     ],
@@ -428,7 +439,7 @@ async def test_generated_server_forwards_to_the_api(petstore: tuple[PetStore, st
             "createPet",
             {"name": "Tom", "tag": "cat", "category": {"name": "cats", "parent": {"name": "pets"}}},
         )
-        cats = await client.call_tool("listPets", {"tag": "cat", "limit": 5, "X-Request-Id": "req-1"})
+        cats = await client.call_tool("listPets", {"tag": "cat", "limit": 5, "X_Request_Id": "req-1"})
         shown = await client.call_tool("showPetById", {"petId": 2})
         tagged = await client.call_tool("replace_pet_tags", {"petId": 2, "body": ["indoor", "grumpy"]})
         deleted = await client.call_tool("delete_pets_petId", {"petId": 1})

@@ -70,9 +70,11 @@ def test_a_trajectory_gets_exactly_one_final_reward_vector() -> None:
     assert final.metrics["tokens"] == 15.0
     assert final.tool_sequence == ["get_order", "get_order"]
     assert final.run_id == "r1" and final.scenario_id == "s1" and final.task == "refund order 5"
-    # live partial scores on each agent step, never final
-    live = [codec().decode(o.value) for o in outputs if o.topic == "rewards.scored"]
-    assert sum(1 for e in live if not e.is_final) == 2
+    # the final reward's time is the end event's, its span id derived: re-emission is byte-identical
+    end = codec().decode(recs[-1][2])
+    assert final.ts_us == end.ts_us
+    _, again = run(RewardProcessor(), recs)
+    assert [o.value for o in again] == [o.value for o in outputs]
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -93,14 +95,16 @@ def test_redelivery_is_absorbed_and_a_completed_trajectory_reemits_the_same_rewa
     recs = record_trajectory()
     proc = RewardProcessor(live_scores=False)
     doubled = recs[:3] + recs[:3] + recs[3:]
-    state, outputs = run(proc, doubled)
+    _state, outputs = run(proc, doubled)
     [final] = finals(outputs)
     assert final.metrics["tool_calls"] == 2.0  # duplicates were not counted twice
-    # the worker crashed after scoring but before committing: the tail comes again
-    res = proc.process(state, *recs[-1], "0:99")
-    assert not res.changed
-    [again] = finals(res.outputs)
-    assert again.event_id == final.event_id and again.total == final.total
+    # the worker crashed after scoring but before committing: the tail comes again, and its
+    # done marker makes it change nothing; a seq past the end is a dead letter
+    res = proc.process(None, *recs[-1], "0:99", done_end_seq=final.seq)
+    assert not res.changed and res.outputs == []
+    late = codec().encode(codec().decode(recs[1][2]).model_copy(update={"seq": final.seq + 1}))
+    res = proc.process(None, recs[1][0], recs[1][1], late, "0:100", done_end_seq=final.seq)
+    assert [dict(o.headers)["reason"] for o in res.outputs] == [b"after_end"]
 
 
 def test_malformed_records_become_dead_letters_with_a_reason() -> None:

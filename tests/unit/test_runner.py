@@ -14,6 +14,7 @@ from agentlake.sim.runner import (
     AgentTarget,
     RunnerError,
     StagingFactory,
+    check_setup,
     interleave,
     resolve_agent,
     run_suite,
@@ -152,3 +153,118 @@ def test_resolve_agent_forms_and_errors() -> None:
         resolve_agent("no.such.module:fn")
     with pytest.raises(RunnerError, match="no staging server 'crm'"):
         StagingFactory.default().build("crm", {}, 0)
+
+
+# -- setup errors: before the first trial, one line ------------------------------------------
+
+HELPDESK = """
+name: helpdesk
+state: {tickets: {"T-1": {"status": "open", "urgent": false}}}
+faults: {error_rate: 1.0}
+tools:
+  - name: close_ticket
+    input_schema: {type: object, properties: {id: {type: string}}, required: [id]}
+    behaviour: {kind: handler, handler: "tests.unit.test_runner:close_ticket"}
+"""
+
+
+def close_ticket(state: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+    state["tickets"][args["id"]]["status"] = "closed"
+    return {"closed": args["id"]}
+
+
+def helpdesk(tmp_path: Path, text: str = HELPDESK) -> StagingFactory:
+    spec = tmp_path / "helpdesk.yaml"
+    spec.write_text(text)
+    factory = StagingFactory.default()
+    factory.add_spec_file(str(spec))
+    return factory
+
+
+def helpdesk_suite(criteria: str) -> list[Any]:
+    text = f"""
+id: hd
+scenarios:
+  - id: close
+    server: helpdesk
+    task: "Close ticket T-1"
+    criteria: {criteria}
+"""
+    return expand(parse_suite(text, "hd.yaml"), 1)
+
+
+@pytest.mark.parametrize(
+    ("criteria", "message"),
+    [
+        (
+            "{tool_calls: {calls: [{tool: close_tikcet}]}}",
+            "expected tool 'close_tikcet' is not a tool of server",
+        ),
+        ("{final_state: [{path: ticket.T-1.status, equals: closed}]}", "starts at 'ticket', which is not in"),
+        ("{final_state: [{path: tickets.T-1.urgent, equals: 'no'}]}", "compares a str with the state's bool"),
+    ],
+)
+def test_broken_checks_are_setup_errors_not_agent_failures(
+    tmp_path: Path, criteria: str, message: str
+) -> None:
+    with pytest.raises(RunnerError, match=message):
+        check_setup(helpdesk_suite(criteria), helpdesk(tmp_path))
+    check_setup(helpdesk_suite("{final_state: [{path: tickets.T-2, exists: true}]}"), helpdesk(tmp_path))
+
+
+def test_staging_spec_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(RunnerError, match=r"missing.yaml does not exist"):
+        StagingFactory().add_spec_file(str(tmp_path / "missing.yaml"))
+    with pytest.raises(RunnerError, match=r"faults.error_rat: .*not permitted") as info:
+        helpdesk(tmp_path, HELPDESK.replace("error_rate", "error_rat"))
+    assert "\n" not in str(info.value)
+    with pytest.raises(RunnerError, match="must have type 'object'"):
+        helpdesk(tmp_path, HELPDESK.replace("input_schema: {type: object,", "input_schema: {type: array,"))
+    with pytest.raises(RunnerError, match="no staging server 'helpdesk'"):
+        check_setup(helpdesk_suite("{outcome: success}"), StagingFactory.default())
+
+
+async def test_a_specs_faults_and_state_apply_to_its_own_server_only(tmp_path: Path) -> None:
+    factory = helpdesk(tmp_path)
+    hd = factory.build("helpdesk", {}, seed=1)
+    assert hd.state == {"tickets": {"T-1": {"status": "open", "urgent": False}}}  # the spec's state
+    assert hd.faults is not None and hd.faults.error_rate == 1.0
+    assert factory.build("shop", {}, seed=1).faults is None  # no leak into the built-in shop
+    suite = load_suite(EXAMPLES / "suite.yaml")
+    trial = next(t for t in expand(suite, 1) if t.scenario_id == "refund-delivered")
+    res = await run_trial(trial, resolve_agent("support-bot@1.0"), tracer(MemoryEmitter()), "r", factory)
+    assert res.verdict.success, res.verdict.reason
+
+
+# -- replay ----------------------------------------------------------------------------------
+
+
+async def test_replay_needs_no_suite_and_stopping_early_is_a_divergence() -> None:
+    from agentlake.sim.replay import RecordedCall, RecordedTrajectory
+    from agentlake.sim.runner import replay
+
+    recorded = RecordedTrajectory(
+        trajectory_id="t-1",
+        task="What is the status of order 1?",
+        agent_id="a",
+        agent_version="1",
+        outcome="success",
+        final_answer="ok",
+        seed=1,
+        attributes={},
+        calls=[
+            RecordedCall("get_order", {"order_id": 1}, '{"status": "delivered"}', False, None),
+            RecordedCall("get_order", {"order_id": 2}, '{"status": "shipped"}', False, None),
+            RecordedCall("get_order", {"order_id": 3}, '{"status": "shipped"}', False, None),
+        ],
+    )
+
+    async def one_call(task: str, tools: Any, trajectory: Any) -> str:
+        await tools.call_tool("get_order", {"order_id": 1})
+        trajectory.end("success", final_answer="delivered")
+        return "delivered"
+
+    out = await replay(recorded, AgentTarget("b", "1", fn=one_call), tracer(MemoryEmitter()))
+    assert out.replayed == 1 and out.result.verdict.success  # graded on its outcome, no suite needed
+    assert out.divergence is not None and out.divergence.step == 1 and out.divergence.actual is None
+    assert "stopped after 1 of 3" in out.divergence.reason

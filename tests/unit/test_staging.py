@@ -125,8 +125,12 @@ async def test_non_object_results_are_text_only() -> None:
 
 
 def test_invalid_input_schema_and_duplicate_names_fail_at_construction() -> None:
-    with pytest.raises(ValueError, match="invalid input schema"):
+    with pytest.raises(ValueError, match="must have type 'object'"):
         StagingServer([ToolDef(name="x", input_schema={"type": "objekt"})])
+    with pytest.raises(ValueError, match="not valid JSON Schema at properties/n/minimum"):
+        ToolDef(name="x", input_schema={"type": "object", "properties": {"n": {"minimum": "zero"}}})
+    with pytest.raises(ValueError, match="must have type 'object'"):
+        ToolDef(name="x", input_schema={"type": "array", "items": {}})
     with pytest.raises(ValueError, match="duplicate tool name 'x'"):
         StagingServer([ToolDef(name="x"), ToolDef(name="x")])
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from agentlake.schemas import RewardScored, codec
@@ -13,18 +15,41 @@ from agentlake.streams.processor import Output
 SETTINGS = Settings(home="/tmp/agentlake-unit", topic_prefix="unit-")  # type: ignore[arg-type]
 
 
+class FakeIO:
+    """Stands in for the worker's Kafka side: records what is sent, serves a checkpoint."""
+
+    def __init__(self) -> None:
+        self.sent: list[Output] = []
+        self.restored: list[int] = []
+
+    async def send_all(self, outputs: list[Output]) -> None:
+        self.sent.extend(outputs)
+
+    async def read_checkpoints(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        self.restored.append(partition)
+        return []
+
+
 @pytest.mark.parametrize("batch", [1, 100])
 async def test_the_score_agent_turns_events_into_rewards_and_dead_letters(batch: int) -> None:
     settings = SETTINGS.model_copy(update={"stream_batch_size": batch})
     app = create_app(settings, broker="kafka://127.0.0.1:9", app_id=f"unit-test-app-{batch}")
     app.finalize()
     app.conf.store = "memory://"
-    sent: list[Output] = []
+    io = FakeIO()
+    commits: list[dict[Any, int]] = []
 
-    async def collect(out: Output) -> None:
-        sent.append(out)
+    async def commit(offsets: dict[Any, int]) -> bool:
+        commits.append(dict(offsets))
+        return True
 
-    app.emit = collect  # type: ignore[attr-defined]
+    async def committed(tp: Any) -> int | None:
+        return None
+
+    app.io = io  # type: ignore[attr-defined]
+    app.commit_offsets = commit  # type: ignore[attr-defined]
+    app.committed_offset = committed  # type: ignore[attr-defined]
+    app.is_assigned = lambda tp: True  # type: ignore[attr-defined]
 
     em = MemoryEmitter()
     tracer = Tracer("bot", "2.0", emitter=em, settings=SETTINGS)
@@ -40,9 +65,14 @@ async def test_the_score_agent_turns_events_into_rewards_and_dead_letters(batch:
             await agent.put(value=value, key=key, partition=0)
         await agent.put(value=b"not an avro event", key=b"x", partition=0)
 
-    rewards = [codec().decode(o.value) for o in sent if o.topic == "unit-rewards.scored"]
+    rewards = [codec().decode(o.value) for o in io.sent if o.topic == "unit-rewards.scored" and o.value]
     finals = [r for r in rewards if isinstance(r, RewardScored) and r.is_final]
     assert len(finals) == 1 and finals[0].agent_version == "2.0"
     assert finals[0].components["task_success"] == 1.0
-    dead = [o for o in sent if o.topic.endswith(".dlq")]
+    dead = [o for o in io.sent if o.topic.endswith(".dlq")]
     assert len(dead) == 1 and dict(dead[0].headers)["reason"] == b"bad_magic"
+    # the finished trajectory left a done marker, not its state; partition 0 was restored first
+    markers = [o for o in io.sent if o.topic == "unit-streams.checkpoints"]
+    assert [m.key for m in markers] == [finals[0].trajectory_id.encode()] and io.restored == [0]
+    # offsets were committed only after the outputs were handed over, up to the last record
+    assert commits and max(commits[-1].values()) == len(em.records) + 1

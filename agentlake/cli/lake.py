@@ -1,0 +1,251 @@
+"""`agentlake lake ...`: serve the context lake, query it, measure its hit quality."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from agentlake.cli._app import JSON_OPT, UserError, _print_json, _settings, app, console, out
+
+lake_app = typer.Typer(
+    help="Context lake: trajectory memory, semantic cache with fused plans, served over HTTP and MCP.",
+    no_args_is_help=True,
+)
+app.add_typer(lake_app, name="lake")
+
+
+def _service(kafka: bool = True) -> Any:
+    from agentlake.lake.service import LakeService, policy_from
+
+    s = _settings()
+    try:
+        policy_from(s)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return LakeService(s, kafka=kafka)
+
+
+@lake_app.command("serve")
+def serve(
+    host: str | None = typer.Option(None, help="bind address (default AGENTLAKE_LAKE_HOST)"),
+    port: int | None = typer.Option(None, help="port (default AGENTLAKE_LAKE_PORT; 0 = any free port)"),
+    mcp: bool = typer.Option(True, help="also serve the MCP tools at /mcp (streamable HTTP)"),
+    kafka: bool = typer.Option(True, help="follow the log (off: serve what Milvus holds)"),
+) -> None:
+    """Serve the lake: rebuild the hot tier from Milvus, follow the log, answer over HTTP (+ MCP)."""
+    import uvicorn
+
+    from agentlake.lake.http_api import create_app
+
+    s = _settings()
+    svc = _service(kafka)
+    web = create_app(svc)
+    if mcp:
+        from agentlake.lake.mcp_server import build_mcp
+
+        mcp_app = build_mcp(svc).streamable_http_app()
+        web.mount("/mcp", mcp_app)
+    bind_host, bind_port = host or s.lake_host, s.lake_port if port is None else port
+    console.log(f"context lake on http://{bind_host}:{bind_port} (OpenAPI at /docs; MCP at /mcp: {mcp})")
+    uvicorn.run(web, host=bind_host, port=bind_port, log_level="warning", access_log=False)
+
+
+async def _in_process(fn: Any, catch_up: bool) -> Any:
+    svc = _service(kafka=catch_up)
+    try:
+        await svc.start()
+    except Exception as e:
+        raise UserError(
+            f"cannot open the lake here ({type(e).__name__}: {str(e)[:200]}); "
+            "if `agentlake lake serve` is running, pass --url"
+        ) from None
+    try:
+        if catch_up:
+            await svc.catch_up(timeout=120)
+        return fn(svc)
+    finally:
+        await svc.stop()
+
+
+@lake_app.command("query")
+def query(
+    task: str = typer.Argument(..., help="the task text"),
+    tenant: str = typer.Option("default", help="tenant"),
+    toolset: str = typer.Option("", help="tool-set fingerprint of the caller"),
+    user: str | None = typer.Option(None, "--user", help="user id (for user-scoped entries)"),
+    agent: str | None = typer.Option(None, help="agent id (for the cross-version policy)"),
+    agent_version: str | None = typer.Option(None, help="agent version"),
+    url: str | None = typer.Option(None, help="a running lake server (default AGENTLAKE_LAKE_URL)"),
+    catch_up: bool = typer.Option(True, help="in-process only: ingest what the log holds first"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Look TASK up in the cache and fuse a plan from similar trajectories."""
+    from agentlake.lake import api
+
+    if not task.strip():
+        raise UserError("the task is empty")
+    q = api.SearchQuery(
+        tenant=tenant, task=task, toolset=toolset, user_id=user, agent_id=agent, agent_version=agent_version
+    )
+    target = url or _settings().lake_url
+    if target:
+        from agentlake.lake.client import LakeClient, LakeError
+
+        scope = {"toolset": toolset, "user_id": user, "agent_id": agent, "agent_version": agent_version}
+        try:
+            with LakeClient(target) as c:
+                result = {
+                    "lookup": c.lookup(tenant, task, **scope),
+                    "plan": c.suggest_plan(tenant, task, **scope),
+                }
+        except (LakeError, OSError) as e:
+            raise UserError(f"lake server at {target}: {e}") from None
+    else:
+        result = asyncio.run(
+            _in_process(
+                lambda svc: {
+                    "lookup": api.cache_lookup(svc.lake, q),
+                    "plan": api.suggest_plan(svc.lake, q),
+                },
+                catch_up,
+            )
+        )
+    if as_json:
+        _print_json(result)
+        return
+    render_lookup(result["lookup"])
+    render_plan(result["plan"])
+
+
+def render_lookup(r: dict[str, Any]) -> None:
+    head = "[green]HIT[/]" if r["hit"] else f"[yellow]MISS[/] ({r['reason']})"
+    out.print(f"{head} {r['task']!r}  signature {r['signature']}  ({r['latency_us']:.0f} µs)")
+    if r["result"]:
+        res = r["result"]
+        out.print(
+            f"  cached: {res['task']!r} by {res['agent']} reward {res['reward']:.2f}: "
+            f"{' → '.join(res['tool_sequence'])}"
+        )
+    t = Table(title="provenance")
+    for col in ("entry", "similarity", "threshold", "reward", "agent", "signature", "verdict"):
+        t.add_column(col)
+    for c in r["provenance"][:5]:
+        t.add_row(
+            c["entry_id"][:12],
+            f"{c['similarity']:.3f}",
+            f"{c['threshold']:.2f}",
+            f"{c['reward']:.2f}",
+            c["agent"],
+            c["signature"],
+            c["verdict"],
+        )
+    out.print(t)
+
+
+def render_plan(p: dict[str, Any]) -> None:
+    seq = " → ".join(p["tool_sequence"]) or "(none)"
+    out.print(f"fused plan: {seq}  (support {p['support']:.0%}; tools: {', '.join(p['tools']) or '-'})")
+    for lesson in p["lessons"]:
+        out.print(f"  lesson: {lesson}")
+
+
+def render_lake_demo(lake: dict[str, Any]) -> None:
+    """The demo's lake part: a hit, a miss on another order id, a fused plan."""
+    out.rule("context lake: the same question answered from memory (signature + similarity)")
+    if "error" in lake:
+        out.print(f"[yellow]{lake['error']}[/] ({lake['entries']} entries)")
+        return
+    out.print(f"{lake['entries']} entries; freshness (produced → answerable) ms: {lake['freshness_ms']}")
+    render_lookup(lake["hit"])
+    render_lookup(lake["miss"])
+    out.print(f"new task: {lake['plan']['task']!r} ({lake['plan']['signature']})")
+    render_plan(lake["plan"])
+
+
+@lake_app.command("eval")
+def evaluate(
+    threshold: float | None = typer.Option(None, help="cosine threshold (default AGENTLAKE_LAKE_THRESHOLD)"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Hit precision and recall on the shipped labelled task pairs, for the configured embedder."""
+    from agentlake.lake.quality import report
+    from agentlake.projections.embeddings import get_embedder
+
+    s = _settings()
+    try:
+        emb = get_embedder(s)
+    except RuntimeError as e:
+        raise UserError(str(e)) from None
+    r = report(emb, s.lake_threshold if threshold is None else threshold)
+    if as_json:
+        _print_json(r)
+        return
+    out.print(
+        f"{r['embedder']}: {r['pairs']} pairs; mean cosine paraphrases {r['mean_cosine_paraphrase']}, "
+        f"hard negatives {r['mean_cosine_hard_negative']}"
+    )
+    t = Table()
+    for col in ("rule", "threshold", "precision", "recall", "wrong hits by kind"):
+        t.add_column(col)
+    for key in ("at_default", "cosine_only_at_default", "best_with_signature", "best_cosine_only"):
+        q = r[key]
+        t.add_row(
+            q["rule"],
+            f"{q['threshold']:.2f}",
+            f"{q['precision']:.3f}",
+            f"{q['recall']:.3f}",
+            json.dumps(q["wrong_hits_by_kind"]),
+        )
+    out.print(t)
+
+
+@lake_app.command("stats")
+def stats(as_json: bool = JSON_OPT) -> None:
+    """Cache quality from ClickHouse: hit rate, wrong hits, lookup latency, freshness per tenant
+    (projects ``lake.cache`` first)."""
+    from agentlake.lake.analytics import cache_quality, project_topic
+    from agentlake.projections.clickhouse import connect, jsonable
+
+    s = _settings()
+
+    async def run() -> list[dict[str, Any]]:
+        client = await asyncio.to_thread(connect, s)
+        await project_topic(s, client)
+        return await asyncio.to_thread(cache_quality, client)
+
+    rows = jsonable(asyncio.run(run()))
+    if as_json:
+        _print_json(rows)
+        return
+    t = Table(title="context lake: cache quality")
+    for col in rows[0].keys() if rows else ["tenant"]:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*[str(v) for v in row.values()])
+    out.print(t)
+
+
+@lake_app.command("invalidate")
+def invalidate(
+    tenant: str | None = typer.Option(None, help="only this tenant"),
+    toolset: str | None = typer.Option(None, help="entries recorded under this tool-set fingerprint"),
+    tool: str | None = typer.Option(None, help="entries whose trajectories called this tool"),
+    document: str | None = typer.Option(None, help="entries that used this document id"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Drop the entries that depend on a changed tool set, tool or document (in process, from Milvus)."""
+    if toolset is None and tool is None and document is None:
+        raise UserError("say what changed: --toolset, --tool or --document")
+    dropped = asyncio.run(
+        _in_process(
+            lambda svc: svc.invalidate(tenant=tenant, toolset=toolset, tool=tool, document=document), False
+        )
+    )
+    if as_json:
+        _print_json(dropped)
+    else:
+        out.print(f"dropped {sum(len(v) for v in dropped.values())} entries")

@@ -1,0 +1,213 @@
+"""Rebuild a projection from the log: replay the topics into a fresh or existing store.
+
+`rebuild()` reads the topics a projection is made of, from the beginning (or
+from the first record at or after a time), up to their end offsets when it
+starts, with manual partition assignment and no consumer group: the live
+sink's committed offsets are neither read nor moved. Rows are built and written
+by the sink's own code (`ClickHouseWriter`, `TrajectoryIndex.upsert`), and
+every table is keyed by event, so a replay over rows that already exist
+replaces them with themselves: running it twice changes nothing.
+
+Malformed records are skipped and counted (the live path has dead-lettered them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from agentlake.consumers.sink import SINK_TOPICS
+from agentlake.projections.clickhouse import ClickHouseWriter, Located, connect, recreate_tables
+from agentlake.schemas import DecodeError, RewardScored, codec
+from agentlake.settings import Settings
+from agentlake.topics import REWARDS
+
+Target = Literal["clickhouse", "milvus"]
+TARGETS: dict[str, tuple[str, ...]] = {
+    "clickhouse": SINK_TOPICS,  # every table the sink writes
+    "milvus": (REWARDS,),  # one vector per final reward
+}
+
+Progress = Callable[[int, int], None]  # (records read so far, records to read)
+
+
+@dataclass
+class RebuildStats:
+    """What a rebuild did.
+
+    Attributes:
+        target: the store rebuilt.
+        topics: topics replayed (prefixed).
+        records: records read; `skipped` of them were malformed.
+        rows: rows written per ClickHouse table.
+        vectors: Milvus rows upserted.
+        recreated: the store was emptied (tables or collection dropped and created) first.
+        seconds: wall-clock duration.
+    """
+
+    target: str
+    topics: list[str]
+    records: int = 0
+    skipped: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    vectors: int = 0
+    recreated: bool = False
+    since: str | None = None
+    seconds: float = 0.0
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_since(value: str, now: datetime | None = None) -> datetime:
+    """A `--since` value as an aware datetime: ISO 8601 (naive means UTC) or a duration
+    back from now (``90s``, ``15m``, ``2h``, ``7d``).
+
+    Raises:
+        ValueError: neither form.
+    """
+    text = value.strip()
+    if m := _DURATION.match(text):
+        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[m[2]]: float(m[1])})
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"--since {value!r} is neither an ISO time (2026-11-30T15:00:00Z) nor a duration (15m, 2h, 7d)"
+        ) from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+async def _start_offsets(consumer: Any, parts: list[Any], since: datetime | None) -> dict[Any, int]:
+    if since is None:
+        return dict(await consumer.beginning_offsets(parts))
+    found = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in parts})
+    ends = await consumer.end_offsets(parts)
+    return {tp: (found[tp].offset if found.get(tp) is not None else ends[tp]) for tp in parts}
+
+
+async def rebuild(
+    settings: Settings,
+    target: Target,
+    *,
+    since: datetime | None = None,
+    recreate: bool = False,
+    progress: Progress | None = None,
+    batch_size: int | None = None,
+) -> RebuildStats:
+    """Replay the log into `target`.
+
+    Args:
+        settings: where Kafka and the store are (`CLICKHOUSE_URL` / `MILVUS_URI` pick a server).
+        target: ``clickhouse`` (every table) or ``milvus`` (the trajectory vectors).
+        since: replay only records whose Kafka timestamp is at or after this time;
+            None replays from the beginning.
+        recreate: drop the target's tables (collection) and create them empty first.
+        progress: called with (records read, records to read) after each batch.
+        batch_size: records per write (default: the sink's batch size).
+
+    Raises:
+        ValueError: unknown target.
+        ClickHouseError: the embedded ClickHouse is owned by another process.
+    """
+    from aiokafka import AIOKafkaConsumer
+
+    from agentlake.kafka_io import partitions
+
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
+    started = time.monotonic()
+    topics = [settings.topic(t) for t in TARGETS[target]]
+    stats = RebuildStats(
+        target=target, topics=topics, recreated=recreate, since=since.isoformat() if since else None
+    )
+    writer, index = await asyncio.to_thread(_open_store, settings, target, recreate)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=None,  # no group: the live sink's offsets are neither read nor moved
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        parts = await partitions(consumer, topics)
+        if not parts:
+            return stats
+        consumer.assign(parts)
+        start = await _start_offsets(consumer, parts, since)
+        ends = dict(await consumer.end_offsets(parts))
+        for tp in parts:
+            consumer.seek(tp, start[tp])
+        todo = {tp for tp in parts if start[tp] < ends[tp]}
+        total = sum(max(0, ends[tp] - start[tp]) for tp in parts)
+        if progress:
+            progress(0, total)
+        c = codec()
+        nonce = uuid.uuid4().hex  # this run's inserts are never mistaken for an earlier run's
+        limit = batch_size or settings.sink_batch_size
+        consumer.pause(*(set(parts) - todo))
+        while todo:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=limit)
+            located: list[Located] = []
+            rewards: list[RewardScored] = []
+            spans = []
+            for tp, msgs in batches.items():
+                msgs = [m for m in msgs if m.offset < ends[tp]]
+                if not msgs:
+                    continue
+                spans.append(f"{tp.topic}/{tp.partition}/{msgs[0].offset}-{msgs[-1].offset}")
+                for m in msgs:
+                    stats.records += 1
+                    try:
+                        if m.value is None:
+                            raise DecodeError("empty", "record has no value")
+                        ev = c.decode(m.value)
+                    except DecodeError:
+                        stats.skipped += 1
+                        continue
+                    located.append((ev, m.topic, m.partition, m.offset))
+                    if isinstance(ev, RewardScored):
+                        rewards.append(ev)
+            for tp in list(todo):
+                if await consumer.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+                    consumer.pause(tp)
+            if writer is not None and located:
+                token = hashlib.sha1(f"rebuild|{nonce}|{'|'.join(sorted(spans))}".encode()).hexdigest()
+                counts = await asyncio.to_thread(writer.write, located, token)
+                for k, v in counts.items():
+                    stats.rows[k] = stats.rows.get(k, 0) + v
+            if index is not None and rewards:
+                stats.vectors += await asyncio.to_thread(index.upsert, rewards)
+            if progress:
+                progress(stats.records, total)
+    finally:
+        await consumer.stop()
+        stats.seconds = round(time.monotonic() - started, 3)
+    return stats
+
+
+def _open_store(settings: Settings, target: str, recreate: bool) -> tuple[ClickHouseWriter | None, Any]:
+    if target == "clickhouse":
+        if recreate:
+            recreate_tables(settings)
+        return ClickHouseWriter(connect(settings)), None
+    from agentlake.projections.embeddings import get_embedder
+    from agentlake.projections.milvus import TrajectoryIndex, collection_name, milvus_client
+
+    if recreate:
+        client = milvus_client(settings)
+        name = collection_name(settings)
+        if client.has_collection(name):
+            client.drop_collection(name)
+    return None, TrajectoryIndex(settings, get_embedder(settings))

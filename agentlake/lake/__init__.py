@@ -1,0 +1,1 @@
+"""The context lake: trajectory memory and enterprise documents, retrieval, semantic cache, serving."""

@@ -1,0 +1,529 @@
+"""The semantic cache: lookup with scoped keys and the hit rule, calibration, fusing, next step.
+
+A **hit** is the most similar entry that passes every rule, in this order:
+
+1. scope — same tenant (a partition: :mod:`hot`), same tool-set fingerprint,
+   same user when the entry is user-scoped, and an agent/version allowed by
+   the declared :attr:`LakePolicy.cross_version` policy;
+2. life — not expired (TTLs count from production; a hit never extends
+   them), not demoted (a reuse that failed), still cacheable;
+3. quality — a successful trajectory with reward >= ``min_reward``;
+4. similarity — cosine >= the threshold of the entry's cluster (starts at
+   ``base_threshold``; every wrong hit in the cluster raises it by
+   ``tighten_step``, confirmed hits lower it by ``relax_step`` back toward base);
+5. meaning — the task signatures agree (same action and polarity, same
+   parameters: :mod:`signature`).
+
+Every lookup returns its provenance (which entries were considered, how
+similar, how they scored, and why each was refused).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from agentlake.lake.entries import LakeEntry
+from agentlake.lake.fusing import FusedPlan, Neighbour, fuse
+from agentlake.lake.hot import HotTier, Membership
+from agentlake.lake.signature import TaskSignature, signatures_agree, task_signature
+from agentlake.projections.embeddings import Embedder
+
+CrossVersion = Literal["any", "same-agent", "same-version"]
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True)
+class LakePolicy:
+    """The cache's declared policy (every field has an ``AGENTLAKE_LAKE_*`` setting)."""
+
+    base_threshold: float = 0.45
+    min_reward: float = 0.7
+    cross_version: CrossVersion = "same-agent"
+    ttl_s: float = 7 * 24 * 3600.0
+    tighten_step: float = 0.1
+    relax_step: float = 0.01
+    max_threshold: float = 0.99
+    candidates: int = 32
+    nprobe: int = 16
+
+
+@dataclass(frozen=True)
+class LookupRequest:
+    tenant: str
+    task: str
+    toolset: str = ""
+    user_id: str | None = None
+    agent_id: str | None = None
+    agent_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    entry_id: str
+    similarity: float
+    reward: float
+    success: bool
+    agent: str
+    cluster_id: int
+    threshold: float
+    signature: str
+    verdict: str  # "hit" or the first rule that refused it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "entry_id": self.entry_id,
+            "similarity": round(self.similarity, 4),
+            "reward": round(self.reward, 4),
+            "success": self.success,
+            "agent": self.agent,
+            "cluster_id": self.cluster_id,
+            "threshold": round(self.threshold, 4),
+            "signature": self.signature,
+            "verdict": self.verdict,
+        }
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    lookup_id: str
+    hit: bool
+    tenant: str
+    task: str
+    signature: str
+    entry: LakeEntry | None
+    similarity: float
+    reason: str  # "hit" or why it missed
+    candidates: list[Candidate] = field(default_factory=list)
+    latency_us: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        e = self.entry
+        return {
+            "lookup_id": self.lookup_id,
+            "hit": self.hit,
+            "reason": self.reason,
+            "tenant": self.tenant,
+            "task": self.task,
+            "signature": self.signature,
+            "similarity": round(self.similarity, 4),
+            "result": None
+            if e is None
+            else {
+                "entry_id": e.entry_id,
+                "task": e.task,
+                "tool_sequence": list(e.tool_sequence),
+                "plan": e.plan,
+                "final_answer": e.final_answer,
+                "reward": e.reward,
+                "components": e.components,
+                "agent": f"{e.agent_id}@{e.agent_version}",
+                "documents": list(e.documents),
+                "produced_us": e.produced_us,
+                "expires_us": e.expires_us,
+            },
+            "provenance": [c.to_dict() for c in self.candidates],
+            "latency_us": round(self.latency_us, 1),
+        }
+
+
+@dataclass
+class ClusterStats:
+    threshold: float
+    hits: int = 0
+    wrong_hits: int = 0
+    confirmed: int = 0
+
+
+class Lake:
+    """The context lake's in-process core: hot tier, clusters, cache rules, fusing.
+
+    Args:
+        embedder: task text -> L2-normalized vector.
+        policy: thresholds, TTL, cross-version policy.
+        clock: microseconds since the epoch (tests move time with it).
+        ivf_min: entries per tenant above which the index becomes IVF.
+
+    Events (centroids, memberships, lookups, outcomes) accumulate in
+    :attr:`events` as ``(record, key, value)``; the service drains them to Kafka.
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        policy: LakePolicy | None = None,
+        *,
+        clock: Callable[[], int] = now_us,
+        ivf_min: int = 4096,
+        record_events: bool = True,
+    ) -> None:
+        self.embedder = embedder
+        self.policy = policy or LakePolicy()
+        self.clock = clock
+        self.hot = HotTier(embedder.dim, ivf_min=ivf_min)
+        self.clusters: dict[tuple[str, int, int], ClusterStats] = {}
+        self.demoted: set[tuple[str, str]] = set()
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+        self.record_events = record_events
+        self._lookups: OrderedDict[str, tuple[str, str, int, int]] = OrderedDict()
+        self._steps: dict[tuple[str, str, tuple[str, ...]], list[tuple[str, str]]] = defaultdict(list)
+        self._seq = 0
+
+    # -- ingest ------------------------------------------------------------------
+    def add(self, entries: list[LakeEntry], vectors: np.ndarray | None = None) -> list[Membership]:
+        """Insert or replace entries; embeds their tasks unless `vectors` is given."""
+        if not entries:
+            return []
+        vecs = self.embedder.embed([e.task for e in entries]) if vectors is None else vectors
+        members = self.hot.add(entries, vecs)
+        for e in entries:
+            self._index_steps(e)
+        if self.record_events:
+            for m in members:
+                self._emit(
+                    "ClusterMembership",
+                    f"{m.tenant}/{m.entry_id}",
+                    {
+                        "tenant": m.tenant,
+                        "entry_id": m.entry_id,
+                        "cluster_id": m.cluster_id,
+                        "version": m.version,
+                    },
+                )
+            for tenant in {m.tenant for m in members}:
+                self._emit_centroids(tenant)
+        return members
+
+    def _index_steps(self, e: LakeEntry) -> None:
+        if not e.success:
+            return
+        seq = e.tool_sequence
+        for i in range(len(seq) + 1):
+            self._steps[(e.tenant, e.toolset, seq[:i])].append(
+                (e.entry_id, seq[i] if i < len(seq) else "<end>")
+            )
+
+    def _emit_centroids(self, tenant: str) -> None:
+        t = self.hot.tenant(tenant)
+        if t is None:
+            return
+        c = t.clusters
+        for cid in range(c.k):
+            self._emit(
+                "ClusterCentroid",
+                f"{tenant}/{cid}",
+                {
+                    "tenant": tenant,
+                    "cluster_id": cid,
+                    "version": c.version,
+                    "size": int(c.sizes[cid]) if cid < len(c.sizes) else 0,
+                    "centroid": [float(x) for x in c.centroids[cid]],
+                    "threshold": self._stats(tenant, c.version, cid).threshold,
+                },
+            )
+
+    def remove(self, tenant: str, entry_ids: list[str]) -> int:
+        t = self.hot.tenant(tenant)
+        return t.remove(entry_ids) if t else 0
+
+    def invalidate(
+        self,
+        *,
+        tenant: str | None = None,
+        toolset: str | None = None,
+        document: str | None = None,
+        tool: str | None = None,
+    ) -> dict[str, list[str]]:
+        """Drop the entries that depend on a changed tool set (fingerprint), a changed or
+        deleted document, or a tool whose schema changed; returns the dropped entry ids per tenant."""
+        dropped: dict[str, list[str]] = {}
+        for name, t in self.hot.tenants.items():
+            if tenant is not None and name != tenant:
+                continue
+            ids = [
+                e.entry_id
+                for e in t.entries.values()
+                if (toolset is not None and e.toolset == toolset)
+                or (document is not None and document in e.documents)
+                or (tool is not None and tool in e.tool_sequence)
+            ]
+            if ids:
+                t.remove(ids)
+                dropped[name] = ids
+        return dropped
+
+    def expire(self) -> int:
+        """Remove expired entries (lookups never serve them anyway); returns how many."""
+        now = self.clock()
+        n = 0
+        for t in self.hot.tenants.values():
+            n += t.remove([e.entry_id for e in t.entries.values() if e.expires_us and e.expires_us <= now])
+        return n
+
+    # -- lookup ------------------------------------------------------------------
+    def _stats(self, tenant: str, version: int, cluster_id: int) -> ClusterStats:
+        key = (tenant, version, cluster_id)
+        s = self.clusters.get(key)
+        if s is None:
+            s = self.clusters[key] = ClusterStats(self.policy.base_threshold)
+        return s
+
+    def threshold(self, tenant: str, cluster_id: int) -> float:
+        t = self.hot.tenant(tenant)
+        return self._stats(tenant, t.clusters.version if t else 0, cluster_id).threshold
+
+    def _scope_refusal(self, e: LakeEntry, req: LookupRequest, now: int) -> str | None:
+        if e.toolset != req.toolset:
+            return "other_toolset"
+        if e.user_scoped and e.user_id != req.user_id:
+            return "other_user"
+        cv = self.policy.cross_version
+        if cv != "any" and req.agent_id is not None and e.agent_id != req.agent_id:
+            return "other_agent"
+        if cv == "same-version" and req.agent_version is not None and e.agent_version != req.agent_version:
+            return "other_agent_version"
+        if e.expires_us and e.expires_us <= now:
+            return "expired"
+        if (e.tenant, e.entry_id) in self.demoted:
+            return "demoted"
+        if not e.cacheable:
+            return "not_cacheable"
+        return None
+
+    def lookup(self, req: LookupRequest, vector: np.ndarray | None = None) -> LookupResult:
+        """Cache lookup for `req` (see the module docstring for the rule)."""
+        t0 = time.perf_counter()
+        now = self.clock()
+        sig = task_signature(req.task)
+        self._seq += 1
+        lookup_id = f"{now:x}-{self._seq:x}"
+        part = self.hot.tenant(req.tenant)
+        cands: list[Candidate] = []
+        best: tuple[LakeEntry, float, int, int] | None = None
+        reason = "empty_tenant"
+        if part is not None and len(part):
+            v = self.embedder.embed([req.task])[0] if vector is None else vector
+            version = part.clusters.version
+            reason = "no_candidates"
+            for e, sim, cid in part.search(v, self.policy.candidates, self.policy.nprobe):
+                thr = self._stats(req.tenant, version, cid).threshold
+                verdict = self._scope_refusal(e, req, now)
+                if verdict is None:
+                    if not e.success:
+                        verdict = "failed_trajectory"
+                    elif e.reward < self.policy.min_reward:
+                        verdict = "low_reward"
+                    elif sim < thr:
+                        verdict = "below_threshold"
+                    elif not signatures_agree(sig, e.signature):
+                        verdict = "signature_mismatch"
+                    else:
+                        verdict = "hit"
+                if len(cands) < 10:
+                    cands.append(
+                        Candidate(
+                            e.entry_id,
+                            sim,
+                            e.reward,
+                            e.success,
+                            f"{e.agent_id}@{e.agent_version}",
+                            cid,
+                            thr,
+                            e.signature.describe(),
+                            verdict,
+                        )
+                    )
+                if verdict == "hit":
+                    best = (e, sim, cid, version)
+                    break
+            if best is None and cands:
+                reason = Counter(c.verdict for c in cands).most_common(1)[0][0]
+        latency = (time.perf_counter() - t0) * 1e6
+        entry = best[0] if best else None
+        if best is not None:
+            e, sim, cid, version = best
+            self._stats(req.tenant, version, cid).hits += 1
+            self._lookups[lookup_id] = (req.tenant, e.entry_id, version, cid)
+            while len(self._lookups) > 100_000:
+                self._lookups.popitem(last=False)
+            reason = "hit"
+        res = LookupResult(
+            lookup_id,
+            best is not None,
+            req.tenant,
+            req.task,
+            sig.describe(),
+            entry,
+            best[1] if best else (cands[0].similarity if cands else 0.0),
+            reason,
+            cands,
+            latency,
+        )
+        if self.record_events:
+            self._emit(
+                "LakeLookup",
+                lookup_id,
+                {
+                    "lookup_id": lookup_id,
+                    "tenant": req.tenant,
+                    "task": req.task[:2000],
+                    "hit": res.hit,
+                    "reason": reason,
+                    "entry_id": entry.entry_id if entry else None,
+                    "similarity": float(res.similarity),
+                    "cluster_id": best[2] if best else None,
+                    "latency_us": float(latency),
+                    "ts_us": now,
+                },
+            )
+        return res
+
+    def report_outcome(self, lookup_id: str, success: bool) -> dict[str, Any]:
+        """Record what happened when a hit was reused. A failure is a *wrong hit*: the entry is
+        demoted and its cluster's threshold tightens. Raises KeyError for an unknown lookup."""
+        tenant, entry_id, version, cid = self._lookups[lookup_id]
+        s = self._stats(tenant, version, cid)
+        if success:
+            s.confirmed += 1
+            s.threshold = max(self.policy.base_threshold, s.threshold - self.policy.relax_step)
+        else:
+            s.wrong_hits += 1
+            s.threshold = min(self.policy.max_threshold, s.threshold + self.policy.tighten_step)
+            self.demoted.add((tenant, entry_id))
+        out = {
+            "lookup_id": lookup_id,
+            "tenant": tenant,
+            "entry_id": entry_id,
+            "cluster_id": cid,
+            "success": success,
+            "wrong_hit": not success,
+            "threshold": s.threshold,
+            "ts_us": self.clock(),
+        }
+        if self.record_events:
+            self._emit("LakeOutcome", lookup_id, out)
+        return out
+
+    # -- retrieval, fusing, next step ----------------------------------------------
+    def search(
+        self, tenant: str, task: str, k: int = 5, *, toolset: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The `k` most similar past trajectories of `tenant` (any outcome), with provenance."""
+        part = self.hot.tenant(tenant)
+        if part is None:
+            return []
+        v = self.embedder.embed([task])[0]
+        sig = task_signature(task)
+        now = self.clock()
+        out = []
+        for e, sim, cid in part.search(v, max(k * 4, k), self.policy.nprobe):
+            if (toolset is not None and e.toolset != toolset) or (e.expires_us and e.expires_us <= now):
+                continue
+            out.append(
+                {
+                    "entry_id": e.entry_id,
+                    "similarity": round(sim, 4),
+                    "task": e.task,
+                    "same_signature": signatures_agree(sig, e.signature),
+                    "signature": e.signature.describe(),
+                    "agent": f"{e.agent_id}@{e.agent_version}",
+                    "success": e.success,
+                    "reward": e.reward,
+                    "components": e.components,
+                    "outcome": e.outcome,
+                    "tool_sequence": list(e.tool_sequence),
+                    "plan": e.plan,
+                    "cluster_id": cid,
+                    "documents": list(e.documents),
+                }
+            )
+            if len(out) >= k:
+                break
+        return out
+
+    def _neighbours(self, req: LookupRequest, k: int) -> tuple[list[Neighbour], TaskSignature]:
+        part = self.hot.tenant(req.tenant)
+        sig = task_signature(req.task)
+        if part is None:
+            return [], sig
+        v = self.embedder.embed([req.task])[0]
+        now = self.clock()
+        out = []
+        for e, sim, _ in part.search(v, max(k * 4, 16), self.policy.nprobe):
+            refusal = self._scope_refusal(e, req, now)
+            if refusal not in (None, "demoted") or sim <= 0:
+                continue
+            ok = e.success and refusal is None and e.reward >= self.policy.min_reward
+            # a plan keeps its shape across parameters; the other intent's plan is not ours
+            if e.signature.action != sig.action or e.signature.polarity != sig.polarity:
+                continue
+            out.append(Neighbour(e.entry_id, sim, e.reward, ok, e.tool_sequence, e.lessons, e.final_answer))
+            if len(out) >= k:
+                break
+        return out, sig
+
+    def suggest_plan(self, req: LookupRequest, k: int = 8) -> FusedPlan:
+        """A fused plan from the `k` most similar same-intent trajectories in scope."""
+        neighbours, _ = self._neighbours(req, k)
+        return fuse(neighbours)
+
+    def next_tools(self, req: LookupRequest, calls: list[str], k: int = 20) -> list[dict[str, Any]]:
+        """Given the task and the tool calls so far, what successful agents called next:
+        ``[{"tool", "weight", "support"}]`` (``<end>`` = they stopped), best first.
+        Weight sums reward × similarity over the similar successful trajectories whose
+        tool sequence starts with `calls`."""
+        followers = self._steps.get((req.tenant, req.toolset, tuple(calls)), [])
+        if not followers:
+            return []
+        neighbours, _ = self._neighbours(req, k)
+        sim = {n.entry_id: (n.similarity, n.reward) for n in neighbours if n.success}
+        weights: dict[str, float] = defaultdict(float)
+        support: Counter[str] = Counter()
+        part = self.hot.tenant(req.tenant)
+        for entry_id, nxt in followers:
+            if entry_id in sim and part is not None and entry_id in part.ids:
+                s, r = sim[entry_id]
+                weights[nxt] += s * r
+                support[nxt] += 1
+        total = sum(weights.values()) or 1.0
+        return [
+            {"tool": t, "weight": round(w / total, 4), "support": support[t]}
+            for t, w in sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
+
+    # -- events --------------------------------------------------------------------
+    def _emit(self, record: str, key: str, value: dict[str, Any]) -> None:
+        self.events.append((record, key, value))
+
+    def drain_events(self) -> list[tuple[str, str, dict[str, Any]]]:
+        out, self.events = self.events, []
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "entries": len(self.hot),
+            "tenants": {
+                name: {"entries": len(t), "clusters": t.clusters.k, "ivf": t.is_ivf}
+                for name, t in sorted(self.hot.tenants.items())
+            },
+            "demoted": len(self.demoted),
+            "wrong_hits": sum(s.wrong_hits for s in self.clusters.values()),
+            "hits": sum(s.hits for s in self.clusters.values()),
+            "tightened_clusters": sum(
+                1 for s in self.clusters.values() if s.threshold > self.policy.base_threshold
+            ),
+        }
+
+
+def with_policy(lake: Lake, **changes: Any) -> Lake:
+    """`lake` with some policy fields changed (same entries)."""
+    lake.policy = replace(lake.policy, **changes)
+    return lake

@@ -1,0 +1,206 @@
+"""The hot tier: each tenant's vectors in a faiss index inside the serving process.
+
+Isolation is a partition: every tenant has its own index, its own clusters and
+its own entry table, so a lookup can only ever reach entries of the tenant it
+names (no embedding distance is involved in deciding whose entry it is).
+
+A tenant's index is exact (``IndexFlatIP`` behind an id map) while it is small
+and becomes an ``IndexIVFFlat`` once it holds ``ivf_min`` vectors; the IVF's
+coarse quantizer holds the tenant's k-means centroids (:mod:`clusters`), so a
+lookup is routed to the ``nprobe`` nearest clusters and searched within them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from agentlake.lake.clusters import TenantClusters
+from agentlake.lake.entries import LakeEntry
+
+
+@dataclass(frozen=True)
+class Membership:
+    """Entry `entry_id` of `tenant` belongs to cluster `cluster_id` of clustering `version`."""
+
+    tenant: str
+    entry_id: str
+    cluster_id: int
+    version: int
+
+
+class TenantIndex:
+    """One tenant's partition: vectors, entries and clusters."""
+
+    def __init__(self, tenant: str, dim: int, *, ivf_min: int = 4096, max_k: int = 4096) -> None:
+        import faiss
+
+        self.tenant = tenant
+        self.dim = dim
+        self.ivf_min = ivf_min
+        self.clusters = TenantClusters(dim, max_k=max_k)
+        self.ids: dict[str, int] = {}
+        self.entries: dict[int, LakeEntry] = {}
+        self.cluster_of: dict[int, int] = {}
+        self._next = 0
+        self._faiss = faiss
+        self.index: object = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.is_ivf = False
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    # -- writes ----------------------------------------------------------------
+    def add(self, entries: list[LakeEntry], vectors: np.ndarray) -> list[Membership]:
+        """Insert or replace `entries` (rows of `vectors`, L2-normalized float32); returns
+        the memberships that changed (all of them after a refit)."""
+        if not entries:
+            return []
+        replaced = [e.entry_id for e in entries if e.entry_id in self.ids]
+        if replaced:
+            self.remove(replaced)
+        ids = np.arange(self._next, self._next + len(entries), dtype=np.int64)
+        self._next += len(entries)
+        for i, e in zip(ids, entries, strict=True):
+            self.ids[e.entry_id] = int(i)
+            self.entries[int(i)] = e
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.index.add_with_ids(x, ids)  # type: ignore[attr-defined]
+        n = len(self.entries)
+        if self.clusters.needs_refit(n):
+            return self._refit()
+        self.clusters.partial_fit(x)
+        assigned = self.clusters.assign(x)
+        for i, c in zip(ids, assigned, strict=True):
+            self.cluster_of[int(i)] = int(c)
+        v = self.clusters.version
+        return [
+            Membership(self.tenant, e.entry_id, int(c), v) for e, c in zip(entries, assigned, strict=True)
+        ]
+
+    def remove(self, entry_ids: Iterable[str]) -> int:
+        internal = [self.ids.pop(eid) for eid in entry_ids if eid in self.ids]
+        if not internal:
+            return 0
+        for i in internal:
+            self.entries.pop(i, None)
+            self.cluster_of.pop(i, None)
+        sel = self._faiss.IDSelectorBatch(np.asarray(internal, dtype=np.int64))
+        self.index.remove_ids(sel)  # type: ignore[attr-defined]
+        return len(internal)
+
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(internal ids, vectors) of everything in the index."""
+        faiss = self._faiss
+        if not self.is_ivf:
+            idmap = self.index
+            n = idmap.ntotal  # type: ignore[attr-defined]
+            if n == 0:
+                return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
+            ids = faiss.vector_to_array(idmap.id_map).astype(np.int64)  # type: ignore[attr-defined]
+            flat = faiss.downcast_index(idmap.index)  # type: ignore[attr-defined]
+            return ids, flat.reconstruct_n(0, n)
+        ivf = self.index
+        inv = ivf.invlists  # type: ignore[attr-defined]
+        all_ids, all_vecs = [], []
+        for lst in range(ivf.nlist):  # type: ignore[attr-defined]
+            size = inv.list_size(lst)
+            if size == 0:
+                continue
+            ids = faiss.rev_swig_ptr(inv.get_ids(lst), size).copy()
+            codes = faiss.rev_swig_ptr(inv.get_codes(lst), size * self.dim * 4)
+            all_ids.append(ids.astype(np.int64))
+            all_vecs.append(np.frombuffer(bytes(codes), dtype=np.float32).reshape(size, self.dim))
+        if not all_ids:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate(all_ids), np.vstack(all_vecs)
+
+    def _refit(self) -> list[Membership]:
+        ids, x = self.vectors()
+        self.clusters.fit(x)
+        if len(ids) >= self.ivf_min and self.clusters.k >= 2:
+            faiss = self._faiss
+            quantizer = faiss.IndexFlatIP(self.dim)
+            quantizer.add(self.clusters.centroids)
+            ivf = faiss.IndexIVFFlat(quantizer, self.dim, self.clusters.k, faiss.METRIC_INNER_PRODUCT)
+            ivf.is_trained = True
+            ivf.add_with_ids(np.ascontiguousarray(x), ids)
+            ivf.own_fields = True
+            quantizer.this.disown()
+            self.index, self.is_ivf = ivf, True
+        assigned = self.clusters.assign(x)
+        v = self.clusters.version
+        out = []
+        for i, c in zip(ids, assigned, strict=True):
+            self.cluster_of[int(i)] = int(c)
+            e = self.entries.get(int(i))
+            if e is not None:
+                out.append(Membership(self.tenant, e.entry_id, int(c), v))
+        return out
+
+    # -- reads -----------------------------------------------------------------
+    def search(self, vector: np.ndarray, k: int, nprobe: int = 16) -> list[tuple[LakeEntry, float, int]]:
+        """The `k` nearest entries: (entry, cosine, cluster id), best first."""
+        n = len(self.entries)
+        if n == 0:
+            return []
+        if self.is_ivf:
+            self.index.nprobe = nprobe  # type: ignore[attr-defined]
+        q = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
+        sims, ids = self.index.search(q, min(k, n))  # type: ignore[attr-defined]
+        out = []
+        for s, i in zip(sims[0], ids[0], strict=True):
+            e = self.entries.get(int(i))
+            if e is not None:
+                out.append((e, float(s), self.cluster_of.get(int(i), -1)))
+        return out
+
+    def vector_of(self, entry_id: str) -> np.ndarray | None:
+        i = self.ids.get(entry_id)
+        if i is None:
+            return None
+        try:
+            return np.asarray(self.index.reconstruct(i), dtype=np.float32)  # type: ignore[attr-defined]
+        except RuntimeError:
+            return None
+
+
+class HotTier:
+    """Every tenant's partition, created on first write.
+
+    Searches run one query at a time, so faiss's OpenMP threads are set to `threads`
+    (default 1): on a small machine extra threads only contend with the server.
+    """
+
+    def __init__(self, dim: int, *, ivf_min: int = 4096, max_k: int = 4096, threads: int | None = 1) -> None:
+        if threads is not None:
+            import faiss
+
+            faiss.omp_set_num_threads(threads)
+        self.dim = dim
+        self.ivf_min = ivf_min
+        self.max_k = max_k
+        self.tenants: dict[str, TenantIndex] = {}
+
+    def tenant(self, tenant: str) -> TenantIndex | None:
+        return self.tenants.get(tenant)
+
+    def partition(self, tenant: str) -> TenantIndex:
+        t = self.tenants.get(tenant)
+        if t is None:
+            t = self.tenants[tenant] = TenantIndex(tenant, self.dim, ivf_min=self.ivf_min, max_k=self.max_k)
+        return t
+
+    def add(self, entries: list[LakeEntry], vectors: np.ndarray) -> list[Membership]:
+        out: list[Membership] = []
+        by_tenant: dict[str, list[int]] = {}
+        for i, e in enumerate(entries):
+            by_tenant.setdefault(e.tenant, []).append(i)
+        for tenant, rows in by_tenant.items():
+            out += self.partition(tenant).add([entries[i] for i in rows], vectors[rows])
+        return out
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self.tenants.values())

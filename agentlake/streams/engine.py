@@ -1,0 +1,267 @@
+"""Partitions of open trajectories, their checkpoints, and which offsets are safe to commit.
+
+No Kafka here: the faust adapter (`app.py`) feeds `Engine.process()` with
+records, sends every `Output` it returns with ``acks=all`` and awaits them, and
+only then commits `Engine.committable()`. That order is the whole commit
+discipline:
+
+- An event's effects are its outputs (final reward, policy findings, dead
+  letters: sent in the same flush) and its trajectory's state. The state is
+  durable once a checkpoint that includes the event is acknowledged, or once
+  the trajectory is finished (its final reward and done marker acknowledged).
+- Per source partition, the committable offset is the *low watermark*: the
+  lowest offset applied to an open trajectory since that trajectory's last
+  checkpoint, or, when there is none, the offset after the last processed
+  record. Checkpoints of changed open trajectories are written every
+  ``checkpoint_every_s``, so commits trail processing by about that much and
+  no open trajectory holds the watermark back for longer.
+- A gap in a partition's offsets (a record faust skipped, e.g. during a
+  rebalance) freezes that partition's watermark at the gap: it is re-read
+  after the next restart or rebalance, never committed past.
+
+Restart cost is bounded by what the compacted checkpoint topic holds: open
+trajectories and done markers younger than ``done_retention_s`` (older ones are
+tombstoned), plus the records after the committed offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from agentlake.streams import state as ckpt
+from agentlake.streams.processor import Output, RewardProcessor, TrajState
+
+log = logging.getLogger("agentlake.streams")
+
+TP = Any  # (topic, partition): faust's TP named tuple, or any tuple in tests
+Record = tuple[TP, int, bytes | None, bytes | None]  # tp, offset, key, value
+
+
+@dataclass
+class EngineStats:
+    events: int = 0
+    finals: int = 0
+    timeouts: int = 0
+    dead_letters: int = 0
+    checkpoints: int = 0
+    live: int = 0
+    gaps: int = 0
+
+
+class Engine:
+    """Open trajectories by partition, with the rules for checkpoints, timeouts, live scores and commits.
+
+    Args:
+        processor: the pure fold.
+        checkpoint_topic: physical name of the compacted checkpoint topic (partition = source partition).
+        checkpoint_every_s: how often changed open trajectories are checkpointed.
+        idle_timeout_s: an open trajectory with no event for this long is scored with outcome ``timeout``.
+        live_every_s: at most one live score per trajectory per this interval.
+        done_retention_s: how long a done marker is kept (re-delivered events within it are idempotent).
+        clock: monotonic seconds; wall_ms: wall clock in ms (both injectable for tests).
+    """
+
+    def __init__(
+        self,
+        processor: RewardProcessor,
+        checkpoint_topic: str,
+        *,
+        checkpoint_every_s: float = 1.0,
+        idle_timeout_s: float = 600.0,
+        live_every_s: float = 1.0,
+        done_retention_s: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.proc = processor
+        self.checkpoint_topic = checkpoint_topic
+        self.checkpoint_every_s = checkpoint_every_s
+        self.idle_timeout_s = idle_timeout_s
+        self.live_every_s = live_every_s
+        self.done_retention_s = done_retention_s
+        self.clock = clock
+        self.wall_ms = wall_ms
+        self.open: dict[str, TrajState] = {}
+        self.done: dict[str, tuple[int, float, int]] = {}  # tid -> (end seq, scored at (clock), partition)
+        self.restored: set[int] = set()
+        self.next_offset: dict[TP, int] = {}
+        self.hold: dict[TP, int] = {}  # partitions frozen at a gap
+        self.committed: dict[TP, int] = {}
+        self.dirty: set[str] = set()
+        self.live_due: set[str] = set()
+        self.stats = EngineStats()
+        self._last_checkpoint = clock()
+        self._last_scan = clock()
+
+    # -- partitions ---------------------------------------------------------
+    def load(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
+        """Restore `partition` from its checkpoint records (in log order); returns open trajectories."""
+        now, wall = self.clock(), self.wall_ms()
+        for key, value in records:
+            tid = key.decode("utf-8", "replace")
+            if value is None:
+                self.open.pop(tid, None)
+                self.done.pop(tid, None)
+                continue
+            st, end_seq, at_ms = ckpt.decode(value)
+            if st is not None:
+                st.partition, st.touched = partition, now
+                self.open[tid] = st
+                self.done.pop(tid, None)
+            else:
+                assert end_seq is not None
+                self.open.pop(tid, None)
+                self.done[tid] = (end_seq, now - max(0.0, (wall - at_ms) / 1000), partition)
+        self.restored.add(partition)
+        return sum(1 for st in self.open.values() if st.partition == partition)
+
+    def drop(self, partitions: set[int]) -> None:
+        """Forget partitions (revoked): their state is re-read from the checkpoint topic if they come back."""
+        for tid in [t for t, st in self.open.items() if st.partition in partitions]:
+            del self.open[tid]
+            self.dirty.discard(tid)
+            self.live_due.discard(tid)
+        for tid in [t for t, d in self.done.items() if d[2] in partitions]:
+            del self.done[tid]
+        self.restored -= partitions
+        for d in (self.next_offset, self.hold, self.committed):
+            for tp in [tp for tp in d if tp[1] in partitions]:
+                del d[tp]
+
+    def expect(self, tp: TP, committed: int | None) -> None:
+        """The committed offset of `tp` at assignment: processing must start there."""
+        if committed is not None and committed >= 0:
+            self.next_offset[tp] = committed
+            self.committed[tp] = committed
+
+    # -- records ------------------------------------------------------------
+    def process(self, records: Iterable[Record]) -> list[Output]:
+        """Fold records (in offset order per partition); returns what to send before committing."""
+        now = self.clock()
+        outs: list[Output] = []
+        proc, open_, done = self.proc, self.open, self.done
+        for tp, offset, key, value in records:
+            topic, partition = tp[0], tp[1]
+            expected = self.next_offset.get(tp)
+            if expected is not None and offset != expected:
+                if offset < expected:
+                    continue  # already processed in this assignment
+                self.stats.gaps += 1
+                self.hold[tp] = min(self.hold.get(tp, expected), expected)
+                log.warning("offset gap on %s[%d]: %d..%d not delivered; holding commits there",
+                            topic, partition, expected, offset - 1)  # fmt: skip
+            self.next_offset[tp] = offset + 1
+            self.stats.events += 1
+            tid = key.decode("utf-8", "replace") if key is not None else ""
+            st = open_.get(tid)
+            d = done.get(tid) if st is None else None
+            res = proc.process(
+                st, topic, key, value, f"{partition}:{offset}", done_end_seq=d[0] if d else None, now=now
+            )
+            if res.outputs:
+                outs.extend(res.outputs)
+                self.stats.dead_letters += sum(1 for o in res.outputs if o.topic.endswith(".dlq"))
+            if res.finished:
+                assert res.state is not None
+                self._finish(res.state, partition, now, outs)
+            elif res.changed and res.state is not None:
+                st = res.state
+                if st.partition is None:
+                    st.partition = partition
+                    open_[tid] = st
+                if tp not in st.dirty:
+                    st.dirty[tp] = offset
+                self.dirty.add(tid)
+                if st.live_due:
+                    self.live_due.add(tid)
+        return outs
+
+    def _finish(self, st: TrajState, partition: int, now: float, outs: list[Output]) -> None:
+        tid = st.tid
+        self.open.pop(tid, None)
+        self.dirty.discard(tid)
+        self.live_due.discard(tid)
+        end = st.end_seq if st.end_seq is not None else st.max_seq
+        self.done[tid] = (end, now, partition)
+        outs.append(
+            Output(
+                self.checkpoint_topic,
+                tid.encode(),
+                ckpt.encode_done(tid, end, self.wall_ms()),
+                partition=partition,
+            )
+        )
+        self.stats.finals += 1
+
+    # -- time ---------------------------------------------------------------
+    def tick(self, force_checkpoint: bool = False) -> list[Output]:
+        """Live scores that are due, idle timeouts, checkpoints and done-marker expiry."""
+        now = self.clock()
+        outs: list[Output] = []
+        if self.live_due:
+            for tid in list(self.live_due):
+                st = self.open.get(tid)
+                if st is None:
+                    self.live_due.discard(tid)
+                elif now - st.live_at >= self.live_every_s:
+                    self.live_due.discard(tid)
+                    st.live_at = now
+                    out = self.proc.live(st)
+                    if out is not None:
+                        outs.append(out)
+                        self.stats.live += 1
+        if now - self._last_scan >= min(1.0, self.idle_timeout_s / 4):
+            self._last_scan = now
+            for st in [s for s in self.open.values() if now - s.touched >= self.idle_timeout_s]:
+                log.info(
+                    "trajectory %s idle for %.0fs: scored with outcome timeout", st.tid, now - st.touched
+                )
+                outs.append(self.proc.final(st, outcome="timeout"))
+                self._finish(st, st.partition or 0, now, outs)
+                self.stats.timeouts += 1
+            while self.done:
+                tid, (_, at, partition) = next(iter(self.done.items()))
+                if now - at < self.done_retention_s:
+                    break
+                del self.done[tid]
+                outs.append(Output(self.checkpoint_topic, tid.encode(), None, partition=partition))
+        if self.dirty and (force_checkpoint or now - self._last_checkpoint >= self.checkpoint_every_s):
+            wall = self.wall_ms()
+            for tid in self.dirty:
+                st = self.open[tid]
+                outs.append(
+                    Output(
+                        self.checkpoint_topic,
+                        tid.encode(),
+                        ckpt.encode_open(st, wall),
+                        partition=st.partition,
+                    )
+                )
+                st.dirty.clear()
+            self.stats.checkpoints += len(self.dirty)
+            self.dirty.clear()
+        if force_checkpoint or now - self._last_checkpoint >= self.checkpoint_every_s:
+            self._last_checkpoint = now
+        return outs
+
+    def committable(self) -> dict[TP, int]:
+        """Offsets safe to commit *once every output returned so far is acknowledged*; only the ones
+        that moved. Call `committed_to()` after the commit succeeded."""
+        low = dict(self.next_offset)
+        for tp, off in self.hold.items():
+            low[tp] = min(low.get(tp, off), off)
+        for tid in self.dirty:
+            for tp, off in self.open[tid].dirty.items():
+                if off < low.get(tp, off + 1):
+                    low[tp] = off
+        return {tp: off for tp, off in low.items() if off > self.committed.get(tp, -1)}
+
+    def committed_to(self, offsets: dict[TP, int]) -> None:
+        self.committed.update(offsets)
+
+    def open_in(self, partition: int) -> int:
+        return sum(1 for st in self.open.values() if st.partition == partition)
