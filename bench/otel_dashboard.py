@@ -207,6 +207,9 @@ def main() -> None:
 
     spans = make_spans(a.traces)
     proto, js = bodies(spans)
+    ingest_rate(s, proto[:1], "application/x-protobuf", 1)  # warm-up: imports, schema parsing
+    ingest_rate(s, js[:1], "application/json", 1)
+    sdk_rate(10)
     p_rate, events = ingest_rate(s, proto, "application/x-protobuf", len(spans))
     j_rate, _ = ingest_rate(s, js, "application/json", len(spans))
     sdk = sdk_rate(a.traces)

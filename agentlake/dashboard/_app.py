@@ -32,6 +32,7 @@ from agentlake.dashboard._html import (
     table,
     verdict,
 )
+from agentlake.dashboard._views import add_views, decisions_table, trajectory_decisions
 from agentlake.projections.clickhouse import query
 from agentlake.settings import Settings
 
@@ -487,6 +488,9 @@ def create_app(settings: Settings, data: DashboardData | None = None, token: str
             )
         grid += chart(charts.density(dens), jump=True)
         body += f'<div class="grid">{grid}</div>'
+        decisions = await d.run(lambda c: trajectory_decisions(c, trajectory_id))
+        if decisions:
+            body += "<h2>Authorization decisions (MCP gateway)</h2>" + decisions_table(decisions)
         body += f"""<h2>Timeline</h2>
 <div id="viewer" data-tid="{e(trajectory_id)}" data-limit="200" data-total="{e(head["events"])}">
 <div class="pager"><button id="prev-page">‹ previous</button> <button id="next-page">next ›</button>
@@ -525,8 +529,6 @@ jump to seq <input id="jump" type="number" min="0" style="width:7em">
             + "</div>"
         )
         return html(page(f"Reward components over time: {chosen}", body, d.notice))
-
-    from agentlake.dashboard._views import add_views
 
     add_views(app, d)
     return app

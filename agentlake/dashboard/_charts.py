@@ -26,9 +26,18 @@ def _fig(data: list[Any], **layout: Any) -> str:
 
     if not _TEMPLATE:
         _TEMPLATE.update(pio.templates["plotly_white"].to_plotly_json())
-    out: str = pio.to_json(
-        {"data": data, "layout": {**_LAYOUT, "template": _TEMPLATE, **layout}}, validate=False
-    )
+    full = {**_LAYOUT, "template": _TEMPLATE, **layout}
+    # plotly.js 3 only takes titles as {"text": ...} (go.Figure used to convert the short form)
+    for key, value in list(full.items()):
+        if key == "title" and isinstance(value, str):
+            full[key] = {"text": value}
+        elif (
+            key.startswith(("xaxis", "yaxis"))
+            and isinstance(value, dict)
+            and isinstance(value.get("title"), str)
+        ):
+            full[key] = {**value, "title": {"text": value["title"]}}
+    out: str = pio.to_json({"data": data, "layout": full}, validate=False)
     return out
 
 

@@ -56,6 +56,8 @@ async def dataset(settings: Settings, projector: Projector) -> dict[str, Any]:
     )
     assert code == 1  # the candidate regresses: the gate fails
 
+    lake = await lake_data(settings, projector)  # before the long trajectory loads the worker
+
     emitter = KafkaEmitter(settings.bootstrap_servers, settings.spill_dir / "dash")
     tracer = Tracer("long-bot", "0.1", emitter=emitter, settings=settings)
     with tracer.trajectory("a very long task") as t:
@@ -81,12 +83,83 @@ async def dataset(settings: Settings, projector: Projector) -> dict[str, Any]:
 
     await projector.run_until(long_done, timeout=120)
     assert await long_done()
+    auth = await auth_data(settings, projector, long_id)
     return {
         "baseline": base["run_id"],
         "candidate": cand["run_id"],
         "long": long_id,
         "candidate_report": cand,
+        "auth": auth,
+        "lake": lake,
     }
+
+
+async def auth_data(settings: Settings, projector: Projector, trajectory_id: str) -> dict[str, Any]:
+    """Agent auth's own story (delegation, a denied tool, revocation through the log), plus two
+    gateway calls made inside `trajectory_id`, projected by the sink into the auth tables."""
+    from datetime import UTC, datetime, timedelta
+
+    from mcp import Client
+    from mcp.shared.exceptions import MCPError
+
+    from agentlake.auth.authority import Authority
+    from agentlake.auth.demo import auth_demo, demo_shop
+    from agentlake.auth.events import AuthEvents
+    from agentlake.auth.gateway import Gateway, GatewayConfig
+    from agentlake.auth.keys import keyring_for
+    from agentlake.auth.policy import Grant, TokenSpec
+    from agentlake.auth.verify import Verifier
+
+    emitter = KafkaEmitter(settings.bootstrap_servers, settings.spill_dir / "dash-auth")
+    story = await auth_demo(settings, emitter)
+    events = AuthEvents(emitter, topic=settings.topic)
+    authority = Authority(keyring_for(settings), events)
+    token = authority.mint(
+        TokenSpec("bob", "long-bot", (Grant("shop", "get_order"),), datetime.now(UTC) + timedelta(minutes=5))
+    )
+    async with Client(demo_shop()) as shop:
+        gw = Gateway(shop, GatewayConfig("shop"), Verifier(authority.root_key), events)
+        await gw.call(token, "get_order", {"order_id": 7}, trajectory_id=trajectory_id)
+        with pytest.raises(MCPError):
+            await gw.call(token, "refund_order", {"order_id": 7}, trajectory_id=trajectory_id)
+    assert await asyncio.to_thread(emitter.flush, 30)
+    emitter.close(5)
+
+    async def projected() -> bool:
+        rows = await asyncio.to_thread(
+            sql,
+            projector,
+            "SELECT count() AS n FROM auth_decisions FINAL "
+            "WHERE trajectory_id = {t:String} OR task_id = {k:String}",
+            t=trajectory_id,
+            k=story["task"],
+        )
+        return int(rows[0]["n"]) >= 5
+
+    await projector.run_until(projected, timeout=60)
+    assert await projected()
+    return story
+
+
+async def lake_data(settings: Settings, projector: Projector) -> dict[str, Any]:
+    """The context lake's demo part (a hit, a miss, a fused plan) on trajectories recorded through
+    the pipeline, then `lake.cache` projected into ClickHouse as `agentlake lake stats` does."""
+    from agentlake.demo import run_agents, wait_for_rewards
+    from agentlake.lake.analytics import project_topic
+    from agentlake.lake.demo import lake_demo
+    from agentlake.lake.entries import toolset_fingerprint
+    from agentlake.sim.reference import SHOP_TOOLS
+
+    emitter = KafkaEmitter(settings.bootstrap_servers, settings.spill_dir / "dash-lake")
+    run_id = f"dash-lake-{uuid.uuid4().hex[:6]}"
+    ids = await run_agents(settings, emitter, run_id, n_per_agent=8)
+    assert await asyncio.to_thread(emitter.flush, 60)
+    emitter.close(5)
+    assert await wait_for_rewards(projector, run_id, len(ids))  # lake entries need the final rewards
+    result = await lake_demo(settings, "demo", len(ids), toolset_fingerprint(SHOP_TOOLS))
+    assert "error" not in result, result
+    await project_topic(settings, projector.clickhouse)
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +185,7 @@ def browser() -> Iterator[Any]:
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     drv = webdriver.Chrome(service=Service(driver_path), options=opts)
-    drv.set_page_load_timeout(60)
+    drv.set_page_load_timeout(300)  # generous: CI machines may be loaded (no timing assertions)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     try:
         yield drv
@@ -120,7 +193,7 @@ def browser() -> Iterator[Any]:
         drv.quit()
 
 
-def wait(drv: Any, cond: Any, timeout: float = 30) -> Any:
+def wait(drv: Any, cond: Any, timeout: float = 180) -> Any:
     from selenium.webdriver.support.ui import WebDriverWait
 
     return WebDriverWait(drv, timeout).until(cond)
@@ -251,8 +324,39 @@ def other_pages_flow(drv: Any, dashboard: str, dataset: dict[str, Any]) -> None:
             assert n >= 3  # one chart per reward component
             lines = drv.execute_script("return document.querySelector('div.chart').data.map(t => t.name)")
             assert {"1.0", "1.1-beta"} <= set(lines)
+        if path == "/lake":
+            assert n == 4  # hit rate, freshness, reasons, clusters
+            assert drv.find_elements("css selector", "#lake-quality tbody tr")
+            assert drv.find_elements("css selector", "#lake-clusters tbody tr")
         shot(drv, name)
         assert console_errors(drv) == [], path
+
+    # the delegation graph of the auth story: from the index to the parent token's graph
+    parent = dataset["auth"]["parent_token"]
+    link = next(
+        a
+        for a in drv.find_elements("css selector", "#auth-roots a.token-link")
+        if parent.startswith(a.text[:-1])
+    )
+    link.click()
+    wait(drv, lambda d: d.find_elements("css selector", "#delegation-nodes"))
+    assert charts_rendered(drv) == 1
+    rows = drv.find_elements("css selector", "#delegation-nodes tbody tr")
+    assert len(rows) == 2  # alice's token and lookup-bot's attenuated block
+    assert all("failing" in (r.get_attribute("class") or "") for r in rows)  # the parent was revoked
+    body = drv.find_element("tag name", "body").text
+    assert "lookup-bot" in body and "support-bot" in body
+    shot(drv, "10-delegation-graph")
+    # the task's graph is the same story
+    drv.get(f"{dashboard}/delegations?task={dataset['auth']['task']}")
+    wait(drv, lambda d: d.find_elements("css selector", "#delegation-nodes"))
+    assert len(drv.find_elements("css selector", "#delegation-nodes tbody tr")) == 2
+    # the long trajectory shows the gateway's decisions made inside it
+    drv.get(f"{dashboard}/trajectories/{dataset['long']}")
+    wait(drv, lambda d: d.find_elements("css selector", "#auth-decisions"))
+    decisions = [r.text for r in drv.find_elements("css selector", "#auth-decisions tbody tr")]
+    assert len(decisions) == 2 and "allowed" in decisions[0] and "denied" in decisions[1]
+    assert console_errors(drv) == []
 
 
 def test_read_only_and_assets_served_locally(dashboard: str) -> None:

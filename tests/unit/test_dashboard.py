@@ -47,6 +47,10 @@ def test_pass_curve_matches_the_gate_definition() -> None:
 def test_figures_are_plotly_json() -> None:
     fig = json.loads(charts.pass_curves({"run": dq.pass_curve(CAND)}))
     assert [t["type"] for t in fig["data"]] == ["scatter", "scatter"]
+    # plotly.js 3 draws titles only in their object form
+    assert fig["layout"]["title"] == {"text": "pass^k (95% bootstrap interval)"}
+    assert fig["layout"]["xaxis"]["title"] == {"text": "k"}
+    assert fig["layout"]["template"]["layout"]  # the template travels expanded, not by name
     bars = json.loads(charts.case_bars(CAND, "/runs/r/cases/"))
     assert bars["data"][0]["customdata"] == ["/runs/r/cases/a", "/runs/r/cases/b"]
     g = json.loads(charts.graph([{"id": "a"}, {"id": "b"}, {"id": "c"}], [("a", "b"), ("b", "c")], "chain"))
