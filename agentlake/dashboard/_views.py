@@ -207,16 +207,18 @@ _BLOCK_COLS = "revocation_id, parent_revocation_id, token_id, kind, user_id, age
 
 
 def _decision_counts(client: Any, ids: list[str]) -> dict[str, dict[str, int]]:
+    """Allowed and denied calls per block. A call belongs to the deepest block of `ids` in its
+    chain (as agent auth's `derived` counts them: an approval block is not a graph node)."""
     if not ids:
         return {}
     rows = _rows(
         client,
-        """SELECT revocation_ids[-1] AS rid, countIf(allowed = 1) AS n_allowed,
-                  countIf(allowed = 0) AS n_denied
-           FROM auth_decisions FINAL WHERE revocation_ids[-1] IN {ids:Array(String)} GROUP BY rid""",
+        """SELECT arrayLast(x -> has({ids:Array(String)}, x), revocation_ids) AS owner,
+                  countIf(allowed = 1) AS n_allowed, countIf(allowed = 0) AS n_denied
+           FROM auth_decisions FINAL WHERE hasAny(revocation_ids, {ids:Array(String)}) GROUP BY owner""",
         ids=ids,
     )
-    return {r["rid"]: {"allowed": int(r["n_allowed"]), "denied": int(r["n_denied"])} for r in rows}
+    return {r["owner"]: {"allowed": int(r["n_allowed"]), "denied": int(r["n_denied"])} for r in rows}
 
 
 def _revoked(client: Any, ids: list[str]) -> set[str]:
@@ -231,35 +233,36 @@ def _revoked(client: Any, ids: list[str]) -> set[str]:
 
 
 def delegation_graph(client: Any, *, token: str | None = None, task: str | None = None) -> dict[str, Any]:
-    """The blocks derived from `token` (a revocation id; its ancestors too), or every block of
-    `task` with their ancestors; bounded at `MAX_NODES`. Each node carries its decision counts
+    """The blocks derived from `token` (a revocation id), or from every block bound to `task`,
+    with their ancestors; bounded at `MAX_NODES`. Each node carries its decision counts
     and whether it (or an ancestor) was revoked."""
     nodes: dict[str, dict[str, Any]] = {}
     if token:
         frontier = [token]
-        for _ in range(64):  # depth bound (Biscuit chains are short)
-            if not frontier or len(nodes) >= MAX_NODES:
-                break
-            level = _rows(
-                client,
-                f"""SELECT {_BLOCK_COLS} FROM auth_blocks FINAL
-                    WHERE revocation_id IN {{f:Array(String)}} OR parent_revocation_id IN {{f:Array(String)}}
-                    LIMIT {{cap:UInt32}}""",
-                f=frontier,
-                cap=MAX_NODES,
-            )
-            new = [r for r in level if r["revocation_id"] not in nodes]
-            for r in new:
-                nodes[r["revocation_id"]] = r
-            frontier = [r["revocation_id"] for r in new if r["revocation_id"] != token]
-    elif task:
-        for r in _rows(
+    else:
+        seeds = _rows(
             client,
             f"SELECT {_BLOCK_COLS} FROM auth_blocks FINAL WHERE task_id = {{t:String}} LIMIT {{cap:UInt32}}",
-            t=task,
+            t=task or "",
             cap=MAX_NODES,
-        ):
-            nodes[r["revocation_id"]] = r
+        )
+        nodes.update((r["revocation_id"], r) for r in seeds)
+        frontier = list(nodes)
+    # descendants, level by level (attenuated blocks need not repeat the task id)
+    for _ in range(64):  # depth bound: Biscuit chains are short
+        if not frontier or len(nodes) >= MAX_NODES:
+            break
+        level = _rows(
+            client,
+            f"""SELECT {_BLOCK_COLS} FROM auth_blocks FINAL
+                WHERE revocation_id IN {{f:Array(String)}} OR parent_revocation_id IN {{f:Array(String)}}
+                LIMIT {{cap:UInt32}}""",
+            f=frontier,
+            cap=MAX_NODES,
+        )
+        new = [r for r in level if r["revocation_id"] not in nodes]
+        nodes.update((r["revocation_id"], r) for r in new)
+        frontier = [r["revocation_id"] for r in new if r["revocation_id"] != token]
     # ancestors, so the chain up to the human principal is visible
     wanted = {r["parent_revocation_id"] for r in nodes.values() if r["parent_revocation_id"]} - set(nodes)
     for _ in range(64):
@@ -410,7 +413,7 @@ def add_views(app: Any, d: Any) -> None:
             return HTMLResponse(page("Delegations", body, d.notice))
         if token or task:
             g = await d.run(lambda c: delegation_graph(c, token=token, task=task))
-            what = f"token {token}" if token else f"task {task}"
+            what = f"token {token[:16]}…" if token else f"task {task}"
             body = f"<p>{link('/delegations', '‹ all tokens')}</p>" + graph_body(
                 g, f"delegation graph of {what}"
             )

@@ -346,6 +346,13 @@ def other_pages_flow(drv: Any, dashboard: str, dataset: dict[str, Any]) -> None:
     assert all("failing" in (r.get_attribute("class") or "") for r in rows)  # the parent was revoked
     body = drv.find_element("tag name", "body").text
     assert "lookup-bot" in body and "support-bot" in body
+    cells = {
+        r.find_elements("css selector", "td")[2].text: [c.text for c in r.find_elements("css selector", "td")]
+        for r in rows
+    }
+    # lookup-bot: its lookup allowed, its refund denied, its lookup denied after the revocation
+    assert (cells["lookup-bot"][6], cells["lookup-bot"][7]) == ("1", "2")
+    assert (cells["support-bot"][6], cells["support-bot"][7]) == ("0", "0")
     shot(drv, "10-delegation-graph")
     # the task's graph is the same story
     drv.get(f"{dashboard}/delegations?task={dataset['auth']['task']}")
