@@ -143,11 +143,11 @@ def cache_quality(client: Any) -> list[dict[str, Any]]:
                    quantile(0.5)(latency_us) AS p50_us, quantile(0.99)(latency_us) AS p99_us
             FROM lake_lookups FINAL GROUP BY tenant
         ) AS l
-        LEFT JOIN (
+        GLOBAL LEFT JOIN (
             SELECT tenant, count() AS reported, sum(wrong_hit) AS wrong
             FROM lake_outcomes FINAL GROUP BY tenant
         ) AS o ON o.tenant = l.tenant
-        LEFT JOIN (
+        GLOBAL LEFT JOIN (
             SELECT tenant, quantile(0.5)(lag_ms) AS p50, max(lag_ms) AS mx
             FROM lake_freshness FINAL GROUP BY tenant
         ) AS f ON f.tenant = l.tenant
