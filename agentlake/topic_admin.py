@@ -239,6 +239,24 @@ async def describe(admin: Any, names: list[str]) -> dict[str, ExistingTopic]:
     return out
 
 
+async def _describe_all(admin: Any, names: list[str], timeout: float) -> dict[str, ExistingTopic]:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await describe(admin, names)
+        if len(found) == len(names) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    missing = sorted(set(names) - set(found))
+    if missing:
+        raise TopicError(
+            f"topic {missing[0]} was created but the cluster does not describe it after {timeout:.0f}s"
+        )
+    return found
+
+
 @dataclass
 class TopicsReport:
     """What `ensure_topics` did: topics created, and the replication they were created with."""
@@ -284,7 +302,8 @@ async def ensure_topics(s: Settings, *, timeout_ms: int = 30000) -> TopicsReport
                 elif code != TopicAlreadyExistsError.errno:  # a concurrent `up` made it: verified below
                     err = for_code(code).__name__
                     raise TopicError(f"cannot create topic {name!r}: {err}: {message or 'no detail'}")
-            existing.update(await describe(admin, [n for n in (w.name for w in missing) if n not in created]))
+            # brokers learn of new topics asynchronously: wait until every one is described
+            existing.update(await _describe_all(admin, [w.name for w in missing], timeout_ms / 1000))
         bad = problems(wanted, existing, rf, isr)
         if bad:
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
