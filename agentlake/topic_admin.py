@@ -164,43 +164,47 @@ def check_settings(replication_factor: int, min_insync_replicas: int | None, bro
 
 # -- Kafka adapter ----------------------------------------------------------------
 async def _broker_config(admin: Any, broker_id: int, names: list[str]) -> dict[str, str]:
+    """The broker configs among `names` that `broker_id` reports (none when it refuses, e.g. ACLs)."""
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     resp = await admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, str(broker_id), None)])
     out = {}
     for r in resp:
         for res in r.resources:
+            if res[0] != 0:
+                continue
             for entry in res[4]:
                 if entry[0] in names:
                     out[entry[0]] = entry[1]
     return out
 
 
-async def cluster_replication(admin: Any) -> tuple[int, int]:
-    """(the cluster's ``default.replication.factor``, number of brokers)."""
+async def cluster_replication(admin: Any) -> tuple[int | None, int]:
+    """(the cluster's ``default.replication.factor``, or None when a broker will not say; brokers)."""
     meta = await admin.describe_cluster()
     brokers = [b["node_id"] for b in meta["brokers"]]
     cfg = await _broker_config(admin, brokers[0], ["default.replication.factor"])
-    return int(cfg.get("default.replication.factor", "1")), len(brokers)
+    value = cfg.get("default.replication.factor")
+    return (int(value) if value else None), len(brokers)
 
 
-async def replication_factor(s: Settings, admin: Any | None = None) -> int:
+def resolve_replication(s: Settings, cluster_default: int | None) -> int:
     """The replication factor new topics get: the setting, else 1 for the embedded broker,
-    else the cluster's ``default.replication.factor`` (asked from a broker)."""
+    else the cluster's ``default.replication.factor``.
+
+    Raises:
+        TopicError: unset, on a cluster that does not tell its default.
+    """
     if s.topic_replication_factor is not None:
         return s.topic_replication_factor
     if s.embedded_kafka:
         return 1
-    if admin is not None:
-        return (await cluster_replication(admin))[0]
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    own = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers, request_timeout_ms=10000)
-    await own.start()
-    try:
-        return (await cluster_replication(own))[0]
-    finally:
-        await own.close()
+    if cluster_default is None:
+        raise TopicError(
+            "the cluster does not tell its default.replication.factor (DescribeConfigs refused): "
+            "set AGENTLAKE_TOPIC_REPLICATION_FACTOR"
+        )
+    return cluster_default
 
 
 async def describe(admin: Any, names: list[str]) -> dict[str, ExistingTopic]:
@@ -281,10 +285,7 @@ async def ensure_topics(s: Settings, *, timeout_ms: int = 30000) -> TopicsReport
     await admin.start()
     try:
         default_rf, brokers = await cluster_replication(admin)
-        if s.topic_replication_factor is not None:
-            rf = s.topic_replication_factor
-        else:
-            rf = 1 if s.embedded_kafka else default_rf
+        rf = resolve_replication(s, default_rf)
         isr = s.topic_min_insync_replicas
         check_settings(rf, isr, brokers)
         wanted = wanted_topics(s)

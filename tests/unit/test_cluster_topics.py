@@ -111,3 +111,15 @@ def test_settings_reject_a_zero_replication_factor_and_a_bad_cluster_name() -> N
         Settings(topic_replication_factor=0)
     with pytest.raises(ValidationError):
         Settings(clickhouse_cluster="a b; DROP")
+
+
+def test_replication_is_the_setting_else_one_embedded_else_the_clusters_default() -> None:
+    from agentlake.topic_admin import resolve_replication
+
+    external = Settings(kafka_bootstrap_servers="k1:9092,k2:9092")
+    embedded = Settings(kafka_bootstrap_servers=None)
+    assert resolve_replication(Settings(topic_replication_factor=2), 3) == 2
+    assert resolve_replication(embedded, 3) == 1  # the single local broker
+    assert resolve_replication(external, 3) == 3
+    with pytest.raises(TopicError, match="set AGENTLAKE_TOPIC_REPLICATION_FACTOR"):
+        resolve_replication(external, None)
