@@ -14,15 +14,15 @@ The checks are pure (`problems`) and unit-tested without Kafka.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from agentlake.settings import Settings
-from agentlake.topics import STREAMS_GROUP, TRAJECTORY_TOPICS, all_topics
+from agentlake.topics import TRAJECTORY_TOPICS, all_topics
 
-# The stream worker's state table (agentlake/streams/app.py); faust names its changelog after it.
-STATE_TABLE = "trajectory_state"
+log = logging.getLogger("agentlake.topics")
 
 
 class TopicError(RuntimeError):
@@ -73,9 +73,34 @@ def wanted_topics(s: Settings) -> list[WantedTopic]:
         )
         for t in all_topics()
     ]
-    app_id = s.topic(STREAMS_GROUP)
-    out.append(WantedTopic(f"{app_id}-{STATE_TABLE}-changelog", n, compacted=True, exact_partitions=True))
-    out.append(WantedTopic(f"{app_id}-__assignor-__leader", 1))
+    return out + stream_worker_topics(s)
+
+
+def stream_worker_topics(s: Settings) -> list[WantedTopic]:
+    """The topics faust declares for the stream worker: its tables' changelogs (compacted,
+    co-partitioned with the trajectory topics) and its assignor's leader topic.
+
+    Read from the app itself (built, never started), so they follow the worker's code.
+    Empty when the app cannot be built here: faust then declares them itself, with the
+    replication factor `agentlake up` hands the worker.
+    """
+    try:
+        from agentlake.streams.app import create_app
+
+        app = create_app(s)
+    except Exception as e:  # pragma: no cover - depends on the worker's code
+        log.warning("cannot list the stream worker's own topics (%s); faust will declare them", e)
+        return []
+    out = [
+        WantedTopic(
+            t.changelog_topic.get_topic_name(),
+            t.partitions or s.topic_partitions,
+            compacted=True,
+            exact_partitions=True,
+        )
+        for t in app.tables.values()
+    ]
+    out.append(WantedTopic(f"{app.conf.id}-__assignor-__leader", 1))
     return out
 
 

@@ -30,15 +30,15 @@ def test_every_topic_is_wanted_with_the_prefix_and_the_stream_workers_own_topics
     assert all(n.startswith("u-") for n in names)
 
 
-def test_the_changelog_name_is_the_one_the_faust_app_declares() -> None:
+def test_the_stream_workers_own_topics_are_the_ones_its_faust_app_declares() -> None:
     from agentlake.streams.app import create_app
 
     app = create_app(S, broker="kafka://127.0.0.1:9")
-    changelogs = {t.changelog_topic.get_topic_name() for t in app.tables.values()}
-    leader = app._leader_assignor._leader_topic_name  # type: ignore[attr-defined]
-    wanted = {w.name for w in wanted_topics(S)}
-    assert changelogs <= wanted, changelogs - wanted
-    assert leader in wanted
+    wanted = {w.name: w for w in wanted_topics(S)}
+    for table in app.tables.values():
+        w = wanted[table.changelog_topic.get_topic_name()]
+        assert w.compacted and w.exact_partitions
+    assert wanted[app._leader_assignor._leader_topic_name].partitions == 1  # type: ignore[attr-defined]
 
 
 def test_topics_that_fit_raise_no_problem() -> None:
