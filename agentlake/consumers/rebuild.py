@@ -8,7 +8,8 @@ by the sink's own code (`ClickHouseWriter`, `TrajectoryIndex.upsert`), and
 every table is keyed by event, so a replay over rows that already exist
 replaces them with themselves: running it twice changes nothing.
 
-Malformed records are skipped and counted (the live path has dead-lettered them).
+Malformed records, and those the stream worker's per-record rules reject, are
+skipped and counted, as the live sink skips them (the worker dead-letters them).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from agentlake.consumers.sink import SINK_TOPICS
 from agentlake.projections.clickhouse import ClickHouseWriter, Located, connect, recreate_tables
 from agentlake.schemas import DecodeError, RewardScored, codec
 from agentlake.settings import Settings
-from agentlake.topics import REWARDS
+from agentlake.topics import REWARDS, TRAJECTORY_TOPICS
 
 Target = Literal["clickhouse", "milvus"]
 TARGETS: dict[str, tuple[str, ...]] = {
@@ -153,6 +154,7 @@ async def rebuild(
         if progress:
             progress(0, total)
         c = codec()
+        trajectory_topics = {settings.topic(t): t for t in TRAJECTORY_TOPICS}
         nonce = uuid.uuid4().hex  # this run's inserts are never mistaken for an earlier run's
         limit = batch_size or settings.sink_batch_size
         consumer.pause(*(set(parts) - todo))
@@ -175,6 +177,10 @@ async def rebuild(
                     except DecodeError:
                         stats.skipped += 1
                         continue
+                    logical = trajectory_topics.get(m.topic)
+                    if logical is not None and rejects(logical, m.key, ev):
+                        stats.skipped += 1
+                        continue
                     located.append((ev, m.topic, m.partition, m.offset))
                     if isinstance(ev, RewardScored):
                         rewards.append(ev)
@@ -195,6 +201,16 @@ async def rebuild(
         await consumer.stop()
         stats.seconds = round(time.monotonic() - started, 3)
     return stats
+
+
+def rejects(logical_topic: str, key: bytes | None, ev: Any) -> bool:
+    """Whether the live sink leaves this decoded trajectory event out of the projections:
+    the stream worker's per-record rules (`agentlake.streams.processor.check_record`,
+    where the worker defines them) dead-letter it, so a rebuild must skip it too."""
+    from agentlake.streams import processor
+
+    check = getattr(processor, "check_record", None)
+    return check is not None and check(logical_topic, key, ev.record, ev.trajectory_id, ev.seq) is not None
 
 
 def _open_store(settings: Settings, target: str, recreate: bool) -> tuple[ClickHouseWriter | None, Any]:
