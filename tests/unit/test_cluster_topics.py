@@ -25,7 +25,6 @@ def fits(w: WantedTopic, rf: int = 3) -> ExistingTopic:
 def test_every_topic_is_wanted_with_the_prefix_and_the_stream_workers_own_topics() -> None:
     names = {w.name for w in wanted_topics(S)}
     assert "u-agent.steps" in names and "u-agent.steps.dlq" in names
-    assert "u-agentlake-streams-trajectory_state-changelog" in names
     assert "u-agentlake-streams-__assignor-__leader" in names
     assert all(n.startswith("u-") for n in names)
 
