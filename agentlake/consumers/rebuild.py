@@ -39,6 +39,10 @@ TARGETS: dict[str, tuple[str, ...]] = {
 Progress = Callable[[int, int], None]  # (records read so far, records to read)
 
 
+class RebuildError(RuntimeError):
+    """A rebuild could not finish; the message says why and what to do."""
+
+
 @dataclass
 class RebuildStats:
     """What a rebuild did.
@@ -103,6 +107,7 @@ async def rebuild(
     recreate: bool = False,
     progress: Progress | None = None,
     batch_size: int | None = None,
+    stall_timeout: float = 120.0,
 ) -> RebuildStats:
     """Replay the log into `target`.
 
@@ -114,9 +119,12 @@ async def rebuild(
         recreate: drop the target's tables (collection) and create them empty first.
         progress: called with (records read, records to read) after each batch.
         batch_size: records per write (default: the sink's batch size).
+        stall_timeout: give up when no record arrives for this many seconds.
 
     Raises:
         ValueError: unknown target.
+        RebuildError: the log stopped answering before its end offsets were reached
+            (what was written stays: run it again).
         ClickHouseError: the embedded ClickHouse is owned by another process.
     """
     from aiokafka import AIOKafkaConsumer
@@ -139,7 +147,11 @@ async def rebuild(
         max_partition_fetch_bytes=4 * 1024 * 1024,
         fetch_max_bytes=32 * 1024 * 1024,
     )
-    await consumer.start()
+    try:
+        await consumer.start()
+    except Exception as e:
+        await consumer.stop()
+        raise RebuildError(f"Kafka at {settings.bootstrap_servers} does not answer ({e})") from None
     try:
         parts = await partitions(consumer, topics)
         if not parts:
@@ -158,8 +170,16 @@ async def rebuild(
         nonce = uuid.uuid4().hex  # this run's inserts are never mistaken for an earlier run's
         limit = batch_size or settings.sink_batch_size
         consumer.pause(*(set(parts) - todo))
+        last_record = time.monotonic()
         while todo:
             batches = await consumer.getmany(timeout_ms=1000, max_records=limit)
+            if batches:
+                last_record = time.monotonic()
+            elif time.monotonic() - last_record > stall_timeout:
+                raise RebuildError(
+                    f"no record for {stall_timeout:.0f}s with {len(todo)} partitions short of their end "
+                    f"({stats.records} records replayed): is Kafka up? Run the rebuild again"
+                )
             located: list[Located] = []
             rewards: list[RewardScored] = []
             spans = []
