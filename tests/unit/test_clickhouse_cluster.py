@@ -212,3 +212,14 @@ def test_the_docker_compose_cluster_matches_what_the_ddl_expects() -> None:
     shard_of = {n: services[n]["environment"]["SHARD"] for n in nodes}
     for i, s in enumerate(shards, start=1):
         assert {shard_of[r.findtext("host") or ""] for r in s.findall("replica")} == {f"{i:02d}"}
+
+
+def test_cluster_mode_without_a_server_is_a_clear_error() -> None:
+    from agentlake.projections.clickhouse import ClickHouseError, connect
+    from agentlake.settings import Settings
+
+    s = Settings(home="/tmp/agentlake-unit-cluster", clickhouse_url=None, clickhouse_cluster="agentlake")  # type: ignore[arg-type]
+    with pytest.raises(
+        ClickHouseError, match="CLICKHOUSE_CLUSTER needs a ClickHouse server: set CLICKHOUSE_URL"
+    ):
+        connect(s)
