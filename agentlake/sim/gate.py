@@ -498,6 +498,8 @@ def markdown(report: dict[str, Any]) -> str:
         "| pass^k | " + " | ".join(_f(_at(m["pass_hat"], k)) for k in ks) + " |",
         "| pass@k | " + " | ".join(_f(_at(m["pass_at"], k)) for k in ks) + " |",
         "",
+        *(f"> ⚠️ {w}" for w in report.get("warnings", [])),
+        *([""] if report.get("warnings") else []),
         "| scenario | n | pass^1 | pass^k | reward | tool calls | failures by |",
         "|---|---|---|---|---|---|---|",
     ]

@@ -114,18 +114,22 @@ def _script(tmp_path: Path, name: str, body: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("last_line", "outcome"),
-    [('{"outcome": "error", "answer": "x"}', "error"), ('{"outcome": "weird"}', "error"), ("", None)],
+    ("code", "outcome"),
+    [
+        ('print(\'{"outcome": "error", "answer": "x"}\')', "error"),
+        ('print(\'{"outcome": "weird"}\')', "error"),
+        ("print('')", None),
+        ("import os; os._exit(0)", None),  # exits 0 without a word: not a success
+    ],
 )
 async def test_a_cmd_agent_reporting_error_or_printing_nothing_fails(
-    tmp_path: Path, last_line: str, outcome: str | None
+    tmp_path: Path, code: str, outcome: str | None
 ) -> None:
-    script = _script(tmp_path, "agent.py", f"print({last_line!r})\n")
+    script = _script(tmp_path, "agent.py", code + "\n")
     trial = expand(parse_suite(SUITE.replace("superset, calls: [{tool: get_order}]", "strict"), "s"), 1)[0]
     em = MemoryEmitter()
-    res = await run_trial(
-        trial, resolve_agent(f"cmd:{sys.executable} {script}"), tracer(em), "r", StagingFactory.default()
-    )
+    target = resolve_agent(f"cmd:{sys.executable} {script}")
+    res = await run_trial(trial, target, tracer(em), "r", StagingFactory.default())
     assert not res.verdict.success and res.verdict.attribution == "agent"
     end = end_event(em)
     assert end.outcome == (outcome or "error")
