@@ -303,6 +303,32 @@ class _BudgetedTools:
         return getattr(self.inner, name)
 
 
+class _Fenced:
+    """The trajectory as the agent sees it: once the trial is over (e.g. it timed out while
+    its thread was blocked), late steps and calls of the agent are dropped, so nothing is
+    recorded after `TrajectoryEnded`."""
+
+    def __init__(self, trajectory: Trajectory) -> None:
+        self._trajectory = trajectory
+        self.closed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trajectory, name)
+
+    def step(self, *args: Any, **kwargs: Any) -> None:
+        if not self.closed:
+            self._trajectory.step(*args, **kwargs)
+
+    def end(self, *args: Any, **kwargs: Any) -> None:
+        if not self.closed:
+            self._trajectory.end(*args, **kwargs)
+
+    def tool_call(self, *args: Any, **kwargs: Any) -> Any:
+        if self.closed:
+            raise RuntimeError("the trial is over: no more tool calls")
+        return self._trajectory.tool_call(*args, **kwargs)
+
+
 def _user_for(trial: Trial) -> Any:
     if trial.user is None:
         return None
@@ -414,13 +440,18 @@ async def run_trial(
             answer = await _run_external(target.command, trial, server, t, timeout)
         else:
             assert target.fn is not None
+            fenced = _Fenced(t)
             async with Client(server.server) as client:
                 inner = wrap_client(client) if wrap_client is not None else client
                 bridge = LoopBridge(inner, asyncio.get_running_loop())
-                tools = _BudgetedTools(TracedSession(bridge, t, server_name), trial.budgets.max_tool_calls)
-                answer = await run_in_thread(
-                    _call_agent, target.fn, trial.task, tools, t, user, trial.seed, timeout=timeout
-                )
+                session = TracedSession(bridge, fenced, server_name)  # type: ignore[arg-type]
+                tools = _BudgetedTools(session, trial.budgets.max_tool_calls)
+                try:
+                    answer = await run_in_thread(
+                        _call_agent, target.fn, trial.task, tools, fenced, user, trial.seed, timeout=timeout
+                    )
+                finally:
+                    fenced.closed = True
     except Exception as exc:
         cause = _unwrap(exc)  # the MCP client's task group wraps what the agent raised
         if isinstance(cause, TimeoutError):
