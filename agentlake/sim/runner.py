@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import hashlib
 import importlib
 import inspect
@@ -575,6 +576,7 @@ async def run_suite(
     early_stop: tuple[int, float] | None = None,
     stop_on_pass: bool = False,
     progress: Callable[[TrialResult | None], None] | None = None,
+    wrap_client: Callable[[Trial, Any], Any] | None = None,
 ) -> RunOutcome:
     """Run the trials concurrently.
 
@@ -586,6 +588,8 @@ async def run_suite(
             one check — certain to pass. Skipped trials count as failures in the
             metrics (over the planned trials), so skipping never raises a metric.
         progress: called with each result (None for a skipped trial).
+        wrap_client: ``(trial, client) -> client`` around each trial's MCP client (in-process
+            agents; e.g. an auth gateway).
     """
     from agentlake.sim.metrics import suite_decided
 
@@ -619,7 +623,8 @@ async def run_suite(
                 if progress:
                     progress(None)
                 return
-            res = await run_trial(tr, target, tracer, run_id, staging)
+            wrap = functools.partial(wrap_client, tr) if wrap_client is not None else None
+            res = await run_trial(tr, target, tracer, run_id, staging, wrap_client=wrap)
             results.append(res)
             done[tr.case_id].append(res.verdict.success)
             if progress:
