@@ -150,20 +150,28 @@ class StagingFactory:
 
     @classmethod
     def default(cls, registry: Any = None, faults: Faults | None = None) -> StagingFactory:
+        """The reference shop plus every registered server (OpenAPI-generated or declared tools).
+
+        Raises:
+            RunnerError: a registered server's tools cannot be built (one line).
+        """
         f = cls(faults=faults)
         f.servers["shop"] = tools_from_specs(SHOP_TOOLS, HandlerBehaviour(handler=shop_handler))
         if registry is not None:
             for spec in registry.servers():
                 if spec.id in f.servers:
                     continue
-                if spec.openapi:
-                    from agentlake.sim.openapi import tools_from_openapi
+                try:
+                    if spec.openapi:
+                        from agentlake.sim.openapi import tools_from_openapi
 
-                    f.servers[spec.id] = tools_from_openapi(spec.openapi, base_url=spec.url)
-                elif spec.tools:
-                    # declared tools without a behaviour: schema-validated, answered with a
-                    # `not_configured` error until a staging spec (--staging) gives them one
-                    f.servers[spec.id] = tools_from_specs(spec.tools)
+                        f.servers[spec.id] = tools_from_openapi(spec.openapi, base_url=spec.url)
+                    elif spec.tools:
+                        # declared tools without a behaviour: schema-validated, answered with a
+                        # `not_configured` error until a staging spec (--staging) gives them one
+                        f.servers[spec.id] = tools_from_specs(spec.tools)
+                except ValueError as e:  # OpenAPIError, pydantic's ValidationError
+                    raise RunnerError(_one_line(f"registered server {spec.id}: {e}")) from None
         return f
 
     def add_spec_file(self, path: str) -> None:
