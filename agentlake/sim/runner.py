@@ -11,11 +11,17 @@ them back — the same path production traffic takes.
 Agents under test (`resolve_agent`):
 * a built-in reference agent (``support-bot@1.0``, ``support-bot@1.1-beta``);
 * a registered agent whose spec has an ``entrypoint: module:callable``;
-* any ``module:callable`` (an async function ``(task, tools, trajectory, user=None)``);
+* any ``module:callable`` (an async function ``(task, tools, trajectory, user=None, seed=None)``);
 * ``openai:<model>``: the OpenAI-compatible tool-calling loop (`agentlake.sim.agents`);
 * ``cmd:<shell command>``: an external process that connects to the staging server
   over streamable HTTP (``AGENTLAKE_MCP_URL``) and prints its final answer as the
   last line of stdout; its calls are recorded on the server side.
+
+Where agents run is `agentlake.sim.harness`: in-process agents in a worker thread,
+``cmd:`` agents in their own process group, each with the trial's ``timeout_s``
+(default `DEFAULT_TIMEOUT_S`). Nothing an agent raises or does ends the runner.
+`check_setup` validates servers, expected tools, state paths and personas before
+the first trial, so a broken suite is a setup error, not failed trials.
 """
 
 from __future__ import annotations
