@@ -14,15 +14,15 @@ The checks are pure (`problems`) and unit-tested without Kafka.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from agentlake.settings import Settings
-from agentlake.topics import STREAMS_GROUP, TRAJECTORY_TOPICS, all_topics, size_config
+from agentlake.topics import STREAM_CHECKPOINTS, TRAJECTORY_TOPICS, all_topics, size_config
 
-# The stream worker's state table (agentlake/streams/app.py); faust names its changelog after it.
-STATE_TABLE = "trajectory_state"
+log = logging.getLogger("agentlake.topics")
 
 
 class TopicError(RuntimeError):
@@ -68,14 +68,39 @@ def wanted_topics(s: Settings) -> list[WantedTopic]:
             s.topic(t.name),
             n,
             compacted=t.compacted,
-            exact_partitions=t.name in TRAJECTORY_TOPICS,
+            exact_partitions=t.name in TRAJECTORY_TOPICS or t.name == STREAM_CHECKPOINTS,
             config={**t.config, **size_config(t.name, s.max_event_bytes)},
         )
         for t in all_topics()
     ]
-    app_id = s.topic(STREAMS_GROUP)
-    out.append(WantedTopic(f"{app_id}-{STATE_TABLE}-changelog", n, compacted=True, exact_partitions=True))
-    out.append(WantedTopic(f"{app_id}-__assignor-__leader", 1))
+    return out + stream_worker_topics(s)
+
+
+def stream_worker_topics(s: Settings) -> list[WantedTopic]:
+    """The topics faust declares for the stream worker: its tables' changelogs (compacted,
+    co-partitioned with the trajectory topics) and its assignor's leader topic.
+
+    Read from the app itself (built, never started), so they follow the worker's code.
+    Empty when the app cannot be built here: faust then declares them itself, with the
+    replication factor `agentlake up` hands the worker.
+    """
+    try:
+        from agentlake.streams.app import create_app
+
+        app = create_app(s)
+    except Exception as e:  # pragma: no cover - depends on the worker's code
+        log.warning("cannot list the stream worker's own topics (%s); faust will declare them", e)
+        return []
+    out = [
+        WantedTopic(
+            t.changelog_topic.get_topic_name(),
+            t.partitions or s.topic_partitions,
+            compacted=True,
+            exact_partitions=True,
+        )
+        for t in app.tables.values()
+    ]
+    out.append(WantedTopic(f"{app.conf.id}-__assignor-__leader", 1))
     return out
 
 
@@ -164,43 +189,47 @@ def check_settings(replication_factor: int, min_insync_replicas: int | None, bro
 
 # -- Kafka adapter ----------------------------------------------------------------
 async def _broker_config(admin: Any, broker_id: int, names: list[str]) -> dict[str, str]:
+    """The broker configs among `names` that `broker_id` reports (none when it refuses, e.g. ACLs)."""
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     resp = await admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, str(broker_id), None)])
     out = {}
     for r in resp:
         for res in r.resources:
+            if res[0] != 0:
+                continue
             for entry in res[4]:
                 if entry[0] in names:
                     out[entry[0]] = entry[1]
     return out
 
 
-async def cluster_replication(admin: Any) -> tuple[int, int]:
-    """(the cluster's ``default.replication.factor``, number of brokers)."""
+async def cluster_replication(admin: Any) -> tuple[int | None, int]:
+    """(the cluster's ``default.replication.factor``, or None when a broker will not say; brokers)."""
     meta = await admin.describe_cluster()
     brokers = [b["node_id"] for b in meta["brokers"]]
     cfg = await _broker_config(admin, brokers[0], ["default.replication.factor"])
-    return int(cfg.get("default.replication.factor", "1")), len(brokers)
+    value = cfg.get("default.replication.factor")
+    return (int(value) if value else None), len(brokers)
 
 
-async def replication_factor(s: Settings, admin: Any | None = None) -> int:
+def resolve_replication(s: Settings, cluster_default: int | None) -> int:
     """The replication factor new topics get: the setting, else 1 for the embedded broker,
-    else the cluster's ``default.replication.factor`` (asked from a broker)."""
+    else the cluster's ``default.replication.factor``.
+
+    Raises:
+        TopicError: unset, on a cluster that does not tell its default.
+    """
     if s.topic_replication_factor is not None:
         return s.topic_replication_factor
     if s.embedded_kafka:
         return 1
-    if admin is not None:
-        return (await cluster_replication(admin))[0]
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    own = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers, request_timeout_ms=10000)
-    await own.start()
-    try:
-        return (await cluster_replication(own))[0]
-    finally:
-        await own.close()
+    if cluster_default is None:
+        raise TopicError(
+            "the cluster does not tell its default.replication.factor (DescribeConfigs refused): "
+            "set AGENTLAKE_TOPIC_REPLICATION_FACTOR"
+        )
+    return cluster_default
 
 
 async def describe(admin: Any, names: list[str]) -> dict[str, ExistingTopic]:
@@ -239,6 +268,24 @@ async def describe(admin: Any, names: list[str]) -> dict[str, ExistingTopic]:
     return out
 
 
+async def _describe_all(admin: Any, names: list[str], timeout: float) -> dict[str, ExistingTopic]:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await describe(admin, names)
+        if len(found) == len(names) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    missing = sorted(set(names) - set(found))
+    if missing:
+        raise TopicError(
+            f"topic {missing[0]} was created but the cluster does not describe it after {timeout:.0f}s"
+        )
+    return found
+
+
 @dataclass
 class TopicsReport:
     """What `ensure_topics` did: topics created, and the replication they were created with."""
@@ -263,10 +310,7 @@ async def ensure_topics(s: Settings, *, timeout_ms: int = 30000) -> TopicsReport
     await admin.start()
     try:
         default_rf, brokers = await cluster_replication(admin)
-        if s.topic_replication_factor is not None:
-            rf = s.topic_replication_factor
-        else:
-            rf = 1 if s.embedded_kafka else default_rf
+        rf = resolve_replication(s, default_rf)
         isr = s.topic_min_insync_replicas
         check_settings(rf, isr, brokers)
         wanted = wanted_topics(s)
@@ -284,7 +328,8 @@ async def ensure_topics(s: Settings, *, timeout_ms: int = 30000) -> TopicsReport
                 elif code != TopicAlreadyExistsError.errno:  # a concurrent `up` made it: verified below
                     err = for_code(code).__name__
                     raise TopicError(f"cannot create topic {name!r}: {err}: {message or 'no detail'}")
-            existing.update(await describe(admin, [n for n in (w.name for w in missing) if n not in created]))
+            # brokers learn of new topics asynchronously: wait until every one is described
+            existing.update(await _describe_all(admin, [w.name for w in missing], timeout_ms / 1000))
         bad = problems(wanted, existing, rf, isr)
         if bad:
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from typing import Any
 
 import typer
@@ -43,7 +44,7 @@ def rebuild(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from agentlake.consumers.rebuild import parse_since
+    from agentlake.consumers.rebuild import RebuildError, parse_since
     from agentlake.consumers.rebuild import rebuild as run_rebuild
 
     if from_beginning and since:
@@ -53,6 +54,7 @@ def rebuild(
     except ValueError as e:
         raise UserError(str(e)) from None
     s = _settings()
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # a failure is reported in one line below
     with Progress(
         TextColumn(f"rebuilding {target.value}"),
         BarColumn(),
@@ -66,9 +68,12 @@ def rebuild(
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        stats = asyncio.run(
-            run_rebuild(s, target.value, since=start, recreate=recreate, progress=progress)  # type: ignore[arg-type]
-        )
+        try:
+            stats = asyncio.run(
+                run_rebuild(s, target.value, since=start, recreate=recreate, progress=progress)  # type: ignore[arg-type]
+            )
+        except RebuildError as e:
+            raise UserError(str(e)) from None
     info: dict[str, Any] = {
         "target": stats.target,
         "topics": stats.topics,

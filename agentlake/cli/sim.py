@@ -214,7 +214,7 @@ async def _sim_run(
             staging=factory,
             concurrency=concurrency,
             early_stop=stop,
-            stop_on_pass=len(gate_spec.resolved()) == 1,
+            stop_on_pass=_bounds(gate_spec) == 1,  # the pass^k floor is the gate's only check
             progress=lambda _r: bar.advance(task),
             wrap_client=auth_hook.wrap if auth_hook is not None else None,
         )
@@ -263,6 +263,8 @@ async def _sim_run(
     warnings = g.reward_warnings(rows)
     if suite.gate is None:
         warnings.append("the suite declares no gate: the default gate requires every trial to pass")
+    elif not suite.gate.root:
+        warnings.append("the suite's gate is empty (gate: {}): this run reports, it cannot fail")
     report = g.report_json(
         run_id=run_id,
         suite_id=suite.id,
@@ -307,6 +309,12 @@ def exit_code(report: dict[str, Any]) -> int:
     if report["passed"] is not False:
         return 0
     return 3 if report["failures_by"].get("infrastructure") else 1
+
+
+def _bounds(gate_spec: Any) -> int:
+    """How many checks a gate makes (one per bound of each metric)."""
+    kinds = ("min", "max", "max_drop", "max_increase")
+    return sum(getattr(t, b) is not None for _, t in gate_spec.resolved() for b in kinds)
 
 
 def _early_stop_rule(gate_spec: Any) -> tuple[int, float] | None:
@@ -381,13 +389,14 @@ def render_sim_report(report: dict[str, Any]) -> None:
                 "[green]pass[/]" if c["passed"] else "[red]FAIL[/]",
             )
         out.print(gt)
-        for w in report.get("warnings", []):
-            out.print(f"[yellow]warning:[/] {escape(w)}")
-        if report["failures_by"].get("infrastructure"):
-            out.print(
-                f"[yellow]{report['failures_by']['infrastructure']} trial(s) failed on infrastructure "
-                "(model provider); they count as failures, and a failed gate exits 3[/]"
-            )
+    for w in report.get("warnings", []):
+        out.print(f"[yellow]warning:[/] {escape(w)}")
+    if report["failures_by"].get("infrastructure"):
+        out.print(
+            f"[yellow]{report['failures_by']['infrastructure']} trial(s) failed on infrastructure "
+            "(model provider); they count as failures, and a failed gate exits 3[/]"
+        )
+    if report["gate"]:
         verdict = "[green]PASSED[/]" if report["passed"] else "[red]FAILED[/]"
         out.print(
             f"gate {verdict}" + (f" against baseline {report['baseline']}" if report["baseline"] else "")

@@ -8,7 +8,8 @@ by the sink's own code (`ClickHouseWriter`, `TrajectoryIndex.upsert`), and
 every table is keyed by event, so a replay over rows that already exist
 replaces them with themselves: running it twice changes nothing.
 
-Malformed records are skipped and counted (the live path has dead-lettered them).
+Malformed records, and those the stream worker's per-record rules reject, are
+skipped and counted, as the live sink skips them (the worker dead-letters them).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from agentlake.consumers.sink import SINK_TOPICS
 from agentlake.projections.clickhouse import ClickHouseWriter, Located, connect, recreate_tables
 from agentlake.schemas import DecodeError, RewardScored, codec
 from agentlake.settings import Settings
-from agentlake.topics import REWARDS
+from agentlake.topics import REWARDS, TRAJECTORY_TOPICS
 
 Target = Literal["clickhouse", "milvus"]
 TARGETS: dict[str, tuple[str, ...]] = {
@@ -36,6 +37,10 @@ TARGETS: dict[str, tuple[str, ...]] = {
 }
 
 Progress = Callable[[int, int], None]  # (records read so far, records to read)
+
+
+class RebuildError(RuntimeError):
+    """A rebuild could not finish; the message says why and what to do."""
 
 
 @dataclass
@@ -102,6 +107,7 @@ async def rebuild(
     recreate: bool = False,
     progress: Progress | None = None,
     batch_size: int | None = None,
+    stall_timeout: float = 120.0,
 ) -> RebuildStats:
     """Replay the log into `target`.
 
@@ -113,9 +119,12 @@ async def rebuild(
         recreate: drop the target's tables (collection) and create them empty first.
         progress: called with (records read, records to read) after each batch.
         batch_size: records per write (default: the sink's batch size).
+        stall_timeout: give up when no record arrives for this many seconds.
 
     Raises:
         ValueError: unknown target.
+        RebuildError: the log stopped answering before its end offsets were reached
+            (what was written stays: run it again).
         ClickHouseError: the embedded ClickHouse is owned by another process.
     """
     from aiokafka import AIOKafkaConsumer
@@ -138,7 +147,11 @@ async def rebuild(
         max_partition_fetch_bytes=4 * 1024 * 1024,
         fetch_max_bytes=32 * 1024 * 1024,
     )
-    await consumer.start()
+    try:
+        await consumer.start()
+    except Exception as e:
+        await consumer.stop()
+        raise RebuildError(f"Kafka at {settings.bootstrap_servers} does not answer ({e})") from None
     try:
         parts = await partitions(consumer, topics)
         if not parts:
@@ -153,11 +166,20 @@ async def rebuild(
         if progress:
             progress(0, total)
         c = codec()
+        trajectory_topics = {settings.topic(t): t for t in TRAJECTORY_TOPICS}
         nonce = uuid.uuid4().hex  # this run's inserts are never mistaken for an earlier run's
         limit = batch_size or settings.sink_batch_size
         consumer.pause(*(set(parts) - todo))
+        last_record = time.monotonic()
         while todo:
             batches = await consumer.getmany(timeout_ms=1000, max_records=limit)
+            if batches:
+                last_record = time.monotonic()
+            elif time.monotonic() - last_record > stall_timeout:
+                raise RebuildError(
+                    f"no record for {stall_timeout:.0f}s with {len(todo)} partitions short of their end "
+                    f"({stats.records} records replayed): is Kafka up? Run the rebuild again"
+                )
             located: list[Located] = []
             rewards: list[RewardScored] = []
             spans = []
@@ -173,6 +195,10 @@ async def rebuild(
                             raise DecodeError("empty", "record has no value")
                         ev = c.decode(m.value)
                     except DecodeError:
+                        stats.skipped += 1
+                        continue
+                    logical = trajectory_topics.get(m.topic)
+                    if logical is not None and rejects(logical, m.key, ev):
                         stats.skipped += 1
                         continue
                     located.append((ev, m.topic, m.partition, m.offset))
@@ -195,6 +221,16 @@ async def rebuild(
         await consumer.stop()
         stats.seconds = round(time.monotonic() - started, 3)
     return stats
+
+
+def rejects(logical_topic: str, key: bytes | None, ev: Any) -> bool:
+    """Whether the live sink leaves this decoded trajectory event out of the projections:
+    the stream worker's per-record rules (`agentlake.streams.processor.check_record`,
+    where the worker defines them) dead-letter it, so a rebuild must skip it too."""
+    from agentlake.streams import processor
+
+    check = getattr(processor, "check_record", None)
+    return check is not None and check(logical_topic, key, ev.record, ev.trajectory_id, ev.seq) is not None
 
 
 def _open_store(settings: Settings, target: str, recreate: bool) -> tuple[ClickHouseWriter | None, Any]:

@@ -481,6 +481,11 @@ def _f(x: Any, fmt: str = "{:.3f}") -> str:
     return "–" if x is None else fmt.format(x)
 
 
+def _md(text: Any) -> str:
+    """A Markdown table cell: pipes escaped, line breaks and XML-forbidden characters made visible."""
+    return xml_text(str(text)).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
 def markdown(report: dict[str, Any]) -> str:
     verdict = {True: "✅ passed", False: "❌ failed", None: "no gate"}[report["passed"]]
     m = report["suite_metrics"]
@@ -498,13 +503,16 @@ def markdown(report: dict[str, Any]) -> str:
         "| pass^k | " + " | ".join(_f(_at(m["pass_hat"], k)) for k in ks) + " |",
         "| pass@k | " + " | ".join(_f(_at(m["pass_at"], k)) for k in ks) + " |",
         "",
+        *(f"> ⚠️ {w}" for w in report.get("warnings", [])),
+        *([""] if report.get("warnings") else []),
         "| scenario | n | pass^1 | pass^k | reward | tool calls | failures by |",
         "|---|---|---|---|---|---|---|",
     ]
     for s in report["scenarios"]:
         blame = ", ".join(f"{k}: {v}" for k, v in s["failures_by"].items()) or "–"
         out.append(
-            f"| {s['scenario']} | {s['n']} | {_f(s['pass_hat_1'])} | {_f(s['pass_hat_k'])} (k={s['k']}) | "
+            f"| {_md(s['scenario'])} | {s['n']} | {_f(s['pass_hat_1'])} | "
+            f"{_f(s['pass_hat_k'])} (k={s['k']}) | "
             f"{_f(s['reward'])} | {_f(s['tool_calls'], '{:.2f}')} | {blame} |"
         )
     if report["gate"]:

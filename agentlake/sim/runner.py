@@ -11,11 +11,17 @@ them back — the same path production traffic takes.
 Agents under test (`resolve_agent`):
 * a built-in reference agent (``support-bot@1.0``, ``support-bot@1.1-beta``);
 * a registered agent whose spec has an ``entrypoint: module:callable``;
-* any ``module:callable`` (an async function ``(task, tools, trajectory, user=None)``);
+* any ``module:callable`` (an async function ``(task, tools, trajectory, user=None, seed=None)``);
 * ``openai:<model>``: the OpenAI-compatible tool-calling loop (`agentlake.sim.agents`);
 * ``cmd:<shell command>``: an external process that connects to the staging server
   over streamable HTTP (``AGENTLAKE_MCP_URL``) and prints its final answer as the
   last line of stdout; its calls are recorded on the server side.
+
+Where agents run is `agentlake.sim.harness`: in-process agents in a worker thread,
+``cmd:`` agents in their own process group, each with the trial's ``timeout_s``
+(default `DEFAULT_TIMEOUT_S`). Nothing an agent raises or does ends the runner.
+`check_setup` validates servers, expected tools, state paths and personas before
+the first trial, so a broken suite is a setup error, not failed trials.
 """
 
 from __future__ import annotations
@@ -150,20 +156,28 @@ class StagingFactory:
 
     @classmethod
     def default(cls, registry: Any = None, faults: Faults | None = None) -> StagingFactory:
+        """The reference shop plus every registered server (OpenAPI-generated or declared tools).
+
+        Raises:
+            RunnerError: a registered server's tools cannot be built (one line).
+        """
         f = cls(faults=faults)
         f.servers["shop"] = tools_from_specs(SHOP_TOOLS, HandlerBehaviour(handler=shop_handler))
         if registry is not None:
             for spec in registry.servers():
                 if spec.id in f.servers:
                     continue
-                if spec.openapi:
-                    from agentlake.sim.openapi import tools_from_openapi
+                try:
+                    if spec.openapi:
+                        from agentlake.sim.openapi import tools_from_openapi
 
-                    f.servers[spec.id] = tools_from_openapi(spec.openapi, base_url=spec.url)
-                elif spec.tools:
-                    # declared tools without a behaviour: schema-validated, answered with a
-                    # `not_configured` error until a staging spec (--staging) gives them one
-                    f.servers[spec.id] = tools_from_specs(spec.tools)
+                        f.servers[spec.id] = tools_from_openapi(spec.openapi, base_url=spec.url)
+                    elif spec.tools:
+                        # declared tools without a behaviour: schema-validated, answered with a
+                        # `not_configured` error until a staging spec (--staging) gives them one
+                        f.servers[spec.id] = tools_from_specs(spec.tools)
+                except ValueError as e:  # OpenAPIError, pydantic's ValidationError
+                    raise RunnerError(_one_line(f"registered server {spec.id}: {e}")) from None
         return f
 
     def add_spec_file(self, path: str) -> None:
@@ -304,6 +318,32 @@ class _BudgetedTools:
         return getattr(self.inner, name)
 
 
+class _Fenced:
+    """The trajectory as the agent sees it: once the trial is over (e.g. it timed out while
+    its thread was blocked), late steps and calls of the agent are dropped, so nothing is
+    recorded after `TrajectoryEnded`."""
+
+    def __init__(self, trajectory: Trajectory) -> None:
+        self._trajectory = trajectory
+        self.closed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trajectory, name)
+
+    def step(self, *args: Any, **kwargs: Any) -> None:
+        if not self.closed:
+            self._trajectory.step(*args, **kwargs)
+
+    def end(self, *args: Any, **kwargs: Any) -> None:
+        if not self.closed:
+            self._trajectory.end(*args, **kwargs)
+
+    def tool_call(self, *args: Any, **kwargs: Any) -> Any:
+        if self.closed:
+            raise RuntimeError("the trial is over: no more tool calls")
+        return self._trajectory.tool_call(*args, **kwargs)
+
+
 def _user_for(trial: Trial) -> Any:
     if trial.user is None:
         return None
@@ -415,13 +455,18 @@ async def run_trial(
             answer = await _run_external(target.command, trial, server, t, timeout)
         else:
             assert target.fn is not None
+            fenced = _Fenced(t)
             async with Client(server.server) as client:
                 inner = wrap_client(client) if wrap_client is not None else client
                 bridge = LoopBridge(inner, asyncio.get_running_loop())
-                tools = _BudgetedTools(TracedSession(bridge, t, server_name), trial.budgets.max_tool_calls)
-                answer = await run_in_thread(
-                    _call_agent, target.fn, trial.task, tools, t, user, trial.seed, timeout=timeout
-                )
+                session = TracedSession(bridge, fenced, server_name)  # type: ignore[arg-type]
+                tools = _BudgetedTools(session, trial.budgets.max_tool_calls)
+                try:
+                    answer = await run_in_thread(
+                        _call_agent, target.fn, trial.task, tools, fenced, user, trial.seed, timeout=timeout
+                    )
+                finally:
+                    fenced.closed = True
     except Exception as exc:
         cause = _unwrap(exc)  # the MCP client's task group wraps what the agent raised
         if isinstance(cause, TimeoutError):
@@ -557,7 +602,8 @@ async def run_suite(
             one check — certain to pass. Skipped trials count as failures in the
             metrics (over the planned trials), so skipping never raises a metric.
         progress: called with each result (None for a skipped trial).
-        wrap_client: ``(trial, client) -> client`` around each trial's MCP client (`sim run --auth`).
+        wrap_client: ``(trial, client) -> client`` around each trial's MCP client (in-process
+            agents; e.g. an auth gateway).
     """
     from agentlake.sim.metrics import suite_decided
 
@@ -591,7 +637,7 @@ async def run_suite(
                 if progress:
                     progress(None)
                 return
-            wrap = functools.partial(wrap_client, tr) if wrap_client is not None else None  # sim run --auth
+            wrap = functools.partial(wrap_client, tr) if wrap_client is not None else None
             res = await run_trial(tr, target, tracer, run_id, staging, wrap_client=wrap)
             results.append(res)
             done[tr.case_id].append(res.verdict.success)

@@ -126,7 +126,7 @@ def create_app(
         datadir=str(datadir or settings.data_dir / "streams" / "streams"),
         processing_guarantee="at_least_once",
         topic_partitions=settings.topic_partitions,
-        topic_replication_factor=settings.topic_replication_factor or 1,  # `up` passes the cluster's
+        topic_replication_factor=1,
         topic_allow_declare=True,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",

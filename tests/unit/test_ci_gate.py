@@ -226,3 +226,9 @@ def test_the_text_table_prints_whole_case_ids_and_escapes_markup(monkeypatch: py
             break
     assert sorted(cells) == sorted(ids)  # whole ids, nothing cut, markup ([user=bob]) kept as text
     assert all(len(line) <= 80 for line in buffer.getvalue().splitlines())
+
+
+def test_the_markdown_table_survives_pipes_in_case_ids() -> None:
+    rep = report([row("case[q=a|b]", 0, True)])
+    line = next(x for x in g.markdown(rep).splitlines() if x.startswith("| case"))
+    assert line.count(" | ") == 6 and "case[q=a\\|b]" in line  # 7 cells, the pipe escaped

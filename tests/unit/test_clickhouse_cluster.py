@@ -194,3 +194,36 @@ def test_global_in_queries_of_the_reconciler_and_replay_run_and_are_right(tmp_pa
     )
     assert res["unscored"] == sorted(res["ids"][1:])
     assert res["trials"] == ["t0", "t1", "t2"]
+
+
+def test_the_docker_compose_cluster_matches_what_the_ddl_expects() -> None:
+    """infra/clickhouse-cluster: 2 shards x 2 replicas, the macros the ZooKeeper paths use, one Keeper."""
+    import xml.etree.ElementTree as ET
+
+    import yaml
+
+    folder = ROOT / "infra" / "clickhouse-cluster"
+    compose = yaml.safe_load((folder / "docker-compose.yml").read_text())
+    config = ET.parse(folder / "cluster.xml").getroot()
+    cluster = config.find("remote_servers/agentlake")
+    assert cluster is not None
+    shards = cluster.findall("shard")
+    assert len(shards) == 2 and all(len(s.findall("replica")) == 2 for s in shards)
+    assert {m.tag for m in config.find("macros") or []} == {"shard", "replica"}
+    nodes = {r.findtext("host") for s in shards for r in s.findall("replica")}
+    services = compose["services"]
+    assert "keeper" in services and nodes <= set(services)
+    shard_of = {n: services[n]["environment"]["SHARD"] for n in nodes}
+    for i, s in enumerate(shards, start=1):
+        assert {shard_of[r.findtext("host") or ""] for r in s.findall("replica")} == {f"{i:02d}"}
+
+
+def test_cluster_mode_without_a_server_is_a_clear_error() -> None:
+    from agentlake.projections.clickhouse import ClickHouseError, connect
+    from agentlake.settings import Settings
+
+    s = Settings(home="/tmp/agentlake-unit-cluster", clickhouse_url=None, clickhouse_cluster="agentlake")  # type: ignore[arg-type]
+    with pytest.raises(
+        ClickHouseError, match="CLICKHOUSE_CLUSTER needs a ClickHouse server: set CLICKHOUSE_URL"
+    ):
+        connect(s)

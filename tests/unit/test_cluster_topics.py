@@ -25,20 +25,19 @@ def fits(w: WantedTopic, rf: int = 3) -> ExistingTopic:
 def test_every_topic_is_wanted_with_the_prefix_and_the_stream_workers_own_topics() -> None:
     names = {w.name for w in wanted_topics(S)}
     assert "u-agent.steps" in names and "u-agent.steps.dlq" in names
-    assert "u-agentlake-streams-trajectory_state-changelog" in names
     assert "u-agentlake-streams-__assignor-__leader" in names
     assert all(n.startswith("u-") for n in names)
 
 
-def test_the_changelog_name_is_the_one_the_faust_app_declares() -> None:
+def test_the_stream_workers_own_topics_are_the_ones_its_faust_app_declares() -> None:
     from agentlake.streams.app import create_app
 
     app = create_app(S, broker="kafka://127.0.0.1:9")
-    changelogs = {t.changelog_topic.get_topic_name() for t in app.tables.values()}
-    leader = app._leader_assignor._leader_topic_name  # type: ignore[attr-defined]
-    wanted = {w.name for w in wanted_topics(S)}
-    assert changelogs <= wanted, changelogs - wanted
-    assert leader in wanted
+    wanted = {w.name: w for w in wanted_topics(S)}
+    for table in app.tables.values():
+        w = wanted[table.changelog_topic.get_topic_name()]
+        assert w.compacted and w.exact_partitions
+    assert wanted[app._leader_assignor._leader_topic_name].partitions == 1  # type: ignore[attr-defined]
 
 
 def test_topics_that_fit_raise_no_problem() -> None:
@@ -115,3 +114,15 @@ def test_settings_reject_a_zero_replication_factor_and_a_bad_cluster_name() -> N
         Settings(topic_replication_factor=0)
     with pytest.raises(ValidationError):
         Settings(clickhouse_cluster="a b; DROP")
+
+
+def test_replication_is_the_setting_else_one_embedded_else_the_clusters_default() -> None:
+    from agentlake.topic_admin import resolve_replication
+
+    external = Settings(kafka_bootstrap_servers="k1:9092,k2:9092")
+    embedded = Settings(kafka_bootstrap_servers=None)
+    assert resolve_replication(Settings(topic_replication_factor=2), 3) == 2
+    assert resolve_replication(embedded, 3) == 1  # the single local broker
+    assert resolve_replication(external, 3) == 3
+    with pytest.raises(TopicError, match="set AGENTLAKE_TOPIC_REPLICATION_FACTOR"):
+        resolve_replication(external, None)

@@ -28,7 +28,7 @@ from agentlake.sim.reference import SHOP_TOOLS
 
 def tracer(max_payload: int = 64 * 1024) -> tuple[Tracer, MemoryEmitter]:
     em = MemoryEmitter()
-    settings = Settings(home="/tmp/agentlake-unit", max_payload_bytes=max_payload)  # type: ignore[call-arg]
+    settings = Settings(home="/tmp/agentlake-unit", max_payload_bytes=max_payload)  # type: ignore[arg-type]
     return Tracer("support-bot", "2.0", emitter=em, settings=settings), em
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import textwrap
@@ -57,6 +58,7 @@ async def raises_system_exit(task: str, tools: Any, trajectory: Any) -> str:
 async def blocks(task: str, tools: Any, trajectory: Any) -> str:
     await tools.call_tool("get_order", {"order_id": 1})
     time.sleep(3)  # a synchronous call inside an async agent
+    trajectory.step("final", "too late")  # after the timeout: must not be recorded
     trajectory.end("success", final_answer="done")
     return "done"
 
@@ -86,13 +88,18 @@ async def test_an_agent_that_exits_is_a_recorded_failure_and_the_runner_goes_on(
 
 async def test_a_blocking_agent_times_out_without_failing_the_healthy_trials_beside_it() -> None:
     trials = expand(parse_suite(SUITE, "s.yaml"), 1)
-    out = await run_suite(trials, AgentTarget("x", "1", fn=mixed), tracer(MemoryEmitter()), concurrency=8)
+    em = MemoryEmitter()
+    out = await run_suite(trials, AgentTarget("x", "1", fn=mixed), tracer(em), concurrency=8)
     by_oid = {r.trial.binding["oid"]: r for r in out.results}
     assert not by_oid[1].verdict.success
     assert next(c for c in by_oid[1].verdict.checks if c.name == "budget").detail == "timeout_s exceeded"
     assert all(by_oid[oid].verdict.success for oid in range(2, 9)), [
         (oid, r.verdict.reason) for oid, r in by_oid.items()
     ]
+    await asyncio.sleep(1.5)  # let the blocked agent wake up and try to record more
+    mine = [codec().decode(v) for _, _, v in em.records]
+    mine = [e for e in mine if e.trajectory_id == by_oid[1].trajectory_id]
+    assert isinstance(mine[-1], TrajectoryEnded) and mine[-1].outcome == "timeout"
 
 
 async def test_run_in_thread_turns_base_exceptions_into_failures_and_has_a_deadline() -> None:
@@ -114,18 +121,22 @@ def _script(tmp_path: Path, name: str, body: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("last_line", "outcome"),
-    [('{"outcome": "error", "answer": "x"}', "error"), ('{"outcome": "weird"}', "error"), ("", None)],
+    ("code", "outcome"),
+    [
+        ('print(\'{"outcome": "error", "answer": "x"}\')', "error"),
+        ('print(\'{"outcome": "weird"}\')', "error"),
+        ("print('')", None),
+        ("import os; os._exit(0)", None),  # exits 0 without a word: not a success
+    ],
 )
 async def test_a_cmd_agent_reporting_error_or_printing_nothing_fails(
-    tmp_path: Path, last_line: str, outcome: str | None
+    tmp_path: Path, code: str, outcome: str | None
 ) -> None:
-    script = _script(tmp_path, "agent.py", f"print({last_line!r})\n")
+    script = _script(tmp_path, "agent.py", code + "\n")
     trial = expand(parse_suite(SUITE.replace("superset, calls: [{tool: get_order}]", "strict"), "s"), 1)[0]
     em = MemoryEmitter()
-    res = await run_trial(
-        trial, resolve_agent(f"cmd:{sys.executable} {script}"), tracer(em), "r", StagingFactory.default()
-    )
+    target = resolve_agent(f"cmd:{sys.executable} {script}")
+    res = await run_trial(trial, target, tracer(em), "r", StagingFactory.default())
     assert not res.verdict.success and res.verdict.attribution == "agent"
     end = end_event(em)
     assert end.outcome == (outcome or "error")

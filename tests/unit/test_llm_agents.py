@@ -37,7 +37,7 @@ from agentlake.sim.llm import ChatClient, LLMError
 from agentlake.sim.reference import SHOP_TOOLS, shop_server, shop_state
 from agentlake.sim.staging import serve_asgi
 
-SETTINGS = Settings(home="/tmp/agentlake-unit")  # type: ignore[call-arg]
+SETTINGS = Settings(home="/tmp/agentlake-unit")  # type: ignore[arg-type]
 KEY = "sk-test-123"
 NUMBER = re.compile(r"\d+")
 PROVIDER_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -66,7 +66,7 @@ def called_tool(messages: list[dict[str, Any]], tool_call_id: str) -> str:
         if m["role"] == "assistant"
         for c in m.get("tool_calls") or []
     }
-    return names[tool_call_id]
+    return str(names[tool_call_id])
 
 
 def support_model(messages: list[dict[str, Any]]) -> dict[str, Any]:

@@ -41,3 +41,24 @@ def test_each_target_replays_the_topics_its_store_is_made_of() -> None:
         "agent.tool_calls",
         "rewards.scored",
     }
+
+
+def test_a_rebuild_skips_what_the_workers_per_record_rules_reject(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from agentlake.consumers.rebuild import rejects
+    from agentlake.streams import processor
+
+    ev = SimpleNamespace(record="AgentStep", trajectory_id="t1", seq=3)
+    seen = []
+
+    def check_record(topic: str, key: bytes | None, record: str, trajectory_id: str, seq: int) -> object:
+        seen.append((topic, key, record, trajectory_id, seq))
+        return ("key_mismatch", "key is not the trajectory id") if key != trajectory_id.encode() else None
+
+    monkeypatch.setattr(processor, "check_record", check_record, raising=False)
+    assert rejects("agent.steps", b"other", ev)
+    assert not rejects("agent.steps", b"t1", ev)
+    assert seen[0] == ("agent.steps", b"other", "AgentStep", "t1", 3)
+    monkeypatch.delattr(processor, "check_record")
+    assert not rejects("agent.steps", b"other", ev)  # no rules: nothing rejected
