@@ -102,6 +102,10 @@ async def test_delegation_graph_is_projected_and_queried(
     by_agent = {r["agent_id"]: r for r in tree}
     assert set(by_agent) >= {"support-bot", "lookup-bot", "refund-bot"}
     assert (by_agent["lookup-bot"]["calls_allowed"], by_agent["lookup-bot"]["calls_denied"]) == (1, 1)
+    assert (by_agent["refund-bot"]["calls_allowed"], by_agent["refund-bot"]["calls_denied"]) == (
+        1,
+        0,
+    )  # approved
     revoked = query(
         client,
         "SELECT reason FROM auth_revocations FINAL WHERE revocation_id = {r:String}",
