@@ -219,3 +219,12 @@ def test_identities_are_published_with_the_authority_keys(tmp_path: Path) -> Non
     assert published[("agent", "support-bot", 0)] == str(bot.public_key)
     assert published[("approver", "approver", 0)] == str(approver.public_key)
     assert keys.identity("support-bot").public_key.to_bytes() == bot.public_key.to_bytes()  # stable
+
+
+def test_task_ids_are_free_text(auth: Authority) -> None:
+    task = 'shop-support/refund-delivered[oid=17]#0 "quoted"'
+    token = auth.mint(shop_spec(task=task))
+    assert auth.verify(token, call(task=task)).allowed
+    assert not auth.verify(token, call(task=task + " ")).allowed
+    with pytest.raises(PolicyError):
+        shop_spec(task="line\nbreak")
