@@ -173,11 +173,26 @@ class KeyRing:
         return self.identity("approver", kind="approver")
 
     def published(self, now_us: int) -> list[PublishedKey]:
-        """Every authority key as a registry record (the current one last)."""
-        return [
+        """Every key as a registry record: authority keys by key id, then approver and agent identities."""
+        out = [
             PublishedKey(kid, "authority", "authority", public_hex(self.authority(kid).public_key), now_us)
             for kid in self.authority_ids()
         ]
+        if self.folder.exists():
+            for path in sorted(self.folder.glob("*.key")):
+                name = path.name.removesuffix(".key")
+                if name == "approver":
+                    out.append(
+                        PublishedKey(
+                            0, "approver", "approver", public_hex(self.approver().public_key), now_us
+                        )
+                    )
+                elif name.startswith("agent-"):
+                    owner = name.removeprefix("agent-")
+                    out.append(
+                        PublishedKey(0, owner, "agent", public_hex(self.identity(owner).public_key), now_us)
+                    )
+        return out
 
 
 def keyring_for(settings: Settings) -> KeyRing:

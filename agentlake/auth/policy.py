@@ -61,6 +61,14 @@ def _name(value: str, what: str) -> str:
     return value
 
 
+def _task(value: str) -> str:
+    """Task ids are free text (a trial id, a ticket number): 1-200 printable characters.
+    They reach Datalog as parameters only, so no character is special."""
+    if not isinstance(value, str) or not 0 < len(value) <= 200 or not value.isprintable():
+        raise PolicyError(f"bad task id {value!r}: use 1-200 printable characters")
+    return value
+
+
 @dataclass(frozen=True)
 class Grant:
     """One tool-level scope: `operation` on `tool` of MCP server `server` (`tool="*"`: any tool)."""
@@ -121,7 +129,7 @@ class TokenSpec:
         if self.expires.tzinfo is None:
             raise PolicyError("expiry must be timezone-aware")
         if self.task is not None:
-            _name(self.task, "task id")
+            _task(self.task)
         if not 0 <= self.max_depth <= 16:
             raise PolicyError(f"max_depth {self.max_depth} out of range 0..16")
         if self.budget is not None and self.budget < 1:
@@ -174,7 +182,7 @@ class Attenuation:
         if self.expires is not None and self.expires.tzinfo is None:
             raise PolicyError("expiry must be timezone-aware")
         if self.task is not None:
-            _name(self.task, "task id")
+            _task(self.task)
         fields = (self.delegate, self.tools, self.operations, self.servers, self.expires, self.task)
         if all(f is None for f in fields) and not self.resources:
             raise PolicyError("an attenuation must narrow something or name a delegate")

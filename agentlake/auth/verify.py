@@ -180,6 +180,8 @@ class Verifier:
         self.limits = limits
         self._base = authorizer_builder(extra_code + "\n" + AUTHORIZER_POLICIES, limits)
         self._snapshot = self._base.raw_snapshot()
+        # agent and user of an authority block, by its revocation id (signature-bound, so immutable)
+        self._principals: dict[str, tuple[str | None, str | None]] = {}
 
     def parse(self, token: str | bytes) -> ba.Biscuit:
         """Parse and verify signatures. Raises `TokenError`."""
@@ -222,7 +224,14 @@ class Verifier:
             return Decision(
                 False, "denied", "the request cannot be expressed", ids, depth=depth, latency_us=_since(t0)
             )
-        outcome = run_authorizer(builder, biscuit)
+        cached = self._principals.get(ids[0])
+        outcome = run_authorizer(builder, biscuit, principals=cached is None)
+        if cached is None:
+            cached = (outcome.agent, outcome.user)
+            if len(self._principals) >= 4096:
+                self._principals.clear()
+            self._principals[ids[0]] = cached
+        outcome = Outcome(outcome.allowed, outcome.policy, outcome.reason, outcome.failed_check, *cached)
         allowed, reason, check, agent, user = (
             outcome.allowed,
             outcome.reason,
@@ -275,8 +284,11 @@ class Outcome:
     user: str | None = None
 
 
-def run_authorizer(builder: ba.AuthorizerBuilder, token: ba.Biscuit) -> Outcome:
-    """Build the authorizer for `token` and run it; every library error becomes a denial."""
+def run_authorizer(builder: ba.AuthorizerBuilder, token: ba.Biscuit, principals: bool = True) -> Outcome:
+    """Build the authorizer for `token` and run it; every library error becomes a denial.
+
+    `principals`: also read ``agent`` and ``user`` from the authority block (one Datalog query).
+    """
     try:
         authorizer = builder.build(token)
     except BaseException as e:
@@ -286,22 +298,25 @@ def run_authorizer(builder: ba.AuthorizerBuilder, token: ba.Biscuit) -> Outcome:
         return Outcome(False, None, reason, check)
     try:
         policy = authorizer.authorize()
-        agent, user = _principals(authorizer)
+        agent, user = _principals(authorizer) if principals else (None, None)
         return Outcome(True, int(policy), "allowed", None, agent, user)
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt | SystemExit):
             raise
         reason, check = explain(str(e))
-        agent, user = _principals(authorizer)
+        agent, user = _principals(authorizer) if principals else (None, None)
         return Outcome(False, None, reason, check, agent, user)
+
+
+_PRINCIPALS = ba.Rule("principals($a, $u) <- agent($a), user($u)")
 
 
 def _principals(authorizer: ba.Authorizer) -> tuple[str | None, str | None]:
     try:
-        agents = authorizer.query(ba.Rule("a($a) <- agent($a)"))
-        users = authorizer.query(ba.Rule("u($u) <- user($u)"))
-        a = agents[0].terms[0] if agents else None
-        u = users[0].terms[0] if users else None
+        rows = authorizer.query(_PRINCIPALS)
+        if not rows:
+            return None, None
+        a, u = rows[0].terms
         return (a if isinstance(a, str) else None), (u if isinstance(u, str) else None)
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt | SystemExit):

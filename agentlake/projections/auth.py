@@ -374,16 +374,19 @@ def derived(client: Any, revocation_id: str) -> list[dict[str, Any]]:
     ids = [r["revocation_id"] for r in out]
     calls = query(
         client,
-        "SELECT revocation_ids[-1] AS rid, countIf(allowed = 1) AS n_allowed, "
-        "countIf(allowed = 0) AS n_denied FROM auth_decisions FINAL "
-        "WHERE hasAny(revocation_ids, {ids:Array(String)}) GROUP BY rid",
+        "SELECT revocation_ids, allowed FROM auth_decisions FINAL "
+        "WHERE hasAny(revocation_ids, {ids:Array(String)})",
         {"ids": ids},
     )
-    per = {c["rid"]: c for c in calls}
+    known = set(ids)
+    counts: dict[str, list[int]] = {rid: [0, 0] for rid in ids}
+    for c in calls:
+        # a call belongs to the deepest block of the subtree in its chain (approvals are not blocks here)
+        owner = next((rid for rid in reversed(c["revocation_ids"]) if rid in known), None)
+        if owner is not None:
+            counts[owner][0 if c["allowed"] else 1] += 1
     for r in out:
-        c = per.get(r["revocation_id"], {})
-        r["calls_allowed"] = int(c.get("n_allowed", 0))
-        r["calls_denied"] = int(c.get("n_denied", 0))
+        r["calls_allowed"], r["calls_denied"] = counts[r["revocation_id"]]
     return sorted(out, key=lambda r: (r["depth"], r["ts"]))
 
 

@@ -102,6 +102,10 @@ async def test_delegation_graph_is_projected_and_queried(
     by_agent = {r["agent_id"]: r for r in tree}
     assert set(by_agent) >= {"support-bot", "lookup-bot", "refund-bot"}
     assert (by_agent["lookup-bot"]["calls_allowed"], by_agent["lookup-bot"]["calls_denied"]) == (1, 1)
+    assert (by_agent["refund-bot"]["calls_allowed"], by_agent["refund-bot"]["calls_denied"]) == (
+        1,
+        0,
+    )  # approved
     revoked = query(
         client,
         "SELECT reason FROM auth_revocations FINAL WHERE revocation_id = {r:String}",
@@ -189,3 +193,39 @@ async def test_the_demo_story(settings: Settings, tmp_path: Path) -> None:
     assert "block 1, check 0" in result["steps"][1]["detail"]
     assert "revoked" in result["steps"][2]["detail"]
     assert len(render_lines(result)) == 5
+
+
+async def test_sim_run_with_auth_denies_the_undeclared_tool(settings: Settings, projector: Projector) -> None:
+    """`sim run --auth`: the 1.1-beta candidate calls search_orders, which it was never granted."""
+    from agentlake.cli import _sim_run
+    from agentlake.registry import apply_specs, load_registry_file
+    from agentlake.sim.suite import expand, load_suite
+
+    examples = Path(__file__).resolve().parents[2] / "agentlake" / "examples"
+    await apply_specs(settings, load_registry_file(examples / "registry.yaml"))
+    await asyncio.sleep(1.0)  # the stream worker's registry follower polls every 100 ms
+    suite = load_suite(examples / "suite.yaml")
+    _code, report = await _sim_run(
+        settings,
+        suite,
+        expand(suite, 1)[:3],  # three trials are enough to see the denials
+        "support-bot@1.1-beta",
+        None,
+        None,
+        8,
+        False,
+        [],
+        0.0,
+        180.0,
+        projector=projector,
+        auth=True,
+    )
+    assert report["auth"]["decisions"] > report["auth"]["denied"] > 0
+    assert set(report["auth"]["denied_tools"]) == {"search_orders"}
+    assert await projector.catch_up(timeout=60)
+    rows = query(
+        projector.clickhouse,
+        "SELECT tool, failed_check FROM auth_decisions FINAL WHERE gateway_id = 'sim' AND allowed = 0",
+    )
+    assert rows and {r["tool"] for r in rows} == {"search_orders"}
+    assert all("no allow policy matched" in (r["failed_check"] or "") for r in rows)

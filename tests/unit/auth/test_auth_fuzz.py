@@ -75,11 +75,11 @@ def _mutate(raw: bytes, ops: list[tuple[str, int, int]]) -> bytes:
     return bytes(data)
 
 
-@settings(FAST, max_examples=6000 // SCALE)
+@settings(FAST, max_examples=5000 // SCALE)
 @given(ops=mutations)
 def test_a_mutated_token_is_rejected_or_means_the_same(ops: list[tuple[str, int, int]]) -> None:
     data = _mutate(BASE_RAW, ops)
-    for form in (data, _b64(data)):
+    for form in (data,) if len(ops) % 2 else (_b64(data),):  # both wire forms, half the cases each
         try:
             token = parse(form, ROOT.public_key)
         except TokenError:
@@ -91,7 +91,7 @@ def test_a_mutated_token_is_rejected_or_means_the_same(ops: list[tuple[str, int,
         assert not VERIFIER.authorize(token, call("refund_order", "write")).allowed
 
 
-@settings(FAST, max_examples=1000 // SCALE)
+@settings(FAST, max_examples=3000 // SCALE)
 @given(text=st.text(max_size=300) | st.binary(max_size=300))
 def test_arbitrary_input_gets_a_clean_decision(text: str | bytes) -> None:
     d = VERIFIER.authorize(text, call())
@@ -118,7 +118,7 @@ json_values = st.recursive(
 )
 
 
-@settings(FAST, max_examples=2000 // SCALE)
+@settings(FAST, max_examples=1500 // SCALE)
 @given(
     tool=st.text(max_size=30) | st.sampled_from(["get_order", "refund_order", "search_orders"]),
     args=st.dictionaries(st.text(max_size=12), json_values, max_size=5),
@@ -159,7 +159,7 @@ async def _inner(scope: Any, receive: Any, send: Any) -> None:
 HTTP.inner = _inner  # the MCP app behind the bearer check is not under test here
 
 
-@settings(FAST, max_examples=1000 // SCALE)
+@settings(FAST, max_examples=500 // SCALE)
 @given(
     auth=st.none()
     | st.binary(max_size=80)

@@ -206,3 +206,25 @@ def test_the_token_cli_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert no.exit_code == 1 and json.loads(no.stdout)["failed_check"].startswith("block 1, check 0")
     bad = runner.invoke(app, ["token", "mint", "--user", "a", "--agent", "b", "--grant", "nope", "--offline"])
     assert bad.exit_code != 0
+
+
+def test_identities_are_published_with_the_authority_keys(tmp_path: Path) -> None:
+    keys = KeyRing(tmp_path / "k")
+    keys.current_id()
+    keys.rotate()
+    bot = keys.identity("support-bot")
+    approver = keys.approver()
+    published = {(k.kind, k.owner, k.key_id): k.public_key for k in keys.published(0)}
+    assert published[("authority", "authority", 1)] != published[("authority", "authority", 2)]
+    assert published[("agent", "support-bot", 0)] == str(bot.public_key)
+    assert published[("approver", "approver", 0)] == str(approver.public_key)
+    assert keys.identity("support-bot").public_key.to_bytes() == bot.public_key.to_bytes()  # stable
+
+
+def test_task_ids_are_free_text(auth: Authority) -> None:
+    task = 'shop-support/refund-delivered[oid=17]#0 "quoted"'
+    token = auth.mint(shop_spec(task=task))
+    assert auth.verify(token, call(task=task)).allowed
+    assert not auth.verify(token, call(task=task + " ")).allowed
+    with pytest.raises(PolicyError):
+        shop_spec(task="line\nbreak")
