@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentlake.kafka_io import partitions
 from agentlake.lake.documents._domain import Document, StoredVersion, decide_delete, decide_upsert
 from agentlake.lake.documents._events import (
     DocumentDeleted,
@@ -166,8 +167,10 @@ class DocumentProjector:
             from agentlake.lake.documents.store import document_store
 
             self.store = await asyncio.to_thread(document_store, self.settings)
+        # Every partition is assigned, not subscribed: the group only stores offsets, so a
+        # short-lived projector (one `lake ingest`) skips the join and its rebalance delay.
+        # Two projectors at once both apply the same events, which is idempotent.
         self._consumer = AIOKafkaConsumer(
-            self.topic,
             bootstrap_servers=self.settings.bootstrap_servers,
             group_id=self.settings.topic(DOCUMENTS_GROUP),
             enable_auto_commit=False,
@@ -177,6 +180,12 @@ class DocumentProjector:
         self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, acks="all")
         await self._consumer.start()
         await self._producer.start()
+        parts = await partitions(self._consumer, [self.topic])
+        if not parts:
+            raise RuntimeError(
+                f"topic {self.topic} does not exist: run `agentlake up` (it creates the topics)"
+            )
+        self._consumer.assign(parts)
         return self
 
     async def stop(self) -> None:
