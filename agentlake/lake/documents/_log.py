@@ -205,20 +205,28 @@ class DocumentProjector:
         assert self._consumer is not None and self.store is not None
         batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=500)
         n = 0
+        located: list[tuple[Any, DocumentEvent]] = []
         for msgs in batch.values():
             for m in msgs:
                 n += 1
                 try:
                     if m.value is None:
                         raise DecodeError("empty", "record has no value")
-                    event = decode_document_event(m.value)
-                    result = await asyncio.to_thread(self.store.apply, event)
+                    located.append((m, decode_document_event(m.value)))
                 except DecodeError as e:
                     await self._reject(m, e.reason, e.detail)
-                    continue
-                except ValueError as e:  # a decodable event the store cannot take (too many rules...)
-                    await self._reject(m, "invalid_document", str(e))
-                    continue
+        if located:
+            store = self.store
+            try:
+                results = await asyncio.to_thread(store.apply_many, [ev for _, ev in located])
+            except ValueError:  # a decodable event the store cannot take: find it, one at a time
+                results = []
+                for m, ev in located:
+                    try:
+                        results.append(await asyncio.to_thread(store.apply, ev))
+                    except ValueError as err:
+                        await self._reject(m, "invalid_document", str(err))
+            for result in results:
                 self.stats.add(result)
                 if self.on_result is not None:
                     self.on_result(result)
