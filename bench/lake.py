@@ -14,7 +14,9 @@ Then, at the first size and dimension 256:
    embeds each task) under concurrent clients: p50/p99 ms and lookups/s;
 6. Milvus directly (milvus-lite 3.2.2, embedded, pure Python) at --milvus-rows entries,
    with the hot tier at the same size for comparison; it is the durable store, not the hot path.
-7. ingest -> answerable in process (embed + add a batch of 100 entries).
+7. ingest -> answerable in process (embed + add a batch of 100 entries);
+8. freshness through the real stack (its own broker and stream worker in a temp dir):
+   trajectory ended -> answerable, and final reward produced -> answerable.
 --full adds 1,000,000 entries. Vectors are synthetic (clusters of unit vectors around
 topic centres, like many phrasings of fewer tasks); queries are held-out noisy copies.
 """
@@ -324,6 +326,85 @@ def stage_milvus(rows: int, queries: int = 20) -> dict[str, Any]:
     }
 
 
+def stage_freshness(n: int, rate: float) -> dict[str, Any]:
+    """Through the real stack: trajectory ended (SDK) -> scored by the stream worker -> ingested
+    by the lake -> answerable, at `rate` trajectories/s."""
+    from agentlake import stack
+    from agentlake.lake.demo import toolset_attributes
+    from agentlake.lake.service import LakeService
+    from agentlake.sdk import KafkaEmitter, Tracer
+    from agentlake.settings import Settings
+
+    home = Path(tempfile.mkdtemp(prefix="agentlake-lake-bench-"))
+    os.environ["AGENTLAKE_HOME"] = str(home)
+    os.environ["AGENTLAKE_KAFKA_PORT"] = str(_free_port_pair())
+    os.environ["AGENTLAKE_LIVE_SCORES"] = "false"
+    settings = Settings()
+    stack.up(settings, workers=True)
+    attrs = toolset_attributes([{"name": "get_order"}, {"name": "refund_order"}])
+
+    async def run() -> dict[str, Any]:
+        ended: dict[str, float] = {}
+        answerable: dict[str, float] = {}
+        async with LakeService(settings) as svc:
+            emitter = KafkaEmitter(settings.bootstrap_servers, settings.spill_dir)
+            tracer = Tracer("bench-bot", "1.0", tenant="fresh", emitter=emitter, settings=settings)
+
+            async def produce() -> None:
+                for i in range(n):
+                    async with tracer.trajectory(
+                        f"Refund order {i}, it arrived broken.", attributes=attrs
+                    ) as t:
+                        t.step("plan", "get_order then refund_order")
+                        t.end("success", final_answer="done")
+                    ended[t.trajectory_id] = time.time()
+                    await asyncio.sleep(1 / rate)
+
+            producer = asyncio.create_task(produce())
+            deadline = time.monotonic() + 120 + n / rate
+            while time.monotonic() < deadline and (not producer.done() or len(answerable) < n):
+                await svc.step(20)
+                part = svc.lake.hot.tenant("fresh")
+                now = time.time()
+                for tid in ended.keys() - answerable.keys():
+                    if part is not None and tid in part.ids:
+                        answerable[tid] = now
+            await producer
+            await asyncio.to_thread(emitter.close, 10)
+            lags = [(answerable[t] - ended[t]) * 1000 for t in answerable]
+            reward_lags = svc.stats.freshness_ms
+        return {
+            "trajectories": n,
+            "rate_per_s": rate,
+            "answerable": len(answerable),
+            "ended_to_answerable_p50_ms": round(pct(lags, 50), 1),
+            "ended_to_answerable_p99_ms": round(pct(lags, 99), 1),
+            "reward_to_answerable_p50_ms": round(pct(reward_lags, 50), 1),
+            "reward_to_answerable_p99_ms": round(pct(reward_lags, 99), 1),
+        }
+
+    try:
+        return asyncio.run(run())
+    finally:
+        stack.down(settings)
+
+
+def _free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port > 65000:
+            continue
+        with socket.socket() as s2:
+            try:
+                s2.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
 def stage_ingest() -> dict[str, Any]:
     from agentlake.projections.embeddings import get_embedder
     from agentlake.settings import Settings
@@ -353,6 +434,8 @@ def main() -> None:
     ap.add_argument("--http-seconds", type=float, default=10.0)
     ap.add_argument("--concurrency", default="8,32")
     ap.add_argument("--milvus-rows", type=int, default=20_000)
+    ap.add_argument("--freshness", type=int, default=200, help="trajectories through Kafka (0: skip)")
+    ap.add_argument("--freshness-rate", type=float, default=20.0, help="trajectories/s in that stage")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     quiet_logs()
@@ -360,7 +443,7 @@ def main() -> None:
     import sklearn.cluster  # noqa: F401  (imported before memory is measured)
 
     faiss.omp_set_num_threads(1)  # one query at a time: OpenMP threads only contend on 2 cores
-    sizes = [int(s) for s in args.sizes.split(",")] + ([1_000_000] if args.full else [])
+    sizes = [int(s) for s in args.sizes.split(",") if s] + ([1_000_000] if args.full else [])
     dims = [int(d) for d in args.dims.split(",")]
     result: dict[str, Any] = {
         "cpus": os.cpu_count(),
@@ -373,7 +456,7 @@ def main() -> None:
         for d in dims:
             result["in_process"].append(stage_in_process(n, d, args.queries))
             console.log(result["in_process"][-1])
-    if args.http_seconds > 0:
+    if args.http_seconds > 0 and sizes:
         console.log("HTTP stage")
         result["http"] = stage_http(
             sizes[0], args.http_seconds, [int(c) for c in args.concurrency.split(",")]
@@ -382,6 +465,9 @@ def main() -> None:
         console.log(f"Milvus stage ({args.milvus_rows:,} rows)")
         result["milvus"] = stage_milvus(args.milvus_rows)
     result["ingest"] = stage_ingest()
+    if args.freshness > 0:
+        console.log(f"freshness through Kafka ({args.freshness} trajectories)")
+        result["freshness"] = stage_freshness(args.freshness, args.freshness_rate)
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -407,6 +493,8 @@ def main() -> None:
     if result["milvus"]:
         out.print(f"Milvus directly vs hot tier: {result['milvus']}")
     out.print(f"ingest -> answerable in process: {result['ingest']}")
+    if "freshness" in result:
+        out.print(f"freshness through Kafka: {result['freshness']}")
     out.print(f"{result['cpus']} CPUs; load average at start {result['load_average_at_start']}")
 
 
