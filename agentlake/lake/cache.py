@@ -185,6 +185,7 @@ class Lake:
         if not entries:
             return []
         vecs = self.embedder.embed([e.task for e in entries]) if vectors is None else vectors
+        before = {name: t.clusters.version for name, t in self.hot.tenants.items()}
         members = self.hot.add(entries, vecs)
         for e in entries:
             self._index_steps(e)
@@ -200,8 +201,14 @@ class Lake:
                         "version": m.version,
                     },
                 )
-            for tenant in {m.tenant for m in members}:
-                self._emit_centroids(tenant)
+            touched: dict[str, set[int]] = defaultdict(set)
+            for m in members:
+                touched[m.tenant].add(m.cluster_id)
+            for tenant, ids in touched.items():
+                t = self.hot.tenant(tenant)
+                refitted = t is not None and before.get(tenant) != t.clusters.version
+                # a mini-batch moves only the centroids it touched; a refit moves them all
+                self._emit_centroids(tenant, None if refitted else ids)
         return members
 
     def _index_steps(self, e: LakeEntry) -> None:
@@ -213,12 +220,14 @@ class Lake:
                 (e.entry_id, seq[i] if i < len(seq) else "<end>")
             )
 
-    def _emit_centroids(self, tenant: str) -> None:
+    def _emit_centroids(self, tenant: str, clusters: set[int] | None = None) -> None:
         t = self.hot.tenant(tenant)
         if t is None:
             return
         c = t.clusters
-        for cid in range(c.k):
+        for cid in sorted(clusters) if clusters is not None else range(c.k):
+            if not 0 <= cid < c.k:
+                continue
             self._emit(
                 "ClusterCentroid",
                 f"{tenant}/{cid}",
