@@ -16,10 +16,12 @@ from typing import Any
 from mcp import Client
 
 from agentlake.consumers import Projector
+from agentlake.lake.demo import lake_demo, toolset_attributes
+from agentlake.lake.entries import toolset_fingerprint
 from agentlake.projections.clickhouse import agent_summary, query
 from agentlake.sdk import KafkaEmitter, TracedSession, Tracer
 from agentlake.settings import Settings
-from agentlake.sim.reference import REFERENCE_AGENTS, demo_cases, shop_server
+from agentlake.sim.reference import REFERENCE_AGENTS, SHOP_TOOLS, demo_cases, shop_server
 
 
 async def run_agents(
@@ -36,7 +38,12 @@ async def run_agents(
                 state.clear()
                 state.update(copy.deepcopy(initial))
                 async with tracer.trajectory(
-                    task, run_id=run_id, trial=0, seed=i, scenario_id=f"task-{i}"
+                    task,
+                    run_id=run_id,
+                    trial=0,
+                    seed=i,
+                    scenario_id=f"task-{i}",
+                    attributes=toolset_attributes(SHOP_TOOLS),
                 ) as t:
                     await agent(task, TracedSession(client, t, "shop"), t)
                 ids.append(t.trajectory_id)
@@ -73,6 +80,7 @@ async def demo(settings: Settings, n_per_agent: int = 24, progress: Any = None) 
         summary = await asyncio.to_thread(agent_summary, projector.clickhouse, run_id=run_id)
         probe = "Refund my broken order 12 please"
         neighbors = await asyncio.to_thread(projector.index.nearest, probe, 5)
+    lake = await lake_demo(settings, "demo", len(ids), toolset_fingerprint(SHOP_TOOLS))
     return {
         "run_id": run_id,
         "trajectories": len(ids),
@@ -83,4 +91,5 @@ async def demo(settings: Settings, n_per_agent: int = 24, progress: Any = None) 
         "agents": summary,
         "query": probe,
         "nearest": [n.__dict__ for n in neighbors],
+        "lake": lake,
     }

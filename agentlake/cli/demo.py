@@ -71,6 +71,10 @@ def demo(
             " → ".join(n["tool_sequence"]),
         )
     out.print(t)
+    if result.get("lake"):
+        from agentlake.cli.lake import render_lake_demo
+
+        render_lake_demo(result["lake"])
     if sim:
         out.rule("2. simulation as CI: registry → staging MCP → suite × trials → pipeline → gate")
         out.print(f"registered: {', '.join(sim['registered'])}")

@@ -153,6 +153,19 @@ def render_plan(p: dict[str, Any]) -> None:
         out.print(f"  lesson: {lesson}")
 
 
+def render_lake_demo(lake: dict[str, Any]) -> None:
+    """The demo's lake part: a hit, a miss on another order id, a fused plan."""
+    out.rule("context lake: the same question answered from memory (signature + similarity)")
+    if "error" in lake:
+        out.print(f"[yellow]{lake['error']}[/] ({lake['entries']} entries)")
+        return
+    out.print(f"{lake['entries']} entries; freshness (produced → answerable) ms: {lake['freshness_ms']}")
+    render_lookup(lake["hit"])
+    render_lookup(lake["miss"])
+    out.print(f"new task: {lake['plan']['task']!r} ({lake['plan']['signature']})")
+    render_plan(lake["plan"])
+
+
 @lake_app.command("eval")
 def evaluate(
     threshold: float | None = typer.Option(None, help="cosine threshold (default AGENTLAKE_LAKE_THRESHOLD)"),

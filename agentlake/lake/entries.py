@@ -32,6 +32,35 @@ ATTR_TOOLSET = "lake.toolset"  # fingerprint of the tool schemas the agent had (
 ATTR_SCOPE = "lake.scope"  # "user": only the same user may hit this entry
 ATTR_DOCUMENTS = "lake.documents"  # comma-separated document ids the trajectory used
 ATTR_NO_CACHE = "lake.no_cache"  # "1": never serve this trajectory as a cached result
+# JSON list, one list of access rules per document used (as search_documents returned them):
+# the entry is served only to principals who may read every one of those documents
+ATTR_ACCESS = "lake.access"
+
+
+def principal_tokens(principal: str | list[str] | None) -> frozenset[str]:
+    """Tokens of a principal: ``"user:alice,group:finance"`` or a list of such tokens; a bare
+    name is a user. None is anonymous (it matches only the public rule ``*``)."""
+    if principal is None:
+        return frozenset()
+    items = principal.split(",") if isinstance(principal, str) else list(principal)
+    out = set()
+    for item in (i.strip() for i in items):
+        if item:
+            out.add(item if ":" in item or item == "*" else f"user:{item}")
+    return frozenset(out)
+
+
+def may_read(access: tuple[tuple[str, ...], ...], tokens: frozenset[str]) -> bool:
+    """Whether `tokens` satisfy every document's rules (any rule of a document; ``*`` is public)."""
+    return all("*" in rules or not tokens.isdisjoint(rules) for rules in access)
+
+
+def _access(raw: str) -> tuple[tuple[str, ...], ...]:
+    try:
+        value = json.loads(raw)
+        return tuple(tuple(str(r) for r in rules) for rules in value)
+    except (ValueError, TypeError):
+        return (("__invalid__",),)  # unreadable rules: nobody may read (fail closed)
 
 
 def toolset_fingerprint(tools: list[dict[str, Any]]) -> str:
@@ -79,6 +108,7 @@ class LakeEntry:
     produced_us: int = 0
     expires_us: int = 0
     cacheable: bool = True
+    access: tuple[tuple[str, ...], ...] = ()
 
     def to_record(self) -> dict[str, Any]:
         """The Avro form (``LakeEntry`` record)."""
@@ -104,6 +134,7 @@ class LakeEntry:
             "produced_us": self.produced_us,
             "expires_us": self.expires_us,
             "cacheable": self.cacheable,
+            "access_json": json.dumps([list(r) for r in self.access]),
         }
 
     @classmethod
@@ -133,6 +164,7 @@ class LakeEntry:
             produced_us=int(d.get("produced_us") or 0),
             expires_us=int(d.get("expires_us") or 0),
             cacheable=bool(d.get("cacheable", True)),
+            access=_access(d.get("access_json") or "[]"),
         )
 
     def with_expiry(self, ttl_us: int) -> LakeEntry:
@@ -151,14 +183,36 @@ class EntryBuilder:
     """Folds trajectory events into lake entries; bounded memory (oldest partials dropped).
 
     Feed every decoded event with :meth:`add`; it returns the finished entry when the
-    trajectory's final ``RewardScored`` arrives, else None. A reward that arrives without
-    its ``TrajectoryStarted`` still makes an entry (unscoped by user and tool set).
+    trajectory's final ``RewardScored`` and its ``TrajectoryStarted`` (which carries the
+    scope: user, tool set) have both arrived, else None. They come from two topics, so a
+    reward read first is parked; :meth:`flush_parked` builds parked entries without the
+    start's scope once `wait_for_start_s` has passed.
     """
 
-    def __init__(self, ttl_s: float, max_pending: int = 100_000) -> None:
+    def __init__(self, ttl_s: float, max_pending: int = 100_000, wait_for_start_s: float = 5.0) -> None:
         self.ttl_us = int(ttl_s * 1_000_000)
         self.max_pending = max_pending
+        self.wait_for_start_s = wait_for_start_s
         self._pending: OrderedDict[str, _Partial] = OrderedDict()
+        # final rewards whose TrajectoryStarted has not been read yet (another topic): (reward, since)
+        self._parked: OrderedDict[str, tuple[RewardScored, float]] = OrderedDict()
+
+    @property
+    def parked(self) -> int:
+        """Final rewards waiting for their TrajectoryStarted (commit offsets only when 0)."""
+        return len(self._parked)
+
+    def flush_parked(self, now: float, force: bool = False) -> list[LakeEntry]:
+        """Entries for rewards parked longer than `wait_for_start_s` (monotonic seconds `now`),
+        or all of them with `force`: built without the start's scope (user, tool set)."""
+        out = []
+        while self._parked:
+            tid, (r, since) = next(iter(self._parked.items()))
+            if not force and now - since < self.wait_for_start_s:
+                break
+            del self._parked[tid]
+            out.append(self._entry(r, self._pending.pop(tid, _Partial())))
+        return out
 
     def _partial(self, tid: str) -> _Partial:
         p = self._pending.get(tid)
@@ -168,9 +222,12 @@ class EntryBuilder:
                 self._pending.popitem(last=False)
         return p
 
-    def add(self, ev: Event) -> LakeEntry | None:
+    def add(self, ev: Event, now: float = 0.0) -> LakeEntry | None:
         if isinstance(ev, TrajectoryStarted):
             self._partial(ev.trajectory_id).started = ev
+            parked = self._parked.pop(ev.trajectory_id, None)
+            if parked is not None:
+                return self._entry(parked[0], self._pending.pop(ev.trajectory_id))
         elif isinstance(ev, AgentStep) and ev.kind == "plan":
             self._partial(ev.trajectory_id).plans.append(ev.content[:500])
         elif isinstance(ev, ToolCallCompleted) and ev.is_error:
@@ -179,8 +236,12 @@ class EntryBuilder:
             p = self._partial(ev.trajectory_id)
             p.final_answer = (ev.final_answer or ev.error or "")[:1000]
         elif isinstance(ev, RewardScored) and ev.is_final:
-            p = self._pending.pop(ev.trajectory_id, _Partial())
-            return self._entry(ev, p)
+            waiting = self._pending.get(ev.trajectory_id)
+            if waiting is None or waiting.started is None:
+                self._parked[ev.trajectory_id] = (ev, now)
+                return None
+            del self._pending[ev.trajectory_id]
+            return self._entry(ev, waiting)
         elif isinstance(ev, ToolCallRequested):
             pass  # the tool sequence comes with the reward
         return None
@@ -214,4 +275,5 @@ class EntryBuilder:
             produced_us=r.ts_us,
             expires_us=r.ts_us + self.ttl_us,
             cacheable=attrs.get(ATTR_NO_CACHE, "") != "1",
+            access=_access(attrs[ATTR_ACCESS]) if ATTR_ACCESS in attrs else (),
         )

@@ -29,7 +29,15 @@ from agentlake.lake.entries import EntryBuilder, LakeEntry
 from agentlake.projections.embeddings import Embedder, get_embedder
 from agentlake.schemas import DecodeError, codec
 from agentlake.settings import Settings
-from agentlake.topics import LAKE_CACHE, LAKE_CLUSTERS, LAKE_ENTRIES, LAKE_GROUP, REWARDS, TRAJECTORY_TOPICS
+from agentlake.topics import (
+    LAKE_CACHE,
+    LAKE_CLUSTERS,
+    LAKE_ENTRIES,
+    LAKE_GROUP,
+    REWARDS,
+    TOPICS,
+    TRAJECTORY_TOPICS,
+)
 
 log = logging.getLogger("agentlake.lake")
 
@@ -108,6 +116,7 @@ class LakeService:
         self._producer: Any = None
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        self._stored_version: dict[str, int] = {}
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -117,7 +126,10 @@ class LakeService:
         if self.with_kafka:
             from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-            topics = [self.settings.topic(t) for t in (*TRAJECTORY_TOPICS, REWARDS, LAKE_DOCUMENTS)]
+            names = [*TRAJECTORY_TOPICS, REWARDS]
+            if any(t.name == LAKE_DOCUMENTS for t in TOPICS):  # the documents part declares its topic
+                names.append(LAKE_DOCUMENTS)
+            topics = [self.settings.topic(t) for t in names]
             self._consumer = AIOKafkaConsumer(
                 *topics,
                 bootstrap_servers=self.settings.bootstrap_servers,
@@ -142,6 +154,9 @@ class LakeService:
             if c is not None:
                 await c.stop()
         self._consumer = self._producer = None
+        if self.store is not None:
+            self.store.client.close()
+            self.store = None
 
     async def __aenter__(self) -> LakeService:
         await self.start()
@@ -193,6 +208,7 @@ class LakeService:
         """One batch of the log: fold, store, index, publish, commit. Returns records read."""
         assert self._consumer is not None
         batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=2000)
+        now = time.monotonic()
         n = 0
         entries: list[LakeEntry] = []
         for tp, msgs in batches.items():
@@ -208,27 +224,30 @@ class LakeService:
                 except DecodeError:
                     self.stats.skipped += 1  # the stream worker dead-letters these
                     continue
-                e = self.builder.add(ev)
+                e = self.builder.add(ev, now)
                 if e is not None:
                     entries.append(e)
+        entries += self.builder.flush_parked(time.monotonic())
         if entries:
             await self.ingest(entries)
-        if n:
+        if n and not self.builder.parked:
+            # a parked reward's offset must not be committed before its entry is stored
             await self._consumer.commit()
         await self.flush_events()
         return n
 
     async def ingest(self, entries: list[LakeEntry]) -> None:
-        """Store `entries` durably, make them answerable, publish them and their freshness."""
+        """Make `entries` answerable, store them durably, publish them and their freshness."""
         vecs = self.embedder.embed([e.task for e in entries])
+        # answerable first, durable next; the offsets are committed after both (at-least-once)
+        self.lake.add(entries, vecs)
+        answerable = time.time_ns() // 1000
         if self.store is not None:
             rows = [
                 (e.tenant, e.entry_id, v.tolist(), json.dumps(e.to_record(), separators=(",", ":")))
                 for e, v in zip(entries, vecs, strict=True)
             ]
             await asyncio.to_thread(self.store.upsert_entries, rows)
-        self.lake.add(entries, vecs)
-        answerable = time.time_ns() // 1000
         for e in entries:
             lag = max(0.0, (answerable - e.produced_us) / 1000) if e.produced_us else 0.0
             self.stats.freshness_ms.append(lag)
@@ -251,10 +270,13 @@ class LakeService:
             await asyncio.to_thread(self._store_centroids, {e.tenant for e in entries})
 
     def _store_centroids(self, tenants: set[str]) -> None:
+        """Write a tenant's centroids to Milvus when its clustering was refitted (the online
+        updates in between travel as ClusterCentroid events only)."""
         for tenant in tenants:
             t = self.lake.hot.tenant(tenant)
-            if t is None:
+            if t is None or self._stored_version.get(tenant) == t.clusters.version:
                 continue
+            self._stored_version[tenant] = t.clusters.version
             c = t.clusters
             meta = [
                 json.dumps(

@@ -242,3 +242,50 @@ def test_events_encode_with_the_lake_schemas(lake: Lake, entry: Make) -> None:
         records.add(name)
     assert records == {"ClusterMembership", "ClusterCentroid", "LakeLookup", "LakeOutcome", "LakeEntry"}
     assert LakeEntry.from_record(e.to_record()) == e
+
+
+def test_entry_builder_waits_for_the_start_across_topics() -> None:
+    from agentlake.lake.entries import ATTR_TOOLSET, EntryBuilder
+    from agentlake.schemas import RewardScored, TrajectoryStarted
+
+    common = {"trajectory_id": "t", "tenant": "acme", "agent_id": "bot", "agent_version": "1", "seq": 0}
+    reward = RewardScored(
+        **common,
+        is_final=True,
+        reward_spec="s@1",
+        components={"task_success": 1.0},
+        weights={},
+        metrics={},
+        total=1.0,
+        task="Refund order 5",
+        outcome="success",
+        tool_sequence=["get_order", "refund_order"],
+    )
+    start = TrajectoryStarted(**common, task="Refund order 5", user_id="u1", attributes={ATTR_TOOLSET: FP})
+    b = EntryBuilder(ttl_s=60, wait_for_start_s=5)
+    assert b.add(reward, now=0.0) is None and b.parked == 1  # the reward topic was read first
+    e = b.add(start, now=1.0)
+    assert e is not None and e.toolset == FP and e.user_id == "u1" and b.parked == 0
+    assert e.signature.action == "refund" and e.expires_us == reward.ts_us + 60_000_000
+    b2 = EntryBuilder(ttl_s=60, wait_for_start_s=5)
+    b2.add(reward, now=0.0)
+    assert b2.flush_parked(now=1.0) == []
+    (late,) = b2.flush_parked(now=6.0)  # the start never came: an unscoped entry
+    assert late.toolset == "" and late.entry_id == "t"
+
+
+def test_document_access_rules_travel_with_entries(lake: Lake, entry: Make) -> None:
+    from agentlake.lake.entries import principal_tokens
+
+    rules = (("group:finance", "user:carol"), ("*",))  # two documents: a restricted one, a public one
+    lake.add([entry("t1", TASK, toolset=FP, documents=("fin/policy.md", "faq.md"), access=rules)])
+    anon = lake.lookup(LookupRequest("acme", PARAPHRASE, toolset=FP))
+    assert not anon.hit and anon.candidates[0].verdict == "no_access"
+    bob = lake.lookup(LookupRequest("acme", PARAPHRASE, toolset=FP, principal=principal_tokens("bob")))
+    assert not bob.hit
+    fin = lake.lookup(
+        LookupRequest("acme", PARAPHRASE, toolset=FP, principal=principal_tokens("bob,group:finance"))
+    )
+    assert fin.hit and fin.to_dict()["result"]["access"] == [["group:finance", "user:carol"], ["*"]]
+    assert lake.search("acme", TASK) == []
+    assert lake.search("acme", TASK, principal=principal_tokens("carol"))[0]["entry_id"] == "t1"
