@@ -178,14 +178,18 @@ class DocumentProjector:
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, acks="all")
-        await self._consumer.start()
-        await self._producer.start()
-        parts = await partitions(self._consumer, [self.topic])
-        if not parts:
-            raise RuntimeError(
-                f"topic {self.topic} does not exist: run `agentlake up` (it creates the topics)"
-            )
-        self._consumer.assign(parts)
+        try:
+            await self._consumer.start()
+            await self._producer.start()
+            parts = await partitions(self._consumer, [self.topic])
+            if not parts:
+                raise RuntimeError(
+                    f"topic {self.topic} does not exist: run `agentlake up` (it creates the topics)"
+                )
+            self._consumer.assign(parts)
+        except BaseException:
+            await self.stop()
+            raise
         return self
 
     async def stop(self) -> None:

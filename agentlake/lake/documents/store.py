@@ -27,6 +27,7 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -202,7 +203,12 @@ class DocumentStore:
     ) -> None:
         self.settings = settings
         self.embedder = embedder or get_embedder(settings)
-        self.client = client or milvus_client(_lake_target(settings))
+        if client is None:
+            target = _lake_target(settings)
+            if "://" not in target.milvus_target:  # a milvus-lite file: its folder must exist
+                Path(target.milvus_target).parent.mkdir(parents=True, exist_ok=True)
+            client = milvus_client(target)
+        self.client = client
         self.chunks = _name(settings, CHUNKS)
         self.lineage = _name(settings, LINEAGE)
         self._lock = threading.Lock()  # one writer per collection (milvus-lite)
