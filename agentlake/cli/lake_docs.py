@@ -135,6 +135,8 @@ async def _ingest(
     except Exception as e:
         if type(e).__module__.startswith("aiokafka"):
             raise _kafka_error(s, e) from e
+        if isinstance(e, RuntimeError):  # the topic does not exist
+            raise UserError(str(e)) from e
         raise
     try:
         await projector.catch_up(timeout)  # so pruning compares with what the lake holds now

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agentlake.lake.cache import Lake, LookupRequest
+from agentlake.lake.entries import principal_tokens
 from agentlake.settings import Settings
 
 
@@ -27,10 +28,22 @@ class TaskQuery(BaseModel):
     user_id: str | None = Field(default=None, max_length=256, description="for user-scoped entries")
     agent_id: str | None = Field(default=None, max_length=256)
     agent_version: str | None = Field(default=None, max_length=256)
+    principal: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="user:NAME,group:NAME,...; entries built from documents are served only to "
+        "principals who may read every one of those documents",
+    )
 
     def request(self) -> LookupRequest:
         return LookupRequest(
-            self.tenant, self.task, self.toolset, self.user_id, self.agent_id, self.agent_version
+            self.tenant,
+            self.task,
+            self.toolset,
+            self.user_id,
+            self.agent_id,
+            self.agent_version,
+            principal_tokens(self.principal),
         )
 
 
@@ -69,7 +82,9 @@ def search_trajectories(lake: Lake, q: SearchQuery) -> dict[str, Any]:
     return {
         "tenant": q.tenant,
         "task": q.task,
-        "results": lake.search(q.tenant, q.task, q.k, toolset=toolset),
+        "results": lake.search(
+            q.tenant, q.task, q.k, toolset=toolset, principal=principal_tokens(q.principal)
+        ),
     }
 
 
@@ -105,6 +120,8 @@ def search_documents(settings: Settings, q: DocumentQuery) -> dict[str, Any]:
 
 
 def _plain(hit: Any) -> dict[str, Any]:
+    if hasattr(hit, "to_json"):
+        return dict(hit.to_json())
     if hasattr(hit, "to_dict"):
         return dict(hit.to_dict())
     if hasattr(hit, "__dataclass_fields__"):

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from agentlake.lake.entries import LakeEntry
+from agentlake.lake.entries import LakeEntry, may_read
 from agentlake.lake.fusing import FusedPlan, Neighbour, fuse
 from agentlake.lake.hot import HotTier, Membership
 from agentlake.lake.signature import TaskSignature, signatures_agree, task_signature
@@ -64,6 +64,7 @@ class LookupRequest:
     user_id: str | None = None
     agent_id: str | None = None
     agent_version: str | None = None
+    principal: frozenset[str] = frozenset()  # tokens (entries.principal_tokens); empty = anonymous
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class LookupResult:
                 "components": e.components,
                 "agent": f"{e.agent_id}@{e.agent_version}",
                 "documents": list(e.documents),
+                "access": [list(r) for r in e.access],
                 "produced_us": e.produced_us,
                 "expires_us": e.expires_us,
             },
@@ -183,6 +185,7 @@ class Lake:
         if not entries:
             return []
         vecs = self.embedder.embed([e.task for e in entries]) if vectors is None else vectors
+        before = {name: t.clusters.version for name, t in self.hot.tenants.items()}
         members = self.hot.add(entries, vecs)
         for e in entries:
             self._index_steps(e)
@@ -198,8 +201,14 @@ class Lake:
                         "version": m.version,
                     },
                 )
-            for tenant in {m.tenant for m in members}:
-                self._emit_centroids(tenant)
+            touched: dict[str, set[int]] = defaultdict(set)
+            for m in members:
+                touched[m.tenant].add(m.cluster_id)
+            for tenant, ids in touched.items():
+                t = self.hot.tenant(tenant)
+                refitted = t is not None and before.get(tenant) != t.clusters.version
+                # a mini-batch moves only the centroids it touched; a refit moves them all
+                self._emit_centroids(tenant, None if refitted else ids)
         return members
 
     def _index_steps(self, e: LakeEntry) -> None:
@@ -211,12 +220,14 @@ class Lake:
                 (e.entry_id, seq[i] if i < len(seq) else "<end>")
             )
 
-    def _emit_centroids(self, tenant: str) -> None:
+    def _emit_centroids(self, tenant: str, clusters: set[int] | None = None) -> None:
         t = self.hot.tenant(tenant)
         if t is None:
             return
         c = t.clusters
-        for cid in range(c.k):
+        for cid in sorted(clusters) if clusters is not None else range(c.k):
+            if not 0 <= cid < c.k:
+                continue
             self._emit(
                 "ClusterCentroid",
                 f"{tenant}/{cid}",
@@ -296,6 +307,8 @@ class Lake:
             return "demoted"
         if not e.cacheable:
             return "not_cacheable"
+        if e.access and not may_read(e.access, req.principal):
+            return "no_access"  # a document it used is not readable by this principal
         return None
 
     def lookup(self, req: LookupRequest, vector: np.ndarray | None = None) -> LookupResult:
@@ -414,7 +427,13 @@ class Lake:
 
     # -- retrieval, fusing, next step ----------------------------------------------
     def search(
-        self, tenant: str, task: str, k: int = 5, *, toolset: str | None = None
+        self,
+        tenant: str,
+        task: str,
+        k: int = 5,
+        *,
+        toolset: str | None = None,
+        principal: frozenset[str] = frozenset(),
     ) -> list[dict[str, Any]]:
         """The `k` most similar past trajectories of `tenant` (any outcome), with provenance."""
         part = self.hot.tenant(tenant)
@@ -426,6 +445,8 @@ class Lake:
         out = []
         for e, sim, cid in part.search(v, max(k * 4, k), self.policy.nprobe):
             if (toolset is not None and e.toolset != toolset) or (e.expires_us and e.expires_us <= now):
+                continue
+            if e.access and not may_read(e.access, principal):
                 continue
             out.append(
                 {
@@ -443,6 +464,7 @@ class Lake:
                     "plan": e.plan,
                     "cluster_id": cid,
                     "documents": list(e.documents),
+                    "access": [list(r) for r in e.access],
                 }
             )
             if len(out) >= k:

@@ -58,7 +58,7 @@ async def lake_demo(settings: Settings, tenant: str, expected: int, toolset: str
         source = max(done, key=lambda e: e.reward)
         oid = dict(source.signature.params).get("num", "1")
         other = str(int(oid) + 1 if int(oid) < 60 else int(oid) - 1)
-        scope = {"tenant": tenant, "toolset": toolset, "agent_id": source.agent_id}
+        scope: dict[str, Any] = {"tenant": tenant, "toolset": toolset, "agent_id": source.agent_id}
         # the same task asked again hits; the same words about another order must miss
         hit = svc.lake.lookup(LookupRequest(task=source.task, **scope))
         other_task = re.sub(rf"\b{oid}\b", other, source.task, count=1)

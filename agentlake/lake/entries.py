@@ -32,6 +32,35 @@ ATTR_TOOLSET = "lake.toolset"  # fingerprint of the tool schemas the agent had (
 ATTR_SCOPE = "lake.scope"  # "user": only the same user may hit this entry
 ATTR_DOCUMENTS = "lake.documents"  # comma-separated document ids the trajectory used
 ATTR_NO_CACHE = "lake.no_cache"  # "1": never serve this trajectory as a cached result
+# JSON list, one list of access rules per document used (as search_documents returned them):
+# the entry is served only to principals who may read every one of those documents
+ATTR_ACCESS = "lake.access"
+
+
+def principal_tokens(principal: str | list[str] | None) -> frozenset[str]:
+    """Tokens of a principal: ``"user:alice,group:finance"`` or a list of such tokens; a bare
+    name is a user. None is anonymous (it matches only the public rule ``*``)."""
+    if principal is None:
+        return frozenset()
+    items = principal.split(",") if isinstance(principal, str) else list(principal)
+    out = set()
+    for item in (i.strip() for i in items):
+        if item:
+            out.add(item if ":" in item or item == "*" else f"user:{item}")
+    return frozenset(out)
+
+
+def may_read(access: tuple[tuple[str, ...], ...], tokens: frozenset[str]) -> bool:
+    """Whether `tokens` satisfy every document's rules (any rule of a document; ``*`` is public)."""
+    return all("*" in rules or not tokens.isdisjoint(rules) for rules in access)
+
+
+def _access(raw: str) -> tuple[tuple[str, ...], ...]:
+    try:
+        value = json.loads(raw)
+        return tuple(tuple(str(r) for r in rules) for rules in value)
+    except (ValueError, TypeError):
+        return (("__invalid__",),)  # unreadable rules: nobody may read (fail closed)
 
 
 def toolset_fingerprint(tools: list[dict[str, Any]]) -> str:
@@ -79,6 +108,7 @@ class LakeEntry:
     produced_us: int = 0
     expires_us: int = 0
     cacheable: bool = True
+    access: tuple[tuple[str, ...], ...] = ()
 
     def to_record(self) -> dict[str, Any]:
         """The Avro form (``LakeEntry`` record)."""
@@ -104,6 +134,7 @@ class LakeEntry:
             "produced_us": self.produced_us,
             "expires_us": self.expires_us,
             "cacheable": self.cacheable,
+            "access_json": json.dumps([list(r) for r in self.access]),
         }
 
     @classmethod
@@ -133,6 +164,7 @@ class LakeEntry:
             produced_us=int(d.get("produced_us") or 0),
             expires_us=int(d.get("expires_us") or 0),
             cacheable=bool(d.get("cacheable", True)),
+            access=_access(d.get("access_json") or "[]"),
         )
 
     def with_expiry(self, ttl_us: int) -> LakeEntry:
@@ -243,4 +275,5 @@ class EntryBuilder:
             produced_us=r.ts_us,
             expires_us=r.ts_us + self.ttl_us,
             cacheable=attrs.get(ATTR_NO_CACHE, "") != "1",
+            access=_access(attrs[ATTR_ACCESS]) if ATTR_ACCESS in attrs else (),
         )

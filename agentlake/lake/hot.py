@@ -48,6 +48,7 @@ class TenantIndex:
         self._faiss = faiss
         self.index: object = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.is_ivf = False
+        self._nprobe = 0
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -129,7 +130,7 @@ class TenantIndex:
             ivf.add_with_ids(np.ascontiguousarray(x), ids)
             ivf.own_fields = True
             quantizer.this.disown()
-            self.index, self.is_ivf = ivf, True
+            self.index, self.is_ivf, self._nprobe = ivf, True, 1
         assigned = self.clusters.assign(x)
         v = self.clusters.version
         out = []
@@ -146,8 +147,8 @@ class TenantIndex:
         n = len(self.entries)
         if n == 0:
             return []
-        if self.is_ivf:
-            self.index.nprobe = nprobe  # type: ignore[attr-defined]
+        if self.is_ivf and self._nprobe != nprobe:
+            self.index.nprobe = self._nprobe = nprobe  # type: ignore[attr-defined]
         q = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
         sims, ids = self.index.search(q, min(k, n))  # type: ignore[attr-defined]
         out = []

@@ -30,9 +30,11 @@ def build_mcp(service: LakeService) -> MCPServer:
         user_id: str | None = None,
         agent_id: str | None = None,
         agent_version: str | None = None,
+        principal: str | None = None,
     ) -> dict[str, Any]:
         """Look the task up in the semantic cache: a hit returns a successful past trajectory's
-        plan and result with provenance; a miss says why."""
+        plan and result with provenance; a miss says why. `principal` (user:NAME,group:NAME)
+        unlocks entries built from documents it may read."""
         q = api.TaskQuery(
             tenant=tenant,
             task=task,
@@ -40,21 +42,32 @@ def build_mcp(service: LakeService) -> MCPServer:
             user_id=user_id,
             agent_id=agent_id,
             agent_version=agent_version,
+            principal=principal,
         )
         return api.cache_lookup(lake, q)
 
     @server.tool()
-    def search_trajectories(tenant: str, task: str, k: int = 5, toolset: str = "") -> dict[str, Any]:
+    def search_trajectories(
+        tenant: str, task: str, k: int = 5, toolset: str = "", principal: str | None = None
+    ) -> dict[str, Any]:
         """The k most similar past trajectories of the tenant (any outcome), with rewards."""
-        return api.search_trajectories(lake, api.SearchQuery(tenant=tenant, task=task, k=k, toolset=toolset))
+        q = api.SearchQuery(tenant=tenant, task=task, k=k, toolset=toolset, principal=principal)
+        return api.search_trajectories(lake, q)
 
     @server.tool()
     def suggest_plan(
-        tenant: str, task: str, toolset: str = "", user_id: str | None = None, agent_id: str | None = None
+        tenant: str,
+        task: str,
+        toolset: str = "",
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        principal: str | None = None,
     ) -> dict[str, Any]:
         """A fused plan: consensus tool sequence weighted by reward and similarity, suggested
         tools, and lessons from failed similar trajectories."""
-        q = api.SearchQuery(tenant=tenant, task=task, toolset=toolset, user_id=user_id, agent_id=agent_id)
+        q = api.SearchQuery(
+            tenant=tenant, task=task, toolset=toolset, user_id=user_id, agent_id=agent_id, principal=principal
+        )
         return api.suggest_plan(lake, q)
 
     @server.tool()

@@ -116,6 +116,7 @@ class LakeService:
         self._producer: Any = None
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        self._stored_version: dict[str, int] = {}
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -236,16 +237,17 @@ class LakeService:
         return n
 
     async def ingest(self, entries: list[LakeEntry]) -> None:
-        """Store `entries` durably, make them answerable, publish them and their freshness."""
+        """Make `entries` answerable, store them durably, publish them and their freshness."""
         vecs = self.embedder.embed([e.task for e in entries])
+        # answerable first, durable next; the offsets are committed after both (at-least-once)
+        self.lake.add(entries, vecs)
+        answerable = time.time_ns() // 1000
         if self.store is not None:
             rows = [
                 (e.tenant, e.entry_id, v.tolist(), json.dumps(e.to_record(), separators=(",", ":")))
                 for e, v in zip(entries, vecs, strict=True)
             ]
             await asyncio.to_thread(self.store.upsert_entries, rows)
-        self.lake.add(entries, vecs)
-        answerable = time.time_ns() // 1000
         for e in entries:
             lag = max(0.0, (answerable - e.produced_us) / 1000) if e.produced_us else 0.0
             self.stats.freshness_ms.append(lag)
@@ -268,10 +270,13 @@ class LakeService:
             await asyncio.to_thread(self._store_centroids, {e.tenant for e in entries})
 
     def _store_centroids(self, tenants: set[str]) -> None:
+        """Write a tenant's centroids to Milvus when its clustering was refitted (the online
+        updates in between travel as ClusterCentroid events only)."""
         for tenant in tenants:
             t = self.lake.hot.tenant(tenant)
-            if t is None:
+            if t is None or self._stored_version.get(tenant) == t.clusters.version:
                 continue
+            self._stored_version[tenant] = t.clusters.version
             c = t.clusters
             meta = [
                 json.dumps(

@@ -4,7 +4,8 @@ Real broker (the session stack), real milvus-lite file, the real `agentlake` com
 The documents get their own milvus-lite file (``AGENTLAKE_MILVUS_URI``; pymilvus
 itself reads ``MILVUS_URI`` and wants a URL there): milvus-lite is one process per
 file, and other tests of the session open the default one in-process.
-The tests run in file order: subprocesses first, then the in-process checks.
+The real command runs as a subprocess for the bad-input checks and the first
+ingest; later calls run in this process (Typer's runner), which then owns the file.
 """
 
 from __future__ import annotations
@@ -68,12 +69,28 @@ def agentlake(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
-def ingest(source: str, path: Path, tenant: str, env: dict[str, str], *extra: str) -> dict[str, Any]:
-    r = agentlake(
-        "lake", "ingest", "--source", source, str(path), "--tenant", tenant, "--json", *extra, env=env
-    )
-    assert r.returncode == 0, r.stderr
-    report: dict[str, Any] = json.loads(r.stdout)
+def cli(*args: str, env: dict[str, str]) -> Any:
+    """`agentlake ARGS --json` in this process (Typer's runner); returns the parsed JSON."""
+    from typer.testing import CliRunner
+
+    from agentlake.cli import app
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        r = CliRunner().invoke(app, [*args, "--json"])
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def ingest(source: str, path: Path, tenant: str, env: dict[str, str]) -> dict[str, Any]:
+    report: dict[str, Any] = cli("lake", "ingest", "--source", source, str(path), "--tenant", tenant, env=env)
     return report
 
 
@@ -109,7 +126,12 @@ def test_bad_file_is_one_line_exit_2_and_publishes_nothing(
 def test_ingest_files_parquet_and_delta(data: Path, docs_env: dict[str, str]) -> None:
     from deltalake import write_deltalake
 
-    files = ingest("files", data / "kb", "acme", docs_env)
+    # the real command once (a subprocess); in-process afterwards (milvus-lite: one process per file)
+    r = agentlake(
+        "lake", "ingest", "--source", "files", str(data / "kb"), "--tenant", "acme", "--json", env=docs_env
+    )
+    assert r.returncode == 0, r.stderr
+    files = json.loads(r.stdout)
     assert files["documents"] == 3 and files["published"] == 3
     assert files["actions"] == {"insert": 3} and files["chunks"] >= 3
     again = ingest("files", data / "kb", "acme", docs_env)
@@ -137,14 +159,12 @@ def test_ingest_files_parquet_and_delta(data: Path, docs_env: dict[str, str]) ->
     assert delta["source"] == f"delta:{(data / 'delta').resolve()}"
 
 
-def test_search_documents_cli_filters_tenant_and_access(docs_env: dict[str, str]) -> None:
+def test_search_documents_filters_tenant_and_access(docs_env: dict[str, str]) -> None:
     def search(query: str, tenant: str, *who: str) -> list[dict[str, Any]]:
         args = [a for w in who for a in ("--as", w)]
-        r = agentlake(
-            "lake", "search-documents", query, "--tenant", tenant, "-k", "10", "--json", *args, env=docs_env
+        hits: list[dict[str, Any]] = cli(
+            "lake", "search-documents", query, "--tenant", tenant, "-k", "10", *args, env=docs_env
         )
-        assert r.returncode == 0, r.stderr
-        hits: list[dict[str, Any]] = json.loads(r.stdout)
         return hits
 
     acme = search("refund damaged goods", "acme")
@@ -162,11 +182,8 @@ def test_search_documents_cli_filters_tenant_and_access(docs_env: dict[str, str]
 def test_delta_update_replaces_prunes_and_invalidates_dependents(
     settings: Settings, data: Path, docs_env: dict[str, str]
 ) -> None:
-    """In-process from here on (this process now opens the documents' milvus-lite file)."""
     from deltalake import write_deltalake
-    from typer.testing import CliRunner
 
-    from agentlake.cli import app
     from agentlake.lake.documents import dependents, document_store, record_usage, search_documents
 
     s = Settings(milvus_uri=docs_env["AGENTLAKE_MILVUS_URI"])
@@ -191,15 +208,7 @@ def test_delta_update_replaces_prunes_and_invalidates_dependents(
         mode="overwrite",
         schema_mode="overwrite",
     )
-    os.environ["AGENTLAKE_MILVUS_URI"] = docs_env["AGENTLAKE_MILVUS_URI"]
-    try:
-        r = CliRunner().invoke(
-            app, ["lake", "ingest", "--source", "delta", str(data / "delta"), "--tenant", "acme", "--json"]
-        )
-    finally:
-        os.environ.pop("AGENTLAKE_MILVUS_URI", None)
-    assert r.exit_code == 0, r.output
-    report = json.loads(r.stdout)
+    report = ingest("delta", data / "delta", "acme", docs_env)
     assert report["actions"] == {"delete": 2, "replace": 1}
     assert report["pruned"] == 1
     assert report["invalidated"] == ["traj-expenses", "traj-old", "traj-travel"]

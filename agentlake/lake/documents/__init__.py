@@ -6,10 +6,10 @@
     record_usage(settings, "traj-123", hits)          # the lake entry traj-123 used these versions
     dependents(settings, "acme", "policies/refunds.md")  # -> ["traj-123"] until the document changes
 
-Sources (`FilesConnector`, `ParquetConnector`, `DeltaConnector`, or any
-`Connector`) become `DocumentUpserted` / `DocumentDeleted` events on
-``lake.documents``; `DocumentProjector` chunks, embeds and stores them
-(`DocumentStore`).
+Sources (`FilesConnector`, `ParquetConnector`, `DeltaConnector`,
+`SqlConnector` for any DB-API warehouse, or any `Connector`) become
+`DocumentUpserted` / `DocumentDeleted` events on ``lake.documents``;
+`DocumentProjector` chunks, embeds and stores them (`DocumentStore`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from agentlake.lake.documents._connectors import (
     DeltaConnector,
     FilesConnector,
     ParquetConnector,
+    SqlConnector,
     connector_for,
     document_from_mapping,
     read_all,
@@ -83,6 +84,7 @@ __all__ = [
     "Principal",
     "PrincipalLike",
     "ProjectionStats",
+    "SqlConnector",
     "can_read",
     "chunk_text",
     "connector_for",

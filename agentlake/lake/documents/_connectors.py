@@ -153,9 +153,11 @@ def rows_to_documents(
     version: int,
     access: tuple[str, ...] = (PUBLIC,),
     where: str = "row",
+    start: int = 0,
 ) -> Iterator[Document]:
-    """Documents from table rows (Parquet, Delta Lake, a warehouse cursor), numbered for errors."""
-    for i, row in enumerate(rows):
+    """Documents from table rows (Parquet, Delta Lake, a warehouse cursor), numbered for errors
+    from `start`."""
+    for i, row in enumerate(rows, start):
         yield document_from_mapping(
             row, tenant=tenant, source=source, version=version, where=f"{where} {i}", access=access
         )
@@ -384,6 +386,69 @@ class DeltaConnector:
             raise
         except Exception as e:
             raise ConnectorError(f"{self.uri}: cannot read the Delta table ({_first_line(e)})") from e
+
+
+class SqlConnector:
+    """Rows of a SQL query through any DB-API 2.0 connection, with the table columns above.
+
+    What a warehouse needs: ``snowflake.connector.connect(...)``, a BigQuery or
+    Databricks DB-API connection, or ``sqlite3`` all work unchanged.
+
+    Args:
+        connect: returns an open DB-API connection (closed after reading).
+        query: a SELECT whose column names follow the table columns (alias them).
+        source: a stable URI naming the query's origin, e.g. ``snowflake://acct/db/schema/kb``.
+        version: version of rows without a ``version`` column (e.g. the load's timestamp).
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        query: str,
+        source: str,
+        tenant: str = "default",
+        access: tuple[str, ...] = (PUBLIC,),
+        version: int = 0,
+        batch: int = 1000,
+    ) -> None:
+        self.connect = connect
+        self.query = query
+        self.source = source
+        self.tenant = tenant
+        self.access = access
+        self.version = version
+        self.batch = batch
+
+    def estimate(self) -> int | None:
+        return None
+
+    def documents(self) -> Iterator[Document]:
+        try:
+            conn = self.connect()
+        except Exception as e:
+            raise ConnectorError(f"{self.source}: cannot connect ({_first_line(e)})") from e
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(self.query)
+            except Exception as e:
+                raise ConnectorError(f"{self.source}: query failed ({_first_line(e)})") from e
+            names = [str(d[0]).lower() for d in cur.description or ()]
+            _check_columns(names, self.source)
+            offset = 0
+            while rows := cur.fetchmany(self.batch):
+                yield from rows_to_documents(
+                    (dict(zip(names, r, strict=True)) for r in rows),
+                    tenant=self.tenant,
+                    source=self.source,
+                    version=self.version,
+                    access=self.access,
+                    where=f"{self.source} row",
+                    start=offset,
+                )
+                offset += len(rows)
+        finally:
+            conn.close()
 
 
 def _first_line(e: BaseException) -> str:

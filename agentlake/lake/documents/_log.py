@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentlake.kafka_io import partitions
 from agentlake.lake.documents._domain import Document, StoredVersion, decide_delete, decide_upsert
 from agentlake.lake.documents._events import (
     DocumentDeleted,
@@ -166,8 +167,10 @@ class DocumentProjector:
             from agentlake.lake.documents.store import document_store
 
             self.store = await asyncio.to_thread(document_store, self.settings)
+        # Every partition is assigned, not subscribed: the group only stores offsets, so a
+        # short-lived projector (one `lake ingest`) skips the join and its rebalance delay.
+        # Two projectors at once both apply the same events, which is idempotent.
         self._consumer = AIOKafkaConsumer(
-            self.topic,
             bootstrap_servers=self.settings.bootstrap_servers,
             group_id=self.settings.topic(DOCUMENTS_GROUP),
             enable_auto_commit=False,
@@ -175,8 +178,18 @@ class DocumentProjector:
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, acks="all")
-        await self._consumer.start()
-        await self._producer.start()
+        try:
+            await self._consumer.start()
+            await self._producer.start()
+            parts = await partitions(self._consumer, [self.topic])
+            if not parts:
+                raise RuntimeError(
+                    f"topic {self.topic} does not exist: run `agentlake up` (it creates the topics)"
+                )
+            self._consumer.assign(parts)
+        except BaseException:
+            await self.stop()
+            raise
         return self
 
     async def stop(self) -> None:
@@ -196,20 +209,28 @@ class DocumentProjector:
         assert self._consumer is not None and self.store is not None
         batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=500)
         n = 0
+        located: list[tuple[Any, DocumentEvent]] = []
         for msgs in batch.values():
             for m in msgs:
                 n += 1
                 try:
                     if m.value is None:
                         raise DecodeError("empty", "record has no value")
-                    event = decode_document_event(m.value)
-                    result = await asyncio.to_thread(self.store.apply, event)
+                    located.append((m, decode_document_event(m.value)))
                 except DecodeError as e:
                     await self._reject(m, e.reason, e.detail)
-                    continue
-                except ValueError as e:  # a decodable event the store cannot take (too many rules...)
-                    await self._reject(m, "invalid_document", str(e))
-                    continue
+        if located:
+            store = self.store
+            try:
+                results = await asyncio.to_thread(store.apply_many, [ev for _, ev in located])
+            except ValueError:  # a decodable event the store cannot take: find it, one at a time
+                results = []
+                for m, ev in located:
+                    try:
+                        results.append(await asyncio.to_thread(store.apply, ev))
+                    except ValueError as err:
+                        await self._reject(m, "invalid_document", str(err))
+            for result in results:
                 self.stats.add(result)
                 if self.on_result is not None:
                     self.on_result(result)

@@ -10,8 +10,13 @@ the data dir by default, any server with ``MILVUS_URI``):
   recorded when the entry is ingested; a changed or deleted document returns its
   dependents so the lake invalidates them.
 
-Tenants and access are Milvus filter expressions evaluated before ranking,
-never a distance; hits are checked again in Python (fail closed).
+Searches are served from a hot tier (`_hot.py`: each tenant's chunk vectors in
+memory, exact cosine with numpy), loaded from Milvus on the first search and kept
+current by the store's own writes; Milvus is the durable store, not the read
+path (`search_milvus` asks it directly, for comparison). Either way a tenant is a
+partition or a filter evaluated before ranking, never a distance, and access
+rules are a mask (hot tier) or a filter expression (Milvus); hits are checked
+again in Python (fail closed).
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ import json
 import logging
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from agentlake.lake.documents._domain import (
     Action,
@@ -34,7 +42,8 @@ from agentlake.lake.documents._domain import (
     decide_upsert,
     principal_tokens,
 )
-from agentlake.lake.documents._events import DocumentDeleted, DocumentEvent, DocumentUpserted
+from agentlake.lake.documents._events import DocumentEvent, DocumentUpserted
+from agentlake.lake.documents._hot import DocumentHotTier, HotChunk
 from agentlake.projections.embeddings import Embedder, get_embedder
 from agentlake.projections.milvus import milvus_client
 from agentlake.settings import Settings
@@ -149,6 +158,23 @@ def _lake_target(settings: Settings) -> Settings:
     return settings.model_copy(update={"milvus_uri": target})
 
 
+def _hot_chunk(r: dict[str, Any]) -> HotChunk:
+    """A chunk row (as written, or as read from Milvus) in the hot tier's form."""
+    meta = r["metadata"]
+    return HotChunk(
+        chunk_id=str(r["chunk_id"]),
+        doc_id=str(r["doc_id"]),
+        version=int(r["version"]),
+        chunk_index=int(r["chunk_index"]),
+        text=str(r["text"]),
+        title=str(r["title"]) or None,
+        source=str(r["source"]),
+        content_type=str(r["content_type"]),
+        metadata=json.loads(meta or "{}") if isinstance(meta, str) else dict(meta),
+        access=tuple(r["access"] or ()),
+    )
+
+
 def _chunk_id(tenant: str, doc_id: str, version: int, index: int) -> str:
     return hashlib.sha1(f"{tenant}\x1f{doc_id}\x1f{version}\x1f{index}".encode()).hexdigest()
 
@@ -161,17 +187,33 @@ class DocumentStore:
         embedder: overrides the configured embedder (tests).
         client: a pymilvus `MilvusClient` (default: the process-wide one for `settings`).
 
+        hot: search an in-memory copy of the chunks (loaded from Milvus on the first
+            search, kept current by this store's writes) instead of Milvus itself.
+
+    A hot tier sees the writes of its own process only: a long-running reader
+    (the lake service) applies ``lake.documents`` itself (`DocumentProjector`), or
+    calls `reload()`.
+
     Raises:
         RuntimeError: the collection holds vectors of another dimension than the embedder's.
     """
 
-    def __init__(self, settings: Settings, embedder: Embedder | None = None, client: Any = None) -> None:
+    def __init__(
+        self, settings: Settings, embedder: Embedder | None = None, client: Any = None, *, hot: bool = True
+    ) -> None:
         self.settings = settings
         self.embedder = embedder or get_embedder(settings)
-        self.client = client or milvus_client(_lake_target(settings))
+        if client is None:
+            target = _lake_target(settings)
+            if "://" not in target.milvus_target:  # a milvus-lite file: its folder must exist
+                Path(target.milvus_target).parent.mkdir(parents=True, exist_ok=True)
+            client = milvus_client(target)
+        self.client = client
         self.chunks = _name(settings, CHUNKS)
         self.lineage = _name(settings, LINEAGE)
         self._lock = threading.Lock()  # one writer per collection (milvus-lite)
+        self.hot = DocumentHotTier(self.embedder.dim) if hot else None
+        self._hot_loaded = False
         self._ensure()
 
     # -- schema ---------------------------------------------------------------------
@@ -301,6 +343,71 @@ class DocumentStore:
     ) -> list[DocumentHit]:
         """The `k` chunks of `tenant` closest to `query` (cosine) that `principal` may read.
 
+        Served from the hot tier (exact search in memory) unless the store was built
+        with ``hot=False``; then from Milvus (`search_milvus`).
+
+        Args:
+            tenant: only this tenant's chunks are candidates (a partition, not a distance).
+            query: free text, embedded with the store's embedder.
+            k: at most this many hits, best first.
+            principal: who reads (see `principal_tokens`); None reads only ``*`` documents.
+
+        Raises:
+            ValueError: k < 1.
+        """
+        if self.hot is None:
+            return self.search_milvus(tenant, query, k, principal)
+        if k < 1:
+            raise ValueError(f"k={k}: ask for at least one hit")
+        self._load_hot()
+        tokens = principal_tokens(principal)
+        vec = self.embedder.embed([query])[0]
+        return [
+            DocumentHit(
+                doc_id=c.doc_id,
+                tenant=tenant,
+                version=c.version,
+                chunk_index=c.chunk_index,
+                text=c.text,
+                score=score,
+                title=c.title,
+                source=c.source,
+                content_type=c.content_type,
+                metadata=dict(c.metadata),
+                access=c.access,
+            )
+            for c, score in self.hot.search(tenant, vec, k, tokens)
+        ]
+
+    def _load_hot(self) -> None:
+        if self.hot is None or self._hot_loaded:
+            return
+        with self._lock:
+            if self._hot_loaded:
+                return
+            by_tenant: dict[str, tuple[list[HotChunk], list[list[float]]]] = {}
+            for r in self._query_all(self.chunks, 'chunk_id != ""', ["chunk_id", "vector", *_HIT_FIELDS]):
+                chunks, vectors = by_tenant.setdefault(str(r["tenant"]), ([], []))
+                chunks.append(_hot_chunk(r))
+                vectors.append(r["vector"])
+            for tenant, (chunks, vectors) in by_tenant.items():
+                self.hot.put(tenant, chunks, np.asarray(vectors, dtype=np.float32))
+            self._hot_loaded = True
+
+    def reload(self) -> int:
+        """Rebuild the hot tier from Milvus (after other processes wrote); returns chunks loaded."""
+        if self.hot is None:
+            return 0
+        self.hot = DocumentHotTier(self.embedder.dim)
+        self._hot_loaded = False
+        self._load_hot()
+        return len(self.hot)
+
+    def search_milvus(
+        self, tenant: str, query: str, k: int = 5, principal: PrincipalLike = None
+    ) -> list[DocumentHit]:
+        """`search` answered by Milvus: tenant and access rules as a filter expression.
+
         Args:
             tenant: only this tenant's chunks are candidates (a filter, not a distance).
             query: free text, embedded with the store's embedder.
@@ -356,67 +463,151 @@ class DocumentStore:
         A new version is written before the old one is removed, so a reader never
         sees the document vanish; the result names the lake entries to invalidate.
         """
-        with self._lock:
-            if isinstance(event, DocumentUpserted):
-                return self._upsert(event)
-            return self._delete(event)
+        return self.apply_many([event])[0]
 
     def apply_many(self, events: Iterable[DocumentEvent]) -> list[ApplyResult]:
-        return [self.apply(e) for e in events]
+        """Apply events in order, one result each.
 
-    def _upsert(self, ev: DocumentUpserted) -> ApplyResult:
-        stored = self.stored(ev.tenant, ev.doc_id)
-        action = decide_upsert(stored, ev.version, ev.fingerprint)
-        if action in ("stale", "unchanged"):
-            return ApplyResult(action, ev.tenant, ev.doc_id, ev.version)
+        Consecutive events on distinct documents are applied together: one query of
+        what is stored, one embedding call, one upsert, one delete and one lineage
+        query per tenant, instead of each per document.
+        """
+        out: list[ApplyResult] = []
+        batch: list[DocumentEvent] = []
+        seen: set[tuple[str, str]] = set()
+        for e in events:
+            key = (e.tenant, e.doc_id)
+            if key in seen:  # the same document twice: the first must land before the second is decided
+                out += self._apply_batch(batch)
+                batch, seen = [], set()
+            batch.append(e)
+            seen.add(key)
+        if batch:
+            out += self._apply_batch(batch)
+        return out
+
+    def _existing(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, doc_id in keys:
+            by_tenant.setdefault(tenant, []).append(doc_id)
+        out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for tenant, ids in by_tenant.items():
+            flt = f"tenant == {_lit(tenant)} and doc_id in {json.dumps(ids, ensure_ascii=False)}"
+            fields = ["chunk_id", "doc_id", "version", "fingerprint"]
+            for r in self._query_all(self.chunks, flt, fields):
+                out.setdefault((tenant, str(r["doc_id"])), []).append(r)
+        return out
+
+    def _rows(self, ev: DocumentUpserted) -> tuple[list[dict[str, Any]], list[str]]:
+        """The chunk rows of a document (vectors still to fill in) and the texts to embed."""
         s = self.settings
         chunks = chunk_text(ev.text, s.lake_chunk_chars, min(s.lake_chunk_overlap, s.lake_chunk_chars // 2))
-        if len(ev.access) > _MAX_ACCESS:
-            raise ValueError(f"document {ev.doc_id!r}: {len(ev.access)} access rules, at most {_MAX_ACCESS}")
-        if chunks:
-            heading = f"{ev.title}\n" if ev.title else ""
-            vectors = self.embedder.embed([heading + c.text for c in chunks])
-            meta = json.dumps(ev.metadata, ensure_ascii=False, sort_keys=True)
-            rows = [
-                {
-                    "chunk_id": _chunk_id(ev.tenant, ev.doc_id, ev.version, c.index),
-                    "vector": v.tolist(),
-                    "tenant": ev.tenant,
-                    "doc_id": ev.doc_id,
-                    "version": ev.version,
-                    "chunk_index": c.index,
-                    "text": c.text[:_MAX_TEXT],
-                    "title": (ev.title or "")[:1000],
-                    "source": ev.source[:2000],
-                    "content_type": ev.content_type[:120],
-                    "metadata": meta if len(meta) <= 16000 else "{}",
-                    "access": list(ev.access),
-                    "fingerprint": ev.fingerprint,
-                    "ts_us": ev.ts_us,
-                }
-                for c, v in zip(chunks, vectors, strict=True)
-            ]
-            self.client.upsert(self.chunks, rows)
-        # the old version goes after the new one is in; so do chunks past the new count when
-        # the content changed without a version bump (same chunk ids)
-        self.client.delete(
-            self.chunks,
-            filter=f"tenant == {_lit(ev.tenant)} and doc_id == {_lit(ev.doc_id)} "
-            f"and (version != {ev.version} or chunk_index >= {len(chunks)})",
-        )
-        invalidated = []
-        if stored is not None:  # same version, other content: every user of it is stale too
-            keep = ev.version if stored.version != ev.version else None
-            invalidated = self.dependents(ev.tenant, ev.doc_id, except_version=keep)
-        return ApplyResult(action, ev.tenant, ev.doc_id, ev.version, len(chunks), invalidated)
+        heading = f"{ev.title}\n" if ev.title else ""
+        meta = json.dumps(ev.metadata, ensure_ascii=False, sort_keys=True)
+        rows = [
+            {
+                "chunk_id": _chunk_id(ev.tenant, ev.doc_id, ev.version, c.index),
+                "vector": None,
+                "tenant": ev.tenant,
+                "doc_id": ev.doc_id,
+                "version": ev.version,
+                "chunk_index": c.index,
+                "text": c.text[:_MAX_TEXT],
+                "title": (ev.title or "")[:1000],
+                "source": ev.source[:2000],
+                "content_type": ev.content_type[:120],
+                "metadata": meta if len(meta) <= 16000 else "{}",
+                "access": list(ev.access),
+                "fingerprint": ev.fingerprint,
+                "ts_us": ev.ts_us,
+            }
+            for c in chunks
+        ]
+        return rows, [heading + c.text for c in chunks]
 
-    def _delete(self, ev: DocumentDeleted) -> ApplyResult:
-        stored = self.stored(ev.tenant, ev.doc_id)
-        action = decide_delete(stored, ev.version)
-        if action != "delete":
-            return ApplyResult(action, ev.tenant, ev.doc_id, ev.version)
-        self.client.delete(self.chunks, filter=f"tenant == {_lit(ev.tenant)} and doc_id == {_lit(ev.doc_id)}")
-        return ApplyResult(action, ev.tenant, ev.doc_id, ev.version, 0, self.dependents(ev.tenant, ev.doc_id))
+    def _apply_batch(self, events: list[DocumentEvent]) -> list[ApplyResult]:
+        """Events on distinct documents."""
+        with self._lock:
+            existing = self._existing([(e.tenant, e.doc_id) for e in events])
+            results: list[ApplyResult] = []
+            new_rows: list[dict[str, Any]] = []
+            texts: list[str] = []
+            gone: list[str] = []  # chunk ids to delete once the new rows are in
+            hot: list[tuple[str, str, list[dict[str, Any]]]] = []
+            lineage: dict[int, tuple[str, str, int | None]] = {}  # result index -> (tenant, doc, keep)
+            for ev in events:
+                old = existing.get((ev.tenant, ev.doc_id), [])
+                top = max(old, key=lambda r: int(r["version"]), default=None)
+                stored = StoredVersion(int(top["version"]), str(top["fingerprint"])) if top else None
+                if isinstance(ev, DocumentUpserted):
+                    action = decide_upsert(stored, ev.version, ev.fingerprint)
+                    if action in ("stale", "unchanged"):
+                        results.append(ApplyResult(action, ev.tenant, ev.doc_id, ev.version))
+                        continue
+                    if len(ev.access) > _MAX_ACCESS:
+                        raise ValueError(
+                            f"document {ev.doc_id!r}: {len(ev.access)} access rules, at most {_MAX_ACCESS}"
+                        )
+                    rows, doc_texts = self._rows(ev)
+                    new_rows += rows
+                    texts += doc_texts
+                    keep = {r["chunk_id"] for r in rows}
+                    gone += [str(r["chunk_id"]) for r in old if r["chunk_id"] not in keep]
+                    hot.append((ev.tenant, ev.doc_id, rows))
+                    if stored is not None:  # same version, other content: every user of it is stale too
+                        lineage[len(results)] = (
+                            ev.tenant,
+                            ev.doc_id,
+                            ev.version if stored.version != ev.version else None,
+                        )
+                    results.append(ApplyResult(action, ev.tenant, ev.doc_id, ev.version, len(rows)))
+                else:
+                    action = decide_delete(stored, ev.version)
+                    if action != "delete":
+                        results.append(ApplyResult(action, ev.tenant, ev.doc_id, ev.version))
+                        continue
+                    gone += [str(r["chunk_id"]) for r in old]
+                    hot.append((ev.tenant, ev.doc_id, []))
+                    lineage[len(results)] = (ev.tenant, ev.doc_id, None)
+                    results.append(ApplyResult(action, ev.tenant, ev.doc_id, ev.version))
+            if new_rows:
+                for row, v in zip(new_rows, self.embedder.embed(texts), strict=True):
+                    row["vector"] = v.tolist()
+                self.client.upsert(self.chunks, new_rows)
+            if gone:
+                self.client.delete(self.chunks, ids=gone)
+            if self.hot is not None:
+                for tenant, doc_id, rows in hot:
+                    if not rows:
+                        self.hot.remove_document(tenant, doc_id)
+                    elif self._hot_loaded:
+                        vecs = np.asarray([r["vector"] for r in rows], dtype=np.float32)
+                        self.hot.replace_document(tenant, doc_id, [_hot_chunk(r) for r in rows], vecs)
+            users = self._dependents_many(list(lineage.values()))
+            final: list[ApplyResult] = []
+            for i, r in enumerate(results):
+                if i in lineage:
+                    r = replace(r, invalidated=users[lineage[i][:2]])
+                final.append(r)
+            return final
+
+    def _dependents_many(self, wanted: list[tuple[str, str, int | None]]) -> dict[tuple[str, str], list[str]]:
+        """Entries that used each (tenant, doc_id) in any version but its `keep` version."""
+        out: dict[tuple[str, str], list[str]] = {(t, d): [] for t, d, _ in wanted}
+        keep = {(t, d): k for t, d, k in wanted}
+        by_tenant: dict[str, list[str]] = {}
+        for t, d, _ in wanted:
+            by_tenant.setdefault(t, []).append(d)
+        for tenant, ids in by_tenant.items():
+            flt = f"tenant == {_lit(tenant)} and doc_id in {json.dumps(ids, ensure_ascii=False)}"
+            found: dict[str, set[str]] = {}
+            for r in self._query_all(self.lineage, flt, ["entry_id", "doc_id", "version"]):
+                k = keep[(tenant, str(r["doc_id"]))]
+                if k is None or int(r["version"]) != k:
+                    found.setdefault(str(r["doc_id"]), set()).add(str(r["entry_id"]))
+            for d, entries in found.items():
+                out[(tenant, d)] = sorted(entries)
+        return out
 
     # -- lineage --------------------------------------------------------------------
     def record_usage(self, uses: Iterable[DocumentUse]) -> int:

@@ -272,3 +272,20 @@ def test_entry_builder_waits_for_the_start_across_topics() -> None:
     assert b2.flush_parked(now=1.0) == []
     (late,) = b2.flush_parked(now=6.0)  # the start never came: an unscoped entry
     assert late.toolset == "" and late.entry_id == "t"
+
+
+def test_document_access_rules_travel_with_entries(lake: Lake, entry: Make) -> None:
+    from agentlake.lake.entries import principal_tokens
+
+    rules = (("group:finance", "user:carol"), ("*",))  # two documents: a restricted one, a public one
+    lake.add([entry("t1", TASK, toolset=FP, documents=("fin/policy.md", "faq.md"), access=rules)])
+    anon = lake.lookup(LookupRequest("acme", PARAPHRASE, toolset=FP))
+    assert not anon.hit and anon.candidates[0].verdict == "no_access"
+    bob = lake.lookup(LookupRequest("acme", PARAPHRASE, toolset=FP, principal=principal_tokens("bob")))
+    assert not bob.hit
+    fin = lake.lookup(
+        LookupRequest("acme", PARAPHRASE, toolset=FP, principal=principal_tokens("bob,group:finance"))
+    )
+    assert fin.hit and fin.to_dict()["result"]["access"] == [["group:finance", "user:carol"], ["*"]]
+    assert lake.search("acme", TASK) == []
+    assert lake.search("acme", TASK, principal=principal_tokens("carol"))[0]["entry_id"] == "t1"

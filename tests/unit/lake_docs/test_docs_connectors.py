@@ -16,6 +16,7 @@ from agentlake.lake.documents import (
     DeltaConnector,
     FilesConnector,
     ParquetConnector,
+    SqlConnector,
     connector_for,
     read_all,
     rows_to_documents,
@@ -188,3 +189,34 @@ def test_rows_to_documents_is_the_warehouse_hook() -> None:
     )
     with pytest.raises(ConnectorError, match="row 0: version 'x' is not an integer"):
         list(rows_to_documents([{"id": "a", "text": "b", "version": "x"}], tenant="t", source="s", version=0))
+
+
+def test_sql_connector_reads_any_dbapi_connection(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "wh.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE kb (doc_id TEXT, body TEXT, acl TEXT, region TEXT, version INT)")
+        conn.executemany(
+            "INSERT INTO kb VALUES (?, ?, ?, ?, ?)",
+            [("a", "Refunds in 30 days.", "*", "eu", 3), ("b", "Salary bands.", "group:hr", "us", 4)],
+        )
+    c = SqlConnector(
+        lambda: sqlite3.connect(db),
+        "SELECT doc_id, body, acl AS access, region, version FROM kb ORDER BY doc_id",
+        source="sqlite://wh/kb",
+        tenant="acme",
+        batch=1,
+    )
+    assert isinstance(c, Connector)
+    docs = read_all(c, 1000)
+    assert [(d.doc_id, d.text, d.access, d.version, d.metadata) for d in docs] == [
+        ("a", "Refunds in 30 days.", ("*",), 3, {"region": "eu"}),
+        ("b", "Salary bands.", ("group:hr",), 4, {"region": "us"}),
+    ]
+    bad = SqlConnector(lambda: sqlite3.connect(db), "SELECT doc_id, region FROM kb", source="sqlite://wh/kb")
+    with pytest.raises(ConnectorError, match="no 'text' column"):
+        read_all(bad, 1000)
+    broken = SqlConnector(lambda: sqlite3.connect(db), "SELECT * FROM nope", source="sqlite://wh/kb")
+    with pytest.raises(ConnectorError, match="query failed"):
+        read_all(broken, 1000)

@@ -122,3 +122,27 @@ def test_same_version_with_less_text_leaves_no_orphan_chunks(store: DocumentStor
 def test_search_needs_k(store: DocumentStore) -> None:
     with pytest.raises(ValueError, match="at least one"):
         store.search("t", "q", k=0)
+
+
+def test_hot_tier_and_milvus_agree_and_reload_sees_other_writers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    home = tmp_path_factory.mktemp("docs-hot")
+    settings = Settings(home=home, lake_chunk_chars=200, lake_chunk_overlap=20)
+    writer = DocumentStore(settings)
+    t = _tenant()
+    writer.apply(event_of(Document("refunds", t, " ".join([REFUNDS] * 4), 1, source="s")))
+    writer.apply(event_of(Document("salaries", t, SALARIES, 1, source="s", access=("group:hr",))))
+    reader = DocumentStore(settings, client=writer.client)  # another process, as far as the hot tier knows
+    for who in (None, "group:hr"):
+        hot = [(h.doc_id, h.chunk_index) for h in reader.search(t, "salary bands and refunds", 10, who)]
+        cold = [
+            (h.doc_id, h.chunk_index) for h in reader.search_milvus(t, "salary bands and refunds", 10, who)
+        ]
+        assert hot == cold and hot
+    writer.apply(event_of(Document("faq", t, "Shipping takes three days.", 1, source="s")))
+    assert "faq" not in {h.doc_id for h in reader.search(t, "shipping days", 10)}  # its own copy
+    assert reader.reload() == writer.count(t)
+    assert reader.search(t, "shipping days", 1)[0].doc_id == "faq"
+    writer.apply(DocumentDeleted(t, "faq", "s"))
+    assert "faq" not in {h.doc_id for h in writer.search(t, "shipping days", 10)}
