@@ -150,11 +150,13 @@ def clickhouse_message(text: str) -> str:
     """The one useful line of a ClickHouse exception: what failed and its error code."""
     import re
 
-    text = " ".join(text.split())
-    m = re.search(r"DB::Exception: (?:[\w-]+: )?(.*?)(?: \(version [^)]*\))?\. \(([A-Z_]+)\)", text)
-    msg, code = (m.group(1), m.group(2)) if m else (text, "")
-    msg = re.sub(r"DB::Exception: |Code: \d+\. ", "", msg)
-    msg = msg.split(" Expected one of")[0].split(": 1 | ")[0].split(" SETTINGS readonly")[0]
+    code_m = re.search(r"\(([A-Z][A-Z_]+)\)\s*$", text.strip())
+    code = code_m.group(1) if code_m else ""
+    msg = " ".join(text.split())
+    msg = re.sub(r"^.*?DB::Exception: (?:[\w-]+: )?", "", msg)
+    msg = msg.split(" Expected one of")[0]
+    msg = re.sub(r"(: \d+)? SETTINGS readonly = '1'.*$", "", msg)  # our setting echoed back
+    msg = re.sub(r" In scope .*$| \(version [^)]*\)|\. \([A-Z_]+\)$", "", msg).rstrip(". ")
     if code == "READONLY":
         msg = "this command only reads: write statements (CREATE, INSERT, ALTER, ...) are refused"
-    return f"{msg[:300]}" + (f" ({code})" if code else "")
+    return msg[:300] + (f" ({code})" if code else "")

@@ -409,48 +409,65 @@ async def _newer_sdk_events(settings: Settings, projector: Projector) -> None:
 
 
 def test_cli_user_errors_are_one_line_with_exit_2(settings: Settings, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     other = tmp_path / "other-store"
     other.mkdir()
     down = {"AGENTLAKE_KAFKA_PORT": str(closed_port()), "AGENTLAKE_HOME": str(other)}
-    assert "unknown topic 'agent.stepz'" in one_line(cli("dlq", "--topic", "agent.stepz"))
-    assert "unknown topic" in one_line(cli("dlq", "redrive", "--topic", "nope"))
-    assert "Kafka" in one_line(cli("dlq", "--topic", "agent.steps", env=down))
-    assert "Kafka" in one_line(cli("dlq", "redrive", "--topic", "agent.steps", env=down))
-    assert "Kafka" in one_line(cli("sql", "SELECT 1", env=down))
-    assert "Kafka" in one_line(cli("report", env=down))
     home = {"AGENTLAKE_HOME": str(other)}
-    assert "Syntax error" in one_line(cli("sql", "SELEC 1", "--no-catch-up", env=home))
-    assert "only reads" in one_line(
-        cli("sql", "CREATE TABLE t (a Int8) ENGINE=Memory", "--no-catch-up", env=home)
-    )
-    assert "only reads" in one_line(
-        cli("sql", "INSERT INTO events (seq) VALUES (1)", "--no-catch-up", env=home)
-    )
-    assert "UNKNOWN_TABLE" in one_line(cli("sql", "SELECT * FROM nope", "--no-catch-up", env=home))
-    limits = one_line(cli("status", env={"AGENTLAKE_MAX_PAYLOAD_BYTES": "1000000"}))
-    assert "AGENTLAKE_MAX_MESSAGE_BYTES" in limits and "AGENTLAKE_MAX_PAYLOAD_BYTES" in limits
-    missing = one_line(cli("sql", "SELECT 1", env={"AGENTLAKE_HOME": str(tmp_path / "absent")}))
-    assert "no AgentLake data dir" in missing and not (tmp_path / "absent").exists()
-    debug = cli("--debug", "dlq", "--topic", "agent.stepz")
+    absent = tmp_path / "absent"
+    # (arguments, environment, what the one line must say): independent, so run side by side
+    cases: list[tuple[tuple[str, ...], dict[str, str] | None, tuple[str, ...]]] = [
+        (("dlq", "--topic", "agent.stepz"), None, ("unknown topic 'agent.stepz'",)),
+        (("dlq", "redrive", "--topic", "nope"), None, ("unknown topic",)),
+        (("dlq", "--topic", "agent.steps"), down, ("Kafka", "agentlake up")),
+        (("dlq", "redrive", "--topic", "agent.steps"), down, ("Kafka",)),
+        (("sql", "SELECT 1"), down, ("Kafka",)),
+        (("sql", "SELEC 1", "--no-catch-up"), home, ("Syntax error", "SYNTAX_ERROR")),
+        (("sql", "CREATE TABLE t (a Int8) ENGINE=Memory", "--no-catch-up"), home, ("only reads",)),
+        (("sql", "INSERT INTO events (seq) VALUES (1)", "--no-catch-up"), home, ("only reads",)),
+        (("sql", "SELECT * FROM nope", "--no-catch-up"), home, ("UNKNOWN_TABLE",)),
+        (
+            ("status",),
+            {"AGENTLAKE_MAX_PAYLOAD_BYTES": "1000000"},
+            ("AGENTLAKE_MAX_MESSAGE_BYTES", "AGENTLAKE_MAX_PAYLOAD_BYTES"),
+        ),
+        (("sql", "SELECT 1"), {"AGENTLAKE_HOME": str(absent)}, ("no AgentLake data dir",)),
+    ]
+    with ThreadPoolExecutor(4) as pool:
+        runs = list(pool.map(lambda c: cli(*c[0], env=c[1]), cases))
+        debug = pool.submit(cli, "--debug", "dlq", "--topic", "agent.stepz").result()
+    for (args, _, expected), r in zip(cases, runs, strict=True):
+        line = one_line(r)
+        assert all(x in line for x in expected), (args, line)
+    assert not absent.exists()  # a read command never creates a store
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
-def test_sql_is_read_only_catches_up_in_its_own_store_and_says_0_rows(
+async def test_sql_is_read_only_catches_up_in_its_own_store_and_says_0_rows(
     settings: Settings, projector: Projector, tmp_path: Path
 ) -> None:
     """A second store (another data dir) projects the log for itself, with its own consumer
     group: it takes nothing away from the store the session's sink writes."""
+    tracer = Tracer("bad-input", "1", settings=settings)
+    with tracer.trajectory("seen by both stores") as t:
+        t.step("thought", "x")
+    assert await asyncio.to_thread(tracer.flush, 30)
+    tracer.close(5)
     other = tmp_path / "second-store"
     other.mkdir()
     env = {"AGENTLAKE_HOME": str(other)}
-    r = cli("sql", "SELECT count() AS n FROM events", "--json", env=env)
+    count = f"SELECT count() AS n FROM events WHERE trajectory_id = '{t.trajectory_id}'"
+    r = await asyncio.to_thread(cli, "sql", count, "--json", env=env)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)[0]["n"] > 0  # caught up by default
-    empty = cli("sql", "SELECT 1 AS x WHERE 0", "--no-catch-up", env=env)
+    assert json.loads(r.stdout)[0]["n"] == 3  # caught up by default
+    empty = await asyncio.to_thread(cli, "sql", "SELECT 1 AS x WHERE 0", "--no-catch-up", env=env)
     assert empty.returncode == 0 and empty.stdout.strip() == "0 rows", empty
-    status = json.loads(cli("status", "--json", env=env).stdout)
+    status = json.loads((await asyncio.to_thread(cli, "status", "--json", env=env)).stdout)
     assert status["sink_group"] != settings.topic(settings.sink_group)
     assert (other / "store-id").read_text() != (settings.data_dir / "store-id").read_text()
+    # the session's store still gets every event of that trajectory
+    assert await _project_until_rows(projector, t.trajectory_id, 3) == 3
 
 
 def test_status_from_another_folder_finds_the_stack(settings: Settings, tmp_path: Path) -> None:
@@ -468,6 +485,16 @@ def test_status_from_another_folder_finds_the_stack(settings: Settings, tmp_path
     assert info["home"] == str(settings.data_dir)
     assert info["broker_pid"] and info["streams_pid"] and info["streams"] == "running"
     assert isinstance(info["streams_lag"], int)
+
+
+async def _project_until_rows(p: Projector, trajectory_id: str, n: int) -> int:
+    q = "SELECT count() AS n FROM events FINAL WHERE trajectory_id = {t:String}"
+
+    async def done() -> bool:
+        return int(sql(p, q, t=trajectory_id)[0]["n"]) >= n
+
+    await p.run_until(done, timeout=60)
+    return int(sql(p, q, t=trajectory_id)[0]["n"])
 
 
 # -- after the whole suite ---------------------------------------------------------------
