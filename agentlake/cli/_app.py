@@ -80,15 +80,22 @@ def require_store(s: Settings) -> None:
         )
 
 
-async def _with_projections(fn: Any, catch_up: bool) -> Any:
+async def _with_projections(fn: Any, catch_up: bool, milvus: bool = False) -> Any:
     """Run `fn(clickhouse_client)` on this store, after projecting what the log holds when
-    `catch_up` (with the consumer group bound to this store: `Settings.sink_group`)."""
+    `catch_up`.
+
+    The consumer group is bound to this store (`Settings.sink_group`). A catch-up that
+    writes ClickHouse only (`milvus=False`: the read commands) uses its own group,
+    ``<sink group>-clickhouse``, so that it never moves the offsets of the sink that
+    also maintains the vector index; ClickHouse absorbs the second copy (idempotent).
+    """
     s = _settings()
     require_store(s)
     if catch_up:
         from agentlake.consumers import Projector
 
-        async with Projector(s, group_id=s.sink_group) as p:
+        group = s.sink_group if milvus else f"{s.sink_group}-clickhouse"
+        async with Projector(s, group_id=group, milvus=milvus) as p:
             await p.catch_up(timeout=120)
             return await asyncio.to_thread(fn, p.clickhouse)
     from agentlake.projections.clickhouse import connect

@@ -56,7 +56,7 @@ def cli(
         [sys.executable, "-m", "agentlake", *args],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=400,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **(env or {})},
         cwd=cwd,
     )
@@ -411,10 +411,11 @@ async def _newer_sdk_events(settings: Settings, projector: Projector) -> None:
 def test_cli_user_errors_are_one_line_with_exit_2(settings: Settings, tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    other = tmp_path / "other-store"
-    other.mkdir()
-    down = {"AGENTLAKE_KAFKA_PORT": str(closed_port()), "AGENTLAKE_HOME": str(other)}
-    home = {"AGENTLAKE_HOME": str(other)}
+    def store(name: str) -> dict[str, str]:  # chdb: one process per data dir, so one each
+        (tmp_path / name).mkdir()
+        return {"AGENTLAKE_HOME": str(tmp_path / name)}
+
+    down = {"AGENTLAKE_KAFKA_PORT": str(closed_port()), **store("down")}
     absent = tmp_path / "absent"
     # (arguments, environment, what the one line must say): independent, so run side by side
     cases: list[tuple[tuple[str, ...], dict[str, str] | None, tuple[str, ...]]] = [
@@ -423,10 +424,10 @@ def test_cli_user_errors_are_one_line_with_exit_2(settings: Settings, tmp_path: 
         (("dlq", "--topic", "agent.steps"), down, ("Kafka", "agentlake up")),
         (("dlq", "redrive", "--topic", "agent.steps"), down, ("Kafka",)),
         (("sql", "SELECT 1"), down, ("Kafka",)),
-        (("sql", "SELEC 1", "--no-catch-up"), home, ("Syntax error", "SYNTAX_ERROR")),
-        (("sql", "CREATE TABLE t (a Int8) ENGINE=Memory", "--no-catch-up"), home, ("only reads",)),
-        (("sql", "INSERT INTO events (seq) VALUES (1)", "--no-catch-up"), home, ("only reads",)),
-        (("sql", "SELECT * FROM nope", "--no-catch-up"), home, ("UNKNOWN_TABLE",)),
+        (("sql", "SELEC 1", "--no-catch-up"), store("a"), ("Syntax error", "SYNTAX_ERROR")),
+        (("sql", "CREATE TABLE t (a Int8) ENGINE=Memory", "--no-catch-up"), store("b"), ("only reads",)),
+        (("sql", "INSERT INTO events (seq) VALUES (1)", "--no-catch-up"), store("c"), ("only reads",)),
+        (("sql", "SELECT * FROM nope", "--no-catch-up"), store("d"), ("UNKNOWN_TABLE",)),
         (
             ("status",),
             {"AGENTLAKE_MAX_PAYLOAD_BYTES": "1000000"},
