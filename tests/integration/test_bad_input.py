@@ -176,7 +176,7 @@ async def test_oversized_and_unencodable_data_is_recorded_capped_and_valid(
     tracer = Tracer("bad-input", "1", settings=settings)
     ids: list[str] = []
     big = "x" * 5_000_000
-    noise = os.urandom(3_000_000).hex()  # incompressible
+    noise = os.urandom(750_000).hex()  # incompressible, 1.5 MB
     for task in (big, noise):
         with tracer.trajectory(task, run_id=run_id, attributes={"a": big, "b": noise}) as t:
             t.step("thought", noise)
@@ -192,7 +192,7 @@ async def test_oversized_and_unencodable_data_is_recorded_capped_and_valid(
             call.result({"x": float("nan"), "y": float("inf")})
     ids.append(t.trajectory_id)
 
-    @hsettings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @hsettings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
     @given(text=any_text, value=json_like)
     def record(text: str, value: Any) -> None:
         with tracer.trajectory(text, run_id=run_id, attributes={text: text}) as tr:
@@ -420,14 +420,10 @@ def test_cli_user_errors_are_one_line_with_exit_2(settings: Settings, tmp_path: 
     # (arguments, environment, what the one line must say): independent, so run side by side
     cases: list[tuple[tuple[str, ...], dict[str, str] | None, tuple[str, ...]]] = [
         (("dlq", "--topic", "agent.stepz"), None, ("unknown topic 'agent.stepz'",)),
-        (("dlq", "redrive", "--topic", "nope"), None, ("unknown topic",)),
         (("dlq", "--topic", "agent.steps"), down, ("Kafka", "agentlake up")),
-        (("dlq", "redrive", "--topic", "agent.steps"), down, ("Kafka",)),
         (("sql", "SELECT 1"), down, ("Kafka",)),
         (("sql", "SELEC 1", "--no-catch-up"), store("a"), ("Syntax error", "SYNTAX_ERROR")),
         (("sql", "CREATE TABLE t (a Int8) ENGINE=Memory", "--no-catch-up"), store("b"), ("only reads",)),
-        (("sql", "INSERT INTO events (seq) VALUES (1)", "--no-catch-up"), store("c"), ("only reads",)),
-        (("sql", "SELECT * FROM nope", "--no-catch-up"), store("d"), ("UNKNOWN_TABLE",)),
         (
             ("status",),
             {"AGENTLAKE_MAX_PAYLOAD_BYTES": "1000000"},
@@ -436,16 +432,18 @@ def test_cli_user_errors_are_one_line_with_exit_2(settings: Settings, tmp_path: 
         (("sql", "SELECT 1"), {"AGENTLAKE_HOME": str(absent)}, ("no AgentLake data dir",)),
     ]
     with ThreadPoolExecutor(4) as pool:
+        debug = pool.submit(cli, "--debug", "dlq", "--topic", "agent.stepz")
+        empty = pool.submit(cli, "sql", "SELECT 1 AS x WHERE 0", "--no-catch-up", env=store("e"))
         runs = list(pool.map(lambda c: cli(*c[0], env=c[1]), cases))
-        debug = pool.submit(cli, "--debug", "dlq", "--topic", "agent.stepz").result()
     for (args, _, expected), r in zip(cases, runs, strict=True):
         line = one_line(r)
         assert all(x in line for x in expected), (args, line)
     assert not absent.exists()  # a read command never creates a store
-    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    assert debug.result().returncode != 0 and "Traceback" in debug.result().stderr
+    assert empty.result().returncode == 0 and empty.result().stdout.strip() == "0 rows"
 
 
-async def test_sql_is_read_only_catches_up_in_its_own_store_and_says_0_rows(
+async def test_sql_catches_up_in_its_own_store_and_takes_nothing_from_another(
     settings: Settings, projector: Projector, tmp_path: Path
 ) -> None:
     """A second store (another data dir) projects the log for itself, with its own consumer
@@ -462,10 +460,7 @@ async def test_sql_is_read_only_catches_up_in_its_own_store_and_says_0_rows(
     r = await asyncio.to_thread(cli, "sql", count, "--json", env=env)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)[0]["n"] == 3  # caught up by default
-    empty = await asyncio.to_thread(cli, "sql", "SELECT 1 AS x WHERE 0", "--no-catch-up", env=env)
-    assert empty.returncode == 0 and empty.stdout.strip() == "0 rows", empty
-    status = json.loads((await asyncio.to_thread(cli, "status", "--json", env=env)).stdout)
-    assert status["sink_group"] != settings.topic(settings.sink_group)
+    assert Settings(home=other).sink_group != settings.sink_group  # type: ignore[arg-type]
     assert (other / "store-id").read_text() != (settings.data_dir / "store-id").read_text()
     # the session's store still gets every event of that trajectory
     assert await _project_until_rows(projector, t.trajectory_id, 3) == 3
