@@ -82,3 +82,21 @@ def test_unknown_topics_are_rejected() -> None:
         source_topic("agent.stepz")
     with pytest.raises(UserError):
         source_topic("registry.agents")  # compacted: no dead letters
+
+
+def test_a_worker_whose_pid_file_outlived_it_is_reported_as_crashed(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from agentlake.stack import Proc, process_state
+
+    proc = Proc("streams", tmp_path / "streams.pid", tmp_path / "streams.log")
+    assert process_state(proc) == "stopped"  # never started, or stopped by `down`
+    proc.pid_file.write_text(str(os.getpid()))
+    assert process_state(proc) == "running"
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    proc.pid_file.write_text(gone.stdout.strip())  # that process has exited
+    assert process_state(proc) == "crashed"
