@@ -31,6 +31,9 @@ CHATTY_LOGGERS = (
     "agentlake.sdk",
     "agentlake.streams",
     "agentlake.sink",
+    "agentlake.reconcile",
+    "agentlake.registry",
+    "agentlake.schemas",
 )
 
 

@@ -38,6 +38,9 @@ def main() -> None:
     debug = "--debug" in sys.argv[1:] or os.environ.get("AGENTLAKE_DEBUG", "") in ("1", "true")
     sys.argv = [a for a in sys.argv if a != "--debug"]
     quiet_logs()
+    if not debug and "worker" not in sys.argv[1:2]:
+        # a command reports a Kafka failure itself, in one line; workers keep (rate-limited) logs
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     _install_schema_lookup()
     try:
         app()

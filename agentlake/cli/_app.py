@@ -80,15 +80,22 @@ def require_store(s: Settings) -> None:
         )
 
 
-async def _with_projections(fn: Any, catch_up: bool) -> Any:
+async def _with_projections(fn: Any, catch_up: bool, milvus: bool = False) -> Any:
     """Run `fn(clickhouse_client)` on this store, after projecting what the log holds when
-    `catch_up` (with the consumer group bound to this store: `Settings.sink_group`)."""
+    `catch_up`.
+
+    The consumer group is bound to this store (`Settings.sink_group`). A catch-up that
+    writes ClickHouse only (`milvus=False`: the read commands) uses its own group,
+    ``<sink group>-clickhouse``, so that it never moves the offsets of the sink that
+    also maintains the vector index; ClickHouse absorbs the second copy (idempotent).
+    """
     s = _settings()
     require_store(s)
     if catch_up:
         from agentlake.consumers import Projector
 
-        async with Projector(s, group_id=s.sink_group) as p:
+        group = s.sink_group if milvus else f"{s.sink_group}-clickhouse"
+        async with Projector(s, group_id=group, milvus=milvus) as p:
             await p.catch_up(timeout=120)
             return await asyncio.to_thread(fn, p.clickhouse)
     from agentlake.projections.clickhouse import connect
@@ -150,11 +157,13 @@ def clickhouse_message(text: str) -> str:
     """The one useful line of a ClickHouse exception: what failed and its error code."""
     import re
 
-    text = " ".join(text.split())
-    m = re.search(r"DB::Exception: (?:[\w-]+: )?(.*?)(?: \(version [^)]*\))?\. \(([A-Z_]+)\)", text)
-    msg, code = (m.group(1), m.group(2)) if m else (text, "")
-    msg = re.sub(r"DB::Exception: |Code: \d+\. ", "", msg)
-    msg = msg.split(" Expected one of")[0].split(": 1 | ")[0].split(" SETTINGS readonly")[0]
+    code_m = re.search(r"\(([A-Z][A-Z_]+)\)\s*$", text.strip())
+    code = code_m.group(1) if code_m else ""
+    msg = " ".join(text.split())
+    msg = re.sub(r"^.*?DB::Exception: (?:[\w-]+: )?", "", msg)
+    msg = msg.split(" Expected one of")[0]
+    msg = re.sub(r"(: \d+)? SETTINGS readonly = '1'.*$", "", msg)  # our setting echoed back
+    msg = re.sub(r" In scope .*$| \(version [^)]*\)|\. \([A-Z_]+\)$", "", msg).rstrip(". ")
     if code == "READONLY":
         msg = "this command only reads: write statements (CREATE, INSERT, ALTER, ...) are refused"
-    return f"{msg[:300]}" + (f" ({code})" if code else "")
+    return msg[:300] + (f" ({code})" if code else "")

@@ -37,6 +37,8 @@ def report(
     )
     if as_json:
         _print_json(rows)
+    elif not rows:
+        out.print("0 rows: no scored trajectories" + (" match" if run_id or tenant else " yet"))
     else:
         render_summary(rows, "agents")
 

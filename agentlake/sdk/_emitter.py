@@ -404,10 +404,14 @@ class KafkaEmitter:
                 claim.done()
 
     def _spill_queue(self) -> None:
-        batch = []
-        while self._q:
-            batch.append(self._q.popleft())
-        self.stats.spilled += self.spill.append(batch)
+        # counted as in flight while moved, so that `flush()` never sees them nowhere
+        n = len(self._q)
+        self._inflight += n
+        try:
+            batch = [self._q.popleft() for _ in range(n)]
+            self.stats.spilled += self.spill.append(batch)
+        finally:
+            self._inflight -= n
 
     async def _wait_for_work(self) -> None:
         self._idle.set()

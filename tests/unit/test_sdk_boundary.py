@@ -222,3 +222,30 @@ def test_repeated_log_lines_are_rate_limited() -> None:
     again = rec("Unable connect to node with id 1")
     assert f.filter(again) and "repeated 499 more times" in str(again.msg)
     assert f.filter(rec("something else"))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    payload=st.integers(min_value=16, max_value=(1024 * 1024 - 128 * 1024) // 4),
+    char=st.sampled_from(["x", "é", "€", "😀", "\ud83d"]),
+    factor=st.floats(min_value=0.5, max_value=3.0),
+)
+def test_the_largest_sdk_events_fit_the_limits_the_settings_allow(
+    payload: int, char: str, factor: float
+) -> None:
+    """With any payload limit the settings accept, the largest events the SDK can build
+    (every capped field at its cap) stay within the event limit."""
+    s = Settings(home="/tmp/agentlake-unit", max_payload_bytes=payload)  # type: ignore[arg-type]
+    text = char * int(payload * factor)
+    em = MemoryEmitter()
+    tracer = Tracer("a" * 999, "v" * 999, tenant="t" * 999, emitter=em, settings=s)
+    with tracer.trajectory(text, attributes={f"k{i}": text for i in range(3)}, run_id=text) as t:
+        t.step("thought", text)
+        with t.tool_call(text, text, {"a": text}) as call:
+            call.error(text, {"r": text}, kind=text)
+        t.hold_end()
+        t.end("failure", final_answer=text, error=text)
+        t.release_end(checks={f"c{i}": True for i in range(10_000)}, verdict=text, attribution=text)
+    assert len(em.records) == 5
+    for _, key, value in em.records:
+        assert record_size(("agent.trajectories", key, value)) <= s.max_event_bytes
