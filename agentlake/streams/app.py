@@ -52,6 +52,7 @@ class KafkaIO:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._producer: Any = None
+        self._admin: Any = None
 
     async def producer(self) -> Any:
         if self._producer is None:
@@ -102,7 +103,23 @@ class KafkaIO:
             await consumer.stop()
         return out
 
+    async def committed(self, group: str, tps: list[Any]) -> dict[Any, int]:
+        """The group's committed offsets of `tps` (missing: none committed). Asked with an admin
+        client of our own: faust's consumer thread may be inside a rebalance callback."""
+        from aiokafka import TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        if self._admin is None:
+            self._admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers)
+            await self._admin.start()
+        asked = {TopicPartition(tp[0], tp[1]): tp for tp in tps}
+        got = await self._admin.list_consumer_group_offsets(group, partitions=list(asked))
+        return {asked[k]: v.offset for k, v in got.items() if k in asked and v.offset >= 0}
+
     async def stop(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
@@ -157,24 +174,13 @@ def create_app(
         # faust's public commit() only commits what its own acks allow (none here): use the driver.
         return bool(await app.consumer._commit(offsets))  # type: ignore[attr-defined]
 
-    async def committed_offset(tp: Any) -> int | None:
-        from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
-
-        thread = app.consumer._thread  # type: ignore[attr-defined]
-
-        async def ask() -> int | None:
-            result = await thread._ensure_consumer().committed(ensure_aiokafka_TP(tp))
-            return None if result is None else int(result)
-
-        result: int | None = await thread.call_thread(ask)
-        return result
+    owned: set[int] = set()  # source partitions of the current assignment (from faust's signals)
 
     def assigned(tp: Any) -> bool:
-        return tp in app.consumer.assignment()
+        return tp.partition in owned
 
     app.io = io  # type: ignore[attr-defined]
     app.commit_offsets = commit_offsets  # type: ignore[attr-defined]
-    app.committed_offset = committed_offset  # type: ignore[attr-defined]
     app.is_assigned = assigned  # type: ignore[attr-defined]
     app.engine = engine  # type: ignore[attr-defined]
 
@@ -197,9 +203,12 @@ def create_app(
         for partition in sorted({r[0][1] for r in records} - engine.restored):
             loaded = engine.load(partition, await app.io.read_checkpoints(partition))  # type: ignore[attr-defined]
             log.info("partition %d restored: %d open trajectories", partition, loaded)
-        for tp in {r[0] for r in records} - generation["seen"]:
-            generation["seen"].add(tp)
-            engine.expect(tp, await app.committed_offset(tp))  # type: ignore[attr-defined]
+        new = sorted({r[0] for r in records} - generation["seen"])
+        if new:
+            committed = await app.io.committed(app.conf.id, new)  # type: ignore[attr-defined]
+            for tp in new:
+                generation["seen"].add(tp)
+                engine.expect(tp, committed.get(tp))
         outputs = engine.process(records)
         outputs += engine.tick()
         await flush_and_commit(outputs)
@@ -230,8 +239,17 @@ def create_app(
                 await app.io.send_all(engine.tick(force_checkpoint=True))  # type: ignore[attr-defined]
             except Exception as e:  # the next owner re-reads from the committed offsets: still correct
                 log.warning("checkpoint at revocation failed: %r", e)
-            engine.drop({tp.partition for tp in revoked})
+            gone = {tp.partition for tp in revoked}
+            engine.drop(gone)
+            owned.difference_update(gone)
             generation["seen"] = set()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(app_: Any, assigned: set[Any], **kwargs: Any) -> None:
+        mine = sorted({tp.partition for tp in assigned if tp.topic in source.topics})
+        owned.clear()  # (eager rebalance: everything was revoked and dropped just before)
+        owned.update(mine)
+        log.info("assigned partitions %s (generation %s)", mine, getattr(app, "consumer_generation_id", "?"))
 
     app.score_agent = score  # type: ignore[attr-defined]
     return app

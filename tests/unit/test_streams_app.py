@@ -25,6 +25,9 @@ class FakeIO:
     async def send_all(self, outputs: list[Output]) -> None:
         self.sent.extend(outputs)
 
+    async def committed(self, group: str, tps: list[Any]) -> dict[Any, int]:
+        return {}
+
     async def read_checkpoints(self, partition: int) -> list[tuple[bytes, bytes | None]]:
         self.restored.append(partition)
         return []
@@ -43,12 +46,8 @@ async def test_the_score_agent_turns_events_into_rewards_and_dead_letters(batch:
         commits.append(dict(offsets))
         return True
 
-    async def committed(tp: Any) -> int | None:
-        return None
-
     app.io = io  # type: ignore[attr-defined]
     app.commit_offsets = commit  # type: ignore[attr-defined]
-    app.committed_offset = committed  # type: ignore[attr-defined]
     app.is_assigned = lambda tp: True  # type: ignore[attr-defined]
 
     em = MemoryEmitter()
