@@ -27,7 +27,7 @@ import faust
 from agentlake.settings import Settings
 from agentlake.streams.engine import Engine, Record
 from agentlake.streams.processor import Output, RewardProcessor, RulesLookup, default_rules
-from agentlake.topics import STREAM_CHECKPOINTS, STREAMS_GROUP, TRAJECTORY_TOPICS
+from agentlake.topics import STREAM_CHECKPOINTS, STREAMS_GROUP, TRAJECTORY_TOPICS, dlq
 
 log = logging.getLogger("agentlake.streams")
 
@@ -72,11 +72,28 @@ class KafkaIO:
         """Send every output and wait until the broker acknowledged all of them."""
         if not outputs:
             return
+        from aiokafka.errors import MessageSizeTooLargeError
+
         producer = await self.producer()
-        futures = [
-            await producer.send(o.topic, o.value, key=o.key, partition=o.partition, headers=o.headers or None)
-            for o in outputs
-        ]
+        too_large: list[Output] = []
+        futures = []
+        for o in outputs:
+            try:
+                futures.append(
+                    await producer.send(
+                        o.topic, o.value, key=o.key, partition=o.partition, headers=o.headers or None
+                    )
+                )
+            except MessageSizeTooLargeError:
+                too_large.append(o)
+        for o in too_large:  # never retried forever: a small dead letter says what was dropped
+            log.error(
+                "output of %d bytes for %s is over the producer's limit: dead-lettered",
+                len(o.value or b""),
+                o.topic,
+            )
+            dl = [("reason", b"too_large"), ("detail", f"{len(o.value or b'')} bytes".encode())]
+            futures.append(await producer.send(dlq(o.topic), b"", key=o.key, headers=dl))
         await asyncio.gather(*futures)
 
     async def read_checkpoints(self, partition: int) -> list[tuple[bytes, bytes | None]]:
@@ -171,8 +188,27 @@ def create_app(
     )
 
     async def commit_offsets(offsets: dict[Any, int]) -> bool:
-        # faust's public commit() only commits what its own acks allow (none here): use the driver.
-        return bool(await app.consumer._commit(offsets))  # type: ignore[attr-defined]
+        # faust's commit() only commits what its own acks allow (none here), and its driver crashes
+        # the app on any commit error: commit through the aiokafka consumer in faust's consumer thread.
+        from aiokafka.structs import OffsetAndMetadata
+        from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
+
+        thread = app.consumer._thread  # type: ignore[attr-defined]
+
+        async def commit_in_thread() -> bool:
+            consumer = thread._ensure_consumer()
+            assigned = consumer.assignment()
+            mine = {ensure_aiokafka_TP(tp): OffsetAndMetadata(off, "") for tp, off in offsets.items()}
+            mine = {tp: om for tp, om in mine.items() if tp in assigned}
+            if mine:
+                await consumer.commit(mine)
+            return True
+
+        try:
+            return bool(await asyncio.wait_for(thread.call_thread(commit_in_thread), 30))
+        except Exception as e:  # e.g. a rebalance or the broker away: the next flush commits again
+            log.warning("commit of %d offsets failed (%r); retried after the next batch", len(offsets), e)
+            return False
 
     owned: set[int] = set()  # source partitions of the current assignment (from faust's signals)
 
@@ -185,7 +221,17 @@ def create_app(
     app.engine = engine  # type: ignore[attr-defined]
 
     async def flush_and_commit(outputs: list[Output]) -> None:
-        await app.io.send_all(outputs)  # type: ignore[attr-defined]
+        # Nothing goes on until the broker has acknowledged every output: the engine's state
+        # already includes them, so a lost output must be re-sent, never skipped.
+        backoff = 0.2
+        while True:
+            try:
+                await app.io.send_all(outputs)  # type: ignore[attr-defined]
+                break
+            except Exception as e:
+                log.warning("sending %d outputs failed (%r); retrying in %.1fs", len(outputs), e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
         offsets = engine.committable()
         if offsets and await app.commit_offsets(offsets):  # type: ignore[attr-defined]
             engine.committed_to(offsets)

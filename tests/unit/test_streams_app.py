@@ -11,6 +11,7 @@ from agentlake.sdk import MemoryEmitter, Tracer
 from agentlake.settings import Settings
 from agentlake.streams.app import create_app
 from agentlake.streams.processor import Output
+from agentlake.streams.state import decode as decode_checkpoint
 
 SETTINGS = Settings(home="/tmp/agentlake-unit", topic_prefix="unit-")  # type: ignore[arg-type]
 
@@ -72,6 +73,7 @@ async def test_the_score_agent_turns_events_into_rewards_and_dead_letters(batch:
     assert len(dead) == 1 and dict(dead[0].headers)["reason"] == b"bad_magic"
     # the finished trajectory left a done marker, not its state; partition 0 was restored first
     markers = [o for o in io.sent if o.topic == "unit-streams.checkpoints"]
-    assert [m.key for m in markers] == [finals[0].trajectory_id.encode()] and io.restored == [0]
+    assert {m.key for m in markers} == {finals[0].trajectory_id.encode()} and io.restored == [0]
+    assert markers[-1].value is not None and decode_checkpoint(markers[-1].value)[1] == len(em.records) - 1
     # offsets were committed only after the outputs were handed over, up to the last record
     assert commits and max(commits[-1].values()) == len(em.records) + 1
