@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +71,17 @@ class KafkaIO:
 
     async def send_all(self, outputs: list[Output]) -> None:
         """Send every output and wait until the broker acknowledged all of them."""
-        if not outputs:
-            return
+        await (await self.send(outputs))
+
+    async def send(self, outputs: list[Output]) -> asyncio.Future[Any]:
+        """Hand every output to the producer; the returned future is done when the broker has
+        acknowledged all of them (or failed with the first error)."""
         from aiokafka.errors import MessageSizeTooLargeError
 
+        if not outputs:
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
         producer = await self.producer()
         too_large: list[Output] = []
         futures = []
@@ -94,7 +102,7 @@ class KafkaIO:
             )
             dl = [("reason", b"too_large"), ("detail", f"{len(o.value or b'')} bytes".encode())]
             futures.append(await producer.send(dlq(o.topic), b"", key=o.key, headers=dl))
-        await asyncio.gather(*futures)
+        return asyncio.gather(*futures)
 
     async def read_checkpoints(self, partition: int) -> list[tuple[bytes, bytes | None]]:
         """The checkpoint topic's `partition`, from its start to its end at call time."""
@@ -205,7 +213,7 @@ def create_app(
             return True
 
         try:
-            return bool(await asyncio.wait_for(thread.call_thread(commit_in_thread), 30))
+            return bool(await asyncio.wait_for(thread.call_thread(commit_in_thread), 10))
         except Exception as e:  # e.g. a rebalance or the broker away: the next flush commits again
             log.warning("commit of %d offsets failed (%r); retried after the next batch", len(offsets), e)
             return False
@@ -220,23 +228,53 @@ def create_app(
     app.is_assigned = assigned  # type: ignore[attr-defined]
     app.engine = engine  # type: ignore[attr-defined]
 
-    async def flush_and_commit(outputs: list[Output]) -> None:
-        # Nothing goes on until the broker has acknowledged every output: the engine's state
-        # already includes them, so a lost output must be re-sent, never skipped.
+    # Batches in flight: (acknowledgement, outputs, offsets safe to commit once it and every
+    # earlier one are acknowledged). Sends are pipelined; commits follow acknowledgements in order.
+    pending: deque[tuple[asyncio.Future[Any], list[Output], dict[Any, int]]] = deque()
+
+    async def resend(outputs: list[Output]) -> None:
+        # The engine's state already includes these outputs: re-send until acknowledged, never skip.
         backoff = 0.2
         while True:
             try:
                 await app.io.send_all(outputs)  # type: ignore[attr-defined]
-                break
+                return
             except Exception as e:
                 log.warning("sending %d outputs failed (%r); retrying in %.1fs", len(outputs), e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
-        offsets = engine.committable()
+
+    async def flush(outputs: list[Output]) -> dict[Any, int]:
+        """Send `outputs` (pipelined); returns the offsets whose effects are all acknowledged."""
+        try:
+            ack = await app.io.send(outputs)  # type: ignore[attr-defined]
+        except Exception as e:
+            log.warning("handing %d outputs to the producer failed (%r)", len(outputs), e)
+            await resend(outputs)
+            ack = asyncio.get_running_loop().create_future()
+            ack.set_result(None)
+        pending.append((ack, outputs, engine.committable()))
+        while len(pending) > 32:  # back-pressure: wait for the oldest batch
+            await asyncio.wait([pending[0][0]])
+            await settle()
+        return await settle()
+
+    async def settle() -> dict[Any, int]:
+        latest: dict[Any, int] = {}
+        while pending and pending[0][0].done():
+            ack, outputs, offsets = pending.popleft()
+            if ack.exception() is not None:
+                await resend(outputs)
+            latest = offsets
+        return latest
+
+    async def commit(offsets: dict[Any, int]) -> None:
+        # Outside the lock: the commit runs in faust's consumer thread, which may be inside a
+        # rebalance callback waiting for `on_revoked`, which waits for the lock.
         if offsets and await app.commit_offsets(offsets):  # type: ignore[attr-defined]
             engine.committed_to(offsets)
 
-    async def handle(batch: list[Any]) -> int:
+    async def handle(batch: list[Any]) -> dict[Any, int]:
         gen = getattr(app, "consumer_generation_id", 0)
         if gen != generation["id"]:
             generation["id"], generation["seen"] = gen, set()
@@ -257,8 +295,7 @@ def create_app(
                 engine.expect(tp, committed.get(tp))
         outputs = engine.process(records)
         outputs += engine.tick()
-        await flush_and_commit(outputs)
-        return len(records)
+        return await flush(outputs)
 
     @app.agent(source, name="score")
     async def score(stream: Any) -> Any:
@@ -266,15 +303,17 @@ def create_app(
             settings.stream_batch_size, within=settings.stream_batch_ms / 1000
         ):
             async with lock:
-                n = await handle(batch)
-            yield n
+                offsets = await handle(batch)
+            await commit(offsets)
+            yield len(batch)
 
     every = max(0.05, min(1.0, settings.live_score_every_s, settings.stream_checkpoint_every_s))
 
     @app.timer(interval=every)  # type: ignore[untyped-decorator]
     async def tick() -> None:
         async with lock:
-            await flush_and_commit(engine.tick())
+            offsets = await flush(engine.tick())
+        await commit(offsets)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: Any, revoked: set[Any], **kwargs: Any) -> None:

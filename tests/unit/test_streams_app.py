@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -25,6 +26,12 @@ class FakeIO:
 
     async def send_all(self, outputs: list[Output]) -> None:
         self.sent.extend(outputs)
+
+    async def send(self, outputs: list[Output]) -> asyncio.Future[Any]:
+        self.sent.extend(outputs)
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     async def committed(self, group: str, tps: list[Any]) -> dict[Any, int]:
         return {}
