@@ -254,8 +254,10 @@ async def run_stages(settings: Settings, rates: list[int], seconds: float, marke
     for rate in rates:
         for k, v in (await bench_rate(settings, rate, seconds)).items():
             out[f"worker@{rate}/s {k}"] = v
+            print(f"worker@{rate}/s {k}: {v}", flush=True)
     for k, v in (await bench_restart(settings, markers, 2000)).items():
         out[f"restart {k}"] = v
+        print(f"restart {k}: {v}", flush=True)
     return out
 
 
