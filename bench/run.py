@@ -122,6 +122,28 @@ async def bench_end_to_end(settings: Settings, rate: int, seconds: float) -> dic
     em = KafkaEmitter(settings.bootstrap_servers, settings.spill_dir / "e2e", max_queue=10_000_000)
     tracer = Tracer("bench", "1", emitter=em, settings=settings)
     cpu0 = cpu_seconds(worker_pid)
+    insert_s, step_s = [0.0], [0.0]
+    writer = projector._writer
+    assert writer is not None
+    raw_write, raw_step = writer.write, projector.step
+
+    def timed_write(*a: Any, **kw: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return raw_write(*a, **kw)
+        finally:
+            insert_s[0] += time.perf_counter() - t
+
+    async def timed_step(*a: Any, **kw: Any) -> int:
+        t = time.perf_counter()
+        try:
+            return await raw_step(*a, **kw)
+        finally:
+            step_s[0] += time.perf_counter() - t
+
+    writer.write = timed_write  # type: ignore[method-assign]
+    projector.step = timed_step  # type: ignore[method-assign]
+    proc0 = time.process_time()
     sent = 0
     stop = asyncio.Event()
 
@@ -168,15 +190,6 @@ async def bench_end_to_end(settings: Settings, rate: int, seconds: float) -> dic
         await projector.step(100)
     cpu = cpu_seconds(worker_pid) - cpu0
     processed_all = await worker_backlog(settings) == 0
-    reward_lag = query(
-        projector.clickhouse,
-        "SELECT quantile(0.5)(d) AS p50, quantile(0.99)(d) AS p99 FROM ("
-        " SELECT dateDiff('millisecond', t.ended_at, r.scored_at) AS d FROM rewards AS r FINAL"
-        " JOIN (SELECT trajectory_id, max(ended_at) AS ended_at FROM trajectories"
-        " GROUP BY trajectory_id) AS t"
-        " USING trajectory_id WHERE r.is_final = 1 AND r.run_id = {r:String})",
-        {"r": run_id},
-    )[0]
     await projector.stop()
     em.close(5)
     return {
@@ -186,10 +199,12 @@ async def bench_end_to_end(settings: Settings, rate: int, seconds: float) -> dic
         "sink_events_per_s": len(lat) / elapsed,
         "lag_p50_ms": percentile(lat, 0.50),
         "lag_p99_ms": percentile(lat, 0.99),
-        "reward_lag_p50_ms": float(reward_lag["p50"]),
-        "reward_lag_p99_ms": float(reward_lag["p99"]),
         "worker_cpu_ms_per_1k_events": 1000 * cpu / max(1, sent) * 1000,
         "worker_kept_up": processed_all,
+        # where the sink's time goes (what limits it): ClickHouse inserts vs the rest of a batch
+        "sink_share_clickhouse_insert": insert_s[0] / max(1e-9, step_s[0]),
+        "sink_share_decode_and_rows": 1 - insert_s[0] / max(1e-9, step_s[0]),
+        "sink_cpu_ms_per_1k_events": 1e6 * (time.process_time() - proc0) / max(1, len(lat)),
     }
 
 
@@ -279,12 +294,19 @@ def main() -> None:
     ap.add_argument("--rate", default="3000,10000", help="offered loads, events/s (comma-separated)")
     ap.add_argument("--sim-trials", type=int, default=1000, help="trials for the simulation stage")
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument(
+        "--worker-rate", default="1000,3000,6000,10000", help="stream-worker stage loads, events/s"
+    )
+    ap.add_argument("--markers", type=int, default=180_000, help="done markers for the restart stage")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args()
     quiet_logs()
     home = Path(tempfile.mkdtemp(prefix="agentlake-bench-"))
     os.environ["AGENTLAKE_HOME"] = str(home)
-    os.environ.setdefault("AGENTLAKE_KAFKA_PORT", "19192")
+    if "AGENTLAKE_KAFKA_PORT" not in os.environ:
+        from tests.conftest import free_port_pair
+
+        os.environ["AGENTLAKE_KAFKA_PORT"] = str(free_port_pair())
     os.environ["AGENTLAKE_LIVE_SCORES"] = "false"
     settings = Settings()
     console.log(f"stack in {home}")
@@ -303,6 +325,11 @@ def main() -> None:
             console.log(f"end to end at {rate} events/s for {args.seconds}s")
             stage = asyncio.run(bench_end_to_end(settings, rate, args.seconds))
             results.update({f"e2e@{rate}/s {k}": v for k, v in stage.items() if k != "offered_rate"})
+        console.log("stream worker: CPU, reward lag per offered rate; restart")
+        from bench.worker import run_stages
+
+        worker_rates = [int(r) for r in str(args.worker_rate).split(",") if r]
+        results.update(asyncio.run(run_stages(settings, worker_rates, args.seconds, args.markers)))
         console.log(f"simulation: {args.sim_trials} trials of a 5-call scripted agent")
         results.update(asyncio.run(bench_simulation(settings, args.sim_trials, 16)))
     finally:

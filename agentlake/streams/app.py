@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import faust
 from agentlake.settings import Settings
 from agentlake.streams.engine import Engine, Record
 from agentlake.streams.processor import Output, RewardProcessor, RulesLookup, default_rules
-from agentlake.topics import STREAM_CHECKPOINTS, STREAMS_GROUP, TRAJECTORY_TOPICS
+from agentlake.topics import STREAM_CHECKPOINTS, STREAMS_GROUP, TRAJECTORY_TOPICS, dlq
 
 log = logging.getLogger("agentlake.streams")
 
@@ -52,6 +53,7 @@ class KafkaIO:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._producer: Any = None
+        self._admin: Any = None
 
     async def producer(self) -> Any:
         if self._producer is None:
@@ -69,14 +71,38 @@ class KafkaIO:
 
     async def send_all(self, outputs: list[Output]) -> None:
         """Send every output and wait until the broker acknowledged all of them."""
+        await (await self.send(outputs))
+
+    async def send(self, outputs: list[Output]) -> asyncio.Future[Any]:
+        """Hand every output to the producer; the returned future is done when the broker has
+        acknowledged all of them (or failed with the first error)."""
+        from aiokafka.errors import MessageSizeTooLargeError
+
         if not outputs:
-            return
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
         producer = await self.producer()
-        futures = [
-            await producer.send(o.topic, o.value, key=o.key, partition=o.partition, headers=o.headers or None)
-            for o in outputs
-        ]
-        await asyncio.gather(*futures)
+        too_large: list[Output] = []
+        futures = []
+        for o in outputs:
+            try:
+                futures.append(
+                    await producer.send(
+                        o.topic, o.value, key=o.key, partition=o.partition, headers=o.headers or None
+                    )
+                )
+            except MessageSizeTooLargeError:
+                too_large.append(o)
+        for o in too_large:  # never retried forever: a small dead letter says what was dropped
+            log.error(
+                "output of %d bytes for %s is over the producer's limit: dead-lettered",
+                len(o.value or b""),
+                o.topic,
+            )
+            dl = [("reason", b"too_large"), ("detail", f"{len(o.value or b'')} bytes".encode())]
+            futures.append(await producer.send(dlq(o.topic), b"", key=o.key, headers=dl))
+        return asyncio.gather(*futures)
 
     async def read_checkpoints(self, partition: int) -> list[tuple[bytes, bytes | None]]:
         """The checkpoint topic's `partition`, from its start to its end at call time."""
@@ -102,7 +128,23 @@ class KafkaIO:
             await consumer.stop()
         return out
 
+    async def committed(self, group: str, tps: list[Any]) -> dict[Any, int]:
+        """The group's committed offsets of `tps` (missing: none committed). Asked with an admin
+        client of our own: faust's consumer thread may be inside a rebalance callback."""
+        from aiokafka import TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        if self._admin is None:
+            self._admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers)
+            await self._admin.start()
+        asked = {TopicPartition(tp[0], tp[1]): tp for tp in tps}
+        got = await self._admin.list_consumer_group_offsets(group, partitions=list(asked))
+        return {asked[k]: v.offset for k, v in got.items() if k in asked and v.offset >= 0}
+
     async def stop(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
@@ -154,37 +196,85 @@ def create_app(
     )
 
     async def commit_offsets(offsets: dict[Any, int]) -> bool:
-        # faust's public commit() only commits what its own acks allow (none here): use the driver.
-        return bool(await app.consumer._commit(offsets))  # type: ignore[attr-defined]
-
-    async def committed_offset(tp: Any) -> int | None:
+        # faust's commit() only commits what its own acks allow (none here), and its driver crashes
+        # the app on any commit error: commit through the aiokafka consumer in faust's consumer thread.
+        from aiokafka.structs import OffsetAndMetadata
         from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
 
         thread = app.consumer._thread  # type: ignore[attr-defined]
 
-        async def ask() -> int | None:
-            result = await thread._ensure_consumer().committed(ensure_aiokafka_TP(tp))
-            return None if result is None else int(result)
+        async def commit_in_thread() -> bool:
+            consumer = thread._ensure_consumer()
+            assigned = consumer.assignment()
+            mine = {ensure_aiokafka_TP(tp): OffsetAndMetadata(off, "") for tp, off in offsets.items()}
+            mine = {tp: om for tp, om in mine.items() if tp in assigned}
+            if mine:
+                await consumer.commit(mine)
+            return True
 
-        result: int | None = await thread.call_thread(ask)
-        return result
+        try:
+            return bool(await asyncio.wait_for(thread.call_thread(commit_in_thread), 10))
+        except Exception as e:  # e.g. a rebalance or the broker away: the next flush commits again
+            log.warning("commit of %d offsets failed (%r); retried after the next batch", len(offsets), e)
+            return False
+
+    owned: set[int] = set()  # source partitions of the current assignment (from faust's signals)
 
     def assigned(tp: Any) -> bool:
-        return tp in app.consumer.assignment()
+        return tp.partition in owned
 
     app.io = io  # type: ignore[attr-defined]
     app.commit_offsets = commit_offsets  # type: ignore[attr-defined]
-    app.committed_offset = committed_offset  # type: ignore[attr-defined]
     app.is_assigned = assigned  # type: ignore[attr-defined]
     app.engine = engine  # type: ignore[attr-defined]
 
-    async def flush_and_commit(outputs: list[Output]) -> None:
-        await app.io.send_all(outputs)  # type: ignore[attr-defined]
-        offsets = engine.committable()
+    # Batches in flight: (acknowledgement, outputs, offsets safe to commit once it and every
+    # earlier one are acknowledged). Sends are pipelined; commits follow acknowledgements in order.
+    pending: deque[tuple[asyncio.Future[Any], list[Output], dict[Any, int]]] = deque()
+
+    async def resend(outputs: list[Output]) -> None:
+        # The engine's state already includes these outputs: re-send until acknowledged, never skip.
+        backoff = 0.2
+        while True:
+            try:
+                await app.io.send_all(outputs)  # type: ignore[attr-defined]
+                return
+            except Exception as e:
+                log.warning("sending %d outputs failed (%r); retrying in %.1fs", len(outputs), e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def flush(outputs: list[Output]) -> dict[Any, int]:
+        """Send `outputs` (pipelined); returns the offsets whose effects are all acknowledged."""
+        try:
+            ack = await app.io.send(outputs)  # type: ignore[attr-defined]
+        except Exception as e:
+            log.warning("handing %d outputs to the producer failed (%r)", len(outputs), e)
+            await resend(outputs)
+            ack = asyncio.get_running_loop().create_future()
+            ack.set_result(None)
+        pending.append((ack, outputs, engine.committable()))
+        while len(pending) > 32:  # back-pressure: wait for the oldest batch
+            await asyncio.wait([pending[0][0]])
+            await settle()
+        return await settle()
+
+    async def settle() -> dict[Any, int]:
+        latest: dict[Any, int] = {}
+        while pending and pending[0][0].done():
+            ack, outputs, offsets = pending.popleft()
+            if ack.exception() is not None:
+                await resend(outputs)
+            latest = offsets
+        return latest
+
+    async def commit(offsets: dict[Any, int]) -> None:
+        # Outside the lock: the commit runs in faust's consumer thread, which may be inside a
+        # rebalance callback waiting for `on_revoked`, which waits for the lock.
         if offsets and await app.commit_offsets(offsets):  # type: ignore[attr-defined]
             engine.committed_to(offsets)
 
-    async def handle(batch: list[Any]) -> int:
+    async def handle(batch: list[Any]) -> dict[Any, int]:
         gen = getattr(app, "consumer_generation_id", 0)
         if gen != generation["id"]:
             generation["id"], generation["seen"] = gen, set()
@@ -197,13 +287,15 @@ def create_app(
         for partition in sorted({r[0][1] for r in records} - engine.restored):
             loaded = engine.load(partition, await app.io.read_checkpoints(partition))  # type: ignore[attr-defined]
             log.info("partition %d restored: %d open trajectories", partition, loaded)
-        for tp in {r[0] for r in records} - generation["seen"]:
-            generation["seen"].add(tp)
-            engine.expect(tp, await app.committed_offset(tp))  # type: ignore[attr-defined]
+        new = sorted({r[0] for r in records} - generation["seen"])
+        if new:
+            committed = await app.io.committed(app.conf.id, new)  # type: ignore[attr-defined]
+            for tp in new:
+                generation["seen"].add(tp)
+                engine.expect(tp, committed.get(tp))
         outputs = engine.process(records)
         outputs += engine.tick()
-        await flush_and_commit(outputs)
-        return len(records)
+        return await flush(outputs)
 
     @app.agent(source, name="score")
     async def score(stream: Any) -> Any:
@@ -211,15 +303,17 @@ def create_app(
             settings.stream_batch_size, within=settings.stream_batch_ms / 1000
         ):
             async with lock:
-                n = await handle(batch)
-            yield n
+                offsets = await handle(batch)
+            await commit(offsets)
+            yield len(batch)
 
     every = max(0.05, min(1.0, settings.live_score_every_s, settings.stream_checkpoint_every_s))
 
     @app.timer(interval=every)  # type: ignore[untyped-decorator]
     async def tick() -> None:
         async with lock:
-            await flush_and_commit(engine.tick())
+            offsets = await flush(engine.tick())
+        await commit(offsets)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: Any, revoked: set[Any], **kwargs: Any) -> None:
@@ -230,8 +324,17 @@ def create_app(
                 await app.io.send_all(engine.tick(force_checkpoint=True))  # type: ignore[attr-defined]
             except Exception as e:  # the next owner re-reads from the committed offsets: still correct
                 log.warning("checkpoint at revocation failed: %r", e)
-            engine.drop({tp.partition for tp in revoked})
+            gone = {tp.partition for tp in revoked}
+            engine.drop(gone)
+            owned.difference_update(gone)
             generation["seen"] = set()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(app_: Any, assigned: set[Any], **kwargs: Any) -> None:
+        mine = sorted({tp.partition for tp in assigned if tp.topic in source.topics})
+        owned.clear()  # (eager rebalance: everything was revoked and dropped just before)
+        owned.update(mine)
+        log.info("assigned partitions %s (generation %s)", mine, getattr(app, "consumer_generation_id", "?"))
 
     app.score_agent = score  # type: ignore[attr-defined]
     return app

@@ -15,9 +15,11 @@ discipline:
   record. Checkpoints of changed open trajectories are written every
   ``checkpoint_every_s``, so commits trail processing by about that much and
   no open trajectory holds the watermark back for longer.
-- A gap in a partition's offsets (a record faust skipped, e.g. during a
-  rebalance) freezes that partition's watermark at the gap: it is re-read
-  after the next restart or rebalance, never committed past.
+- Records may arrive out of offset order around a rebalance (faust hands
+  over records prefetched before it, then re-fetches from the committed
+  offset). The fold does not mind; the watermark only advances over the
+  contiguous run of processed offsets, so a record faust never delivered is
+  never committed past (it is re-read after the next restart or rebalance).
 
 Restart cost is bounded by what the compacted checkpoint topic holds: open
 trajectories and done markers younger than ``done_retention_s`` (older ones are
@@ -88,8 +90,8 @@ class Engine:
         self.open: dict[str, TrajState] = {}
         self.done: dict[str, tuple[int, float, int]] = {}  # tid -> (end seq, scored at (clock), partition)
         self.restored: set[int] = set()
-        self.next_offset: dict[TP, int] = {}
-        self.hold: dict[TP, int] = {}  # partitions frozen at a gap
+        self.next_offset: dict[TP, int] = {}  # end of the contiguous run of processed offsets
+        self.ahead: dict[TP, set[int]] = {}  # processed offsets past a gap
         self.committed: dict[TP, int] = {}
         self.dirty: set[str] = set()
         self.live_due: set[str] = set()
@@ -128,7 +130,7 @@ class Engine:
         for tid in [t for t, d in self.done.items() if d[2] in partitions]:
             del self.done[tid]
         self.restored -= partitions
-        for d in (self.next_offset, self.hold, self.committed):
+        for d in (self.next_offset, self.ahead, self.committed):
             for tp in [tp for tp in d if tp[1] in partitions]:
                 del d[tp]
 
@@ -147,14 +149,25 @@ class Engine:
         for tp, offset, key, value in records:
             topic, partition = tp[0], tp[1]
             expected = self.next_offset.get(tp)
-            if expected is not None and offset != expected:
-                if offset < expected:
-                    continue  # already processed in this assignment
-                self.stats.gaps += 1
-                self.hold[tp] = min(self.hold.get(tp, expected), expected)
-                log.warning("offset gap on %s[%d]: %d..%d not delivered; holding commits there",
-                            topic, partition, expected, offset - 1)  # fmt: skip
-            self.next_offset[tp] = offset + 1
+            if expected is None or offset == expected:
+                nxt, ahead = offset + 1, self.ahead.get(tp)
+                while ahead and nxt in ahead:
+                    ahead.discard(nxt)
+                    nxt += 1
+                self.next_offset[tp] = nxt
+            elif offset < expected or offset in self.ahead.get(tp, ()):
+                continue  # processed already in this assignment
+            else:
+                if not self.ahead.get(tp):
+                    self.stats.gaps += 1
+                    log.info(
+                        "%s[%d]: offset %d before %d; commits wait for the gap",
+                        topic,
+                        partition,
+                        offset,
+                        expected,
+                    )
+                self.ahead.setdefault(tp, set()).add(offset)
             self.stats.events += 1
             tid = key.decode("utf-8", "replace") if key is not None else ""
             st = open_.get(tid)
@@ -252,8 +265,6 @@ class Engine:
         """Offsets safe to commit *once every output returned so far is acknowledged*; only the ones
         that moved. Call `committed_to()` after the commit succeeded."""
         low = dict(self.next_offset)
-        for tp, off in self.hold.items():
-            low[tp] = min(low.get(tp, off), off)
         for tid in self.dirty:
             for tp, off in self.open[tid].dirty.items():
                 if off < low.get(tp, off + 1):

@@ -182,3 +182,63 @@ def test_incomplete_trajectory_has_no_final_reward() -> None:
     recs = record_trajectory()
     _, outputs = run(RewardProcessor(), recs[:2] + recs[3:])  # one event missing
     assert finals(outputs) == []
+
+
+def _with(value: bytes, **update: Any) -> bytes:
+    return codec().encode(codec().decode(value).model_copy(update=update))
+
+
+def test_a_seq_far_ahead_is_a_dead_letter_and_the_trajectory_still_completes() -> None:
+    recs = record_trajectory()
+    topic, key, value = recs[1]
+    far = (topic, key, _with(value, seq=2_000_000, event_id="far"))
+    gap = (topic, key, _with(value, seq=50_000, event_id="gap"))
+    _, outputs = run(RewardProcessor(live_scores=False), [recs[0], far, gap, *recs[1:]])
+    reasons = [dict(o.headers)["reason"] for o in outputs if o.topic.endswith(".dlq")]
+    assert reasons == [b"seq_out_of_range", b"seq_gap"]
+    assert len(finals(outputs)) == 1
+
+
+def test_a_seq_past_the_end_that_arrives_before_the_end_leaves_the_fold() -> None:
+    recs = record_trajectory()
+    topic, key, value = recs[1]
+    end_seq = len(recs) - 1
+    early = (topic, key, _with(value, seq=end_seq + 3, event_id="early"))
+    _, outputs = run(RewardProcessor(live_scores=False), [early, *recs])
+    [dl] = [o for o in outputs if o.topic.endswith(".dlq")]
+    assert dict(dl.headers)["reason"] == b"after_end" and dict(dl.headers)["event_id"] == b"early"
+    [final] = finals(outputs)
+    assert final.seq == end_seq and final.metrics["steps"] == 2.0
+
+
+@pytest.mark.parametrize("first", ["original", "other"])
+def test_a_duplicate_seq_with_another_event_id_is_decided_by_the_smallest_event_id(first: str) -> None:
+    recs = record_trajectory()
+    topic, key, value = recs[1]
+    original = codec().decode(value)
+    other_id = "0" * 32 if original.event_id > "0" * 32 else "f" * 32
+    other = (topic, key, _with(value, event_id=other_id, content="something else"))
+    order = [recs[1], other] if first == "original" else [other, recs[1]]
+    _, outputs = run(RewardProcessor(live_scores=False), [recs[0], *order, *recs[2:]])
+    [dl] = [o for o in outputs if o.topic.endswith(".dlq")]
+    assert dict(dl.headers)["reason"] == b"duplicate_seq"
+    loser = max(original.event_id, other_id)
+    assert (dl.value and codec().decode(dl.value).event_id == loser) or dict(dl.headers)[
+        "event_id"
+    ] == loser.encode()
+    assert len(finals(outputs)) == 1
+
+
+def test_a_null_key_is_a_dead_letter_and_the_sink_rule_agrees() -> None:
+    from agentlake.streams.processor import check_record
+
+    recs = record_trajectory()
+    topic, key, value = recs[1]
+    res = RewardProcessor().process(None, topic, None, value)
+    assert [dict(o.headers)["reason"] for o in res.outputs] == [b"null_key"]
+    ev = codec().decode(value)
+    assert check_record(topic, None, ev.record, ev.trajectory_id, ev.seq) == (
+        "null_key",
+        f"record has no key; it must be the trajectory_id {ev.trajectory_id}",
+    )
+    assert check_record(topic, key, ev.record, ev.trajectory_id, ev.seq) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from agentlake.sdk import MemoryEmitter, Tracer
 from agentlake.settings import Settings
 from agentlake.streams.app import create_app
 from agentlake.streams.processor import Output
+from agentlake.streams.state import decode as decode_checkpoint
 
 SETTINGS = Settings(home="/tmp/agentlake-unit", topic_prefix="unit-")  # type: ignore[arg-type]
 
@@ -24,6 +26,15 @@ class FakeIO:
 
     async def send_all(self, outputs: list[Output]) -> None:
         self.sent.extend(outputs)
+
+    async def send(self, outputs: list[Output]) -> asyncio.Future[Any]:
+        self.sent.extend(outputs)
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def committed(self, group: str, tps: list[Any]) -> dict[Any, int]:
+        return {}
 
     async def read_checkpoints(self, partition: int) -> list[tuple[bytes, bytes | None]]:
         self.restored.append(partition)
@@ -43,12 +54,8 @@ async def test_the_score_agent_turns_events_into_rewards_and_dead_letters(batch:
         commits.append(dict(offsets))
         return True
 
-    async def committed(tp: Any) -> int | None:
-        return None
-
     app.io = io  # type: ignore[attr-defined]
     app.commit_offsets = commit  # type: ignore[attr-defined]
-    app.committed_offset = committed  # type: ignore[attr-defined]
     app.is_assigned = lambda tp: True  # type: ignore[attr-defined]
 
     em = MemoryEmitter()
@@ -73,6 +80,7 @@ async def test_the_score_agent_turns_events_into_rewards_and_dead_letters(batch:
     assert len(dead) == 1 and dict(dead[0].headers)["reason"] == b"bad_magic"
     # the finished trajectory left a done marker, not its state; partition 0 was restored first
     markers = [o for o in io.sent if o.topic == "unit-streams.checkpoints"]
-    assert [m.key for m in markers] == [finals[0].trajectory_id.encode()] and io.restored == [0]
+    assert {m.key for m in markers} == {finals[0].trajectory_id.encode()} and io.restored == [0]
+    assert markers[-1].value is not None and decode_checkpoint(markers[-1].value)[1] == len(em.records) - 1
     # offsets were committed only after the outputs were handed over, up to the last record
     assert commits and max(commits[-1].values()) == len(em.records) + 1
