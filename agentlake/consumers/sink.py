@@ -117,7 +117,11 @@ class Projector:
             heartbeat_interval_ms=2000,
             max_poll_interval_ms=300000,
         )
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, acks="all")
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            acks="all",
+            max_request_size=self.settings.max_message_bytes,
+        )
         await self._consumer.start()
         await self._producer.start()
 

@@ -65,6 +65,7 @@ class KafkaIO:
                 enable_idempotence=True,
                 linger_ms=5,
                 max_batch_size=256 * 1024,
+                max_request_size=self.settings.max_message_bytes,
             )
             await self._producer.start()
         return self._producer
@@ -168,7 +169,9 @@ def create_app(
         datadir=str(datadir or settings.data_dir / "streams" / "streams"),
         processing_guarantee="at_least_once",
         topic_partitions=settings.topic_partitions,
-        topic_replication_factor=1,
+        # faust's own topics get the copies `agentlake up` chose (AGENTLAKE_TOPIC_REPLICATION_FACTOR)
+        topic_replication_factor=settings.topic_replication_factor or 1,
+        producer_max_request_size=settings.max_message_bytes,
         topic_allow_declare=True,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",

@@ -94,7 +94,7 @@ async def publish_events(
         bootstrap_servers=settings.bootstrap_servers,
         acks="all",
         enable_idempotence=True,
-        max_request_size=2 * 1024 * 1024,
+        max_request_size=settings.max_message_bytes,
         compression_type="lz4",
     )
     await producer.start()
@@ -177,7 +177,11 @@ class DocumentProjector:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, acks="all")
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            acks="all",
+            max_request_size=self.settings.max_message_bytes,
+        )
         try:
             await self._consumer.start()
             await self._producer.start()
