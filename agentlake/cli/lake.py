@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from agentlake.cli._app import JSON_OPT, UserError, _print_json, _settings, app, console, out
@@ -122,13 +123,17 @@ def query(
 
 
 def render_lookup(r: dict[str, Any]) -> None:
-    head = "[green]HIT[/]" if r["hit"] else f"[yellow]MISS[/] ({r['reason']})"
-    out.print(f"{head} {r['task']!r}  signature {r['signature']}  ({r['latency_us']:.0f} µs)")
+    head = "[green]HIT[/]" if r["hit"] else f"[yellow]MISS[/] ({escape(r['reason'])})"
+    out.print(
+        f"{head} {escape(repr(r['task']))}  signature {escape(r['signature'])}  ({r['latency_us']:.0f} µs)"
+    )
     if r["result"]:
         res = r["result"]
         out.print(
-            f"  cached: {res['task']!r} by {res['agent']} reward {res['reward']:.2f}: "
-            f"{' → '.join(res['tool_sequence'])}"
+            escape(
+                f"  cached: {res['task']!r} by {res['agent']} reward {res['reward']:.2f}: "
+                f"{' → '.join(res['tool_sequence'])}"
+            )
         )
     t = Table(title="provenance")
     for col in ("entry", "similarity", "threshold", "reward", "agent", "signature", "verdict"):
@@ -139,8 +144,8 @@ def render_lookup(r: dict[str, Any]) -> None:
             f"{c['similarity']:.3f}",
             f"{c['threshold']:.2f}",
             f"{c['reward']:.2f}",
-            c["agent"],
-            c["signature"],
+            escape(c["agent"]),
+            escape(c["signature"]),
             c["verdict"],
         )
     out.print(t)
@@ -148,9 +153,11 @@ def render_lookup(r: dict[str, Any]) -> None:
 
 def render_plan(p: dict[str, Any]) -> None:
     seq = " → ".join(p["tool_sequence"]) or "(none)"
-    out.print(f"fused plan: {seq}  (support {p['support']:.0%}; tools: {', '.join(p['tools']) or '-'})")
+    out.print(
+        escape(f"fused plan: {seq}  (support {p['support']:.0%}; tools: {', '.join(p['tools']) or '-'})")
+    )
     for lesson in p["lessons"]:
-        out.print(f"  lesson: {lesson}")
+        out.print(escape(f"  lesson: {lesson}"))
 
 
 def render_lake_demo(lake: dict[str, Any]) -> None:
@@ -162,7 +169,7 @@ def render_lake_demo(lake: dict[str, Any]) -> None:
     out.print(f"{lake['entries']} entries; freshness (produced → answerable) ms: {lake['freshness_ms']}")
     render_lookup(lake["hit"])
     render_lookup(lake["miss"])
-    out.print(f"new task: {lake['plan']['task']!r} ({lake['plan']['signature']})")
+    out.print(escape(f"new task: {lake['plan']['task']!r} ({lake['plan']['signature']})"))
     render_plan(lake["plan"])
 
 

@@ -15,6 +15,7 @@ single entry has one cluster whose centroid is that entry.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from typing import Any
 
@@ -23,11 +24,18 @@ import numpy as np
 ZERO_CLUSTER = -1
 
 
+IVF_SPLIT = 4096  # from this many distinct points on, 4·sqrt(n) clusters (they route IVF searches)
+
+
 def target_k(n_distinct: int, max_k: int) -> int:
-    """Clusters for `n_distinct` distinct points: round(sqrt(n)), at least 1, at most `max_k`."""
+    """Clusters for `n_distinct` distinct points: round(sqrt(n)) while small (clusters only group
+    outcomes for calibration), round(4·sqrt(n)) from 4,096 on (faiss's guideline for an IVF's
+    lists: each probe then scans about sqrt(n)/4 vectors instead of sqrt(n)); at least 1, at
+    most `max_k`."""
     if n_distinct <= 0:
         return 0
-    return max(1, min(max_k, n_distinct, round(math.sqrt(n_distinct))))
+    factor = 4 if n_distinct >= IVF_SPLIT else 1
+    return max(1, min(max_k, n_distinct, round(factor * math.sqrt(n_distinct))))
 
 
 def nonzero_rows(vectors: np.ndarray, eps: float = 1e-9) -> np.ndarray:
@@ -93,14 +101,19 @@ class TenantClusters:
             km = faiss.Kmeans(
                 self.dim,
                 k,
-                niter=20,
+                niter=12,
                 spherical=True,
                 seed=self.seed,
-                max_points_per_centroid=256,
+                max_points_per_centroid=64,
                 verbose=False,
             )
             # duplicates would let faiss seed two centroids on one point: train on distinct rows
-            km.train(np.ascontiguousarray(distinct, dtype=np.float32))
+            threads = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(os.cpu_count() or 1)  # training is batch work: every core
+            try:
+                km.train(np.ascontiguousarray(distinct, dtype=np.float32))
+            finally:
+                faiss.omp_set_num_threads(threads)
             self.centroids = np.asarray(km.centroids, dtype=np.float32).copy()
         self.sizes = np.bincount(self.assign(x), minlength=self.k).astype(np.int64)
 

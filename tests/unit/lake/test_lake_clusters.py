@@ -19,6 +19,8 @@ def test_target_k() -> None:
     assert target_k(1, 10) == 1
     assert target_k(100, 10) == 10
     assert target_k(100, 4096) == 10
+    assert target_k(10_000, 4096) == 400  # an IVF's lists: 4·sqrt(n)
+    assert target_k(1_000_000, 4096) == 4000
 
 
 def test_duplicates_count_once() -> None:
