@@ -39,6 +39,8 @@ def demo(
 
     s = _settings()
     stack.up(s, workers=True, progress=lambda m: console.log(m))
+    # the registry first: part 1 is scored with the declared tools and reward specs too
+    registered = _apply_demo_registry(s)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("trajectories", total=trajectories * 2)
         result = asyncio.run(run_demo(s, trajectories, progress=lambda n: bar.advance(task, n)))
@@ -46,13 +48,25 @@ def demo(
         raise UserError(
             "the projections did not catch up in time: is the stream worker running? (agentlake status)"
         )
+    if not as_json:  # each part is printed as soon as it is done
+        _render_production(result)
     sim: dict[str, Any] = {}
     if simulate:
-        sim = _demo_simulation(s, trials)
+        sim = {"registered": registered, **_demo_simulation(s, trials)}
+        if not as_json:
+            _render_simulation(sim)
     auth = _demo_auth(s)
     if as_json:
         _print_json({**result, "simulation": sim, "auth": auth})
         return
+    from agentlake.auth.demo import render_lines
+
+    out.rule("3. agent auth: delegation → gateway → denied tool → live revocation")
+    for line in render_lines(auth):
+        out.print(line, highlight=False, markup=False)
+
+
+def _render_production(result: dict[str, Any]) -> None:
     out.rule("1. agents in production: events → Kafka → stream rewards → ClickHouse / Milvus")
     render_summary(
         result["agents"],
@@ -76,20 +90,29 @@ def demo(
         from agentlake.cli.lake import render_lake_demo
 
         render_lake_demo(result["lake"])
-    if sim:
-        out.rule("2. simulation as CI: registry → staging MCP → suite × trials → pipeline → gate")
-        out.print(f"registered: {', '.join(sim['registered'])}")
-        out.print(f"[bold]baseline[/] support-bot@1.0: run {sim['baseline']['run_id']}")
-        render_sim_report(sim["baseline"])
-        out.print(f"[bold]candidate[/] support-bot@1.1-beta vs baseline: run {sim['candidate']['run_id']}")
-        render_sim_report(sim["candidate"])
-        verdict = "would merge" if sim["candidate"]["passed"] else "blocked by the gate"
-        out.print(f"[bold]CI verdict for support-bot@1.1-beta: {verdict}[/]")
-    from agentlake.auth.demo import render_lines
 
-    out.rule("3. agent auth: delegation → gateway → denied tool → live revocation")
-    for line in render_lines(auth):
-        out.print(line, highlight=False, markup=False)
+
+def _render_simulation(sim: dict[str, Any]) -> None:
+    out.rule("2. simulation as CI: registry → staging MCP → suite × trials → pipeline → gate")
+    out.print(f"registered: {', '.join(sim['registered'])}")
+    out.print(f"[bold]baseline[/] support-bot@1.0: run {sim['baseline']['run_id']}")
+    render_sim_report(sim["baseline"])
+    out.print(f"[bold]candidate[/] support-bot@1.1-beta vs baseline: run {sim['candidate']['run_id']}")
+    render_sim_report(sim["candidate"])
+    verdict = "would merge" if sim["candidate"]["passed"] else "blocked by the gate"
+    out.print(f"[bold]CI verdict for support-bot@1.1-beta: {verdict}[/]")
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"  # agentlake/examples, shipped in the wheel
+
+
+def _apply_demo_registry(s: Settings) -> list[str]:
+    from agentlake.registry import apply_specs, load_registry_file
+
+    specs = load_registry_file(EXAMPLES / "registry.yaml")
+    asyncio.run(apply_specs(s, specs, source="agentlake/examples/registry.yaml"))
+    time.sleep(0.5)  # the stream worker follows the registry topic (polls every 100 ms)
+    return [f"{x.id}@{x.version}" for x in specs]
 
 
 def _demo_auth(s: Settings) -> dict[str, Any]:
@@ -104,21 +127,16 @@ def _demo_auth(s: Settings) -> dict[str, Any]:
 
 
 def _demo_simulation(s: Settings, trials: int) -> dict[str, Any]:
-    from agentlake.registry import apply_specs, load_registry_file
     from agentlake.sim.suite import expand, load_suite
 
-    examples = Path(__file__).resolve().parent / "examples"
-    specs = load_registry_file(examples / "registry.yaml")
-    asyncio.run(apply_specs(s, specs, source="agentlake/examples/registry.yaml"))
-    time.sleep(0.5)  # the stream worker follows the registry topic (polls every 100 ms)
-    suite = load_suite(examples / "suite.yaml")
+    suite = load_suite(EXAMPLES / "suite.yaml")
     planned = expand(suite, trials)
     tag = f"demo-baseline-{int(time.time())}"
     _, base = asyncio.run(_sim_run(s, suite, planned, "support-bot@1.0", None, tag, 8, False, [], 0.0, 300.0))
     _, cand = asyncio.run(
         _sim_run(s, suite, planned, "support-bot@1.1-beta", tag, None, 8, False, [], 0.0, 300.0)
     )
-    return {"registered": [f"{x.id}@{x.version}" for x in specs], "baseline": base, "candidate": cand}
+    return {"baseline": base, "candidate": cand}
 
 
 def render_summary(rows: list[dict[str, Any]], title: str) -> None:
