@@ -3,9 +3,68 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agentlake.settings import Settings
+from agentlake.topics import dlq
+
+DETAIL_MAX = 1000
+"""Characters of a dead letter's `detail` header kept (longer details are cut)."""
+
+
+def dead_letter_headers(
+    reason: str, detail: str, source_topic: str, source_position: str
+) -> list[tuple[str, bytes]]:
+    """The headers every dead letter carries: `reason`, `detail` (cut to :data:`DETAIL_MAX`
+    characters), `source_topic` (the physical topic read) and `source_position`
+    (``"partition:offset"``, or ``""`` when unknown), each UTF-8 encoded."""
+    return [
+        ("reason", reason.encode()),
+        ("detail", detail[:DETAIL_MAX].encode()),
+        ("source_topic", source_topic.encode()),
+        ("source_position", source_position.encode()),
+    ]
+
+
+async def send_dead_letter(producer: Any, msg: Any, reason: str, detail: str) -> None:
+    """Send the record `msg` (an aiokafka ConsumerRecord) unchanged (key and value; ``b""`` for a
+    missing value) to the dead-letter topic of ``msg.topic``, with :func:`dead_letter_headers`,
+    and wait for the broker's acknowledgement.
+
+    Raises:
+        aiokafka.errors.KafkaError: the send failed.
+    """
+    await producer.send_and_wait(
+        dlq(msg.topic),
+        msg.value or b"",
+        key=msg.key,
+        headers=dead_letter_headers(reason, detail, msg.topic, f"{msg.partition}:{msg.offset}"),
+    )
+
+
+async def catch_up(
+    consumer: Any,
+    step: Callable[[int], Awaitable[Any]],
+    timeout: float = 60.0,
+    poll_ms: int = 200,
+) -> bool:
+    """Call ``step(200)`` (one poll of `consumer`, at most 200 ms) until `consumer` has partitions
+    assigned, then ``step(poll_ms)`` until every assigned partition reaches the end offset seen
+    once assigned.
+
+    Returns:
+        True when caught up, False when `timeout` seconds passed first.
+    """
+    deadline = time.monotonic() + timeout
+    while not consumer.assignment() and time.monotonic() < deadline:
+        await step(200)
+    targets = await consumer.end_offsets(list(consumer.assignment()))
+    while time.monotonic() < deadline:
+        if all([await consumer.position(tp) >= off for tp, off in targets.items()]):
+            return True
+        await step(poll_ms)
+    return False
 
 
 async def partitions(consumer: Any, topics: list[str]) -> list[Any]:

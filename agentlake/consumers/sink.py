@@ -23,12 +23,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentlake.kafka_io import catch_up as kafka_catch_up
+from agentlake.kafka_io import send_dead_letter
 from agentlake.projections.auth import TOPIC_WRITERS
 from agentlake.projections.clickhouse import ClickHouseWriter, Located, connect
 from agentlake.schemas import DecodeError, RewardScored, codec
 from agentlake.settings import Settings
 from agentlake.streams.processor import check_record
-from agentlake.topics import POLICY, REWARDS, STREAMS_GROUP, TRAJECTORY_TOPICS, dlq
+from agentlake.topics import POLICY, REWARDS, STREAMS_GROUP, TRAJECTORY_TOPICS
 
 log = logging.getLogger("agentlake.sink")
 
@@ -254,17 +256,7 @@ class Projector:
 
     async def _reject(self, msg: Any, reason: str, detail: str) -> None:
         if msg.topic in self._owned:
-            await self._producer.send_and_wait(
-                dlq(msg.topic),
-                msg.value or b"",
-                key=msg.key,
-                headers=[
-                    ("reason", reason.encode()),
-                    ("detail", detail[:1000].encode()),
-                    ("source_topic", msg.topic.encode()),
-                    ("source_position", f"{msg.partition}:{msg.offset}".encode()),
-                ],
-            )
+            await send_dead_letter(self._producer, msg, reason, detail)
             self.stats.dead_letters += 1
         else:
             self.stats.skipped += 1
@@ -288,16 +280,10 @@ class Projector:
     async def catch_up(self, timeout: float = 60.0) -> bool:
         """Consume until every assigned partition reaches the end offset seen at the start."""
         assert self._consumer is not None
-        deadline = time.monotonic() + timeout
-        while not self._consumer.assignment() and time.monotonic() < deadline:
-            await self.step(200)
-        targets = await self._consumer.end_offsets(list(self._consumer.assignment()))
         try:
-            while time.monotonic() < deadline:
-                if all([await self._consumer.position(tp) >= off for tp, off in targets.items()]):
-                    return True
-                await self.step()
-            return False
+            return await kafka_catch_up(
+                self._consumer, self.step, timeout, poll_ms=self.settings.sink_batch_ms
+            )
         finally:
             await self._maybe_reconcile(force=True)
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from agentlake.kafka_io import catch_up as kafka_catch_up
 from agentlake.lake.cache import Lake, LakePolicy
 from agentlake.lake.entries import EntryBuilder, LakeEntry
 from agentlake.projections.embeddings import Embedder, get_embedder
@@ -181,15 +182,7 @@ class LakeService:
     async def catch_up(self, timeout: float = 60.0) -> bool:
         """Ingest until every partition reaches the end offset seen once assigned."""
         assert self._consumer is not None
-        deadline = time.monotonic() + timeout
-        while not self._consumer.assignment() and time.monotonic() < deadline:
-            await self.step(200)
-        targets = await self._consumer.end_offsets(list(self._consumer.assignment()))
-        while time.monotonic() < deadline:
-            if all([await self._consumer.position(tp) >= off for tp, off in targets.items()]):
-                return True
-            await self.step(200)
-        return False
+        return await kafka_catch_up(self._consumer, self.step, timeout)
 
     # -- rebuild ---------------------------------------------------------------------
     def rebuild(self) -> int:

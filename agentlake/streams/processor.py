@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from agentlake.kafka_io import dead_letter_headers
 from agentlake.schemas import Codec, DecodeError, codec
 from agentlake.streams.rewards import DEFAULT_SPEC, RewardSpec, TrajectorySummary, score
 from agentlake.topics import POLICY, REWARDS, TOOL_CALLS, TRAJECTORIES, TRAJECTORY_TOPICS, dlq
@@ -357,13 +358,7 @@ class RewardProcessor:
             self.topic(dlq(self._logical.get(source_topic, source_topic))),
             key,
             value or b"",
-            [
-                ("reason", reason.encode()),
-                ("detail", detail[:1000].encode()),
-                ("source_topic", source_topic.encode()),
-                ("source_position", position.encode()),
-                *(extra or []),
-            ],
+            [*dead_letter_headers(reason, detail, source_topic, position), *(extra or [])],
         )
 
     def decode(

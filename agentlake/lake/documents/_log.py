@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentlake.kafka_io import partitions
+from agentlake.kafka_io import catch_up as kafka_catch_up
+from agentlake.kafka_io import partitions, send_dead_letter
 from agentlake.lake.documents._domain import Document, StoredVersion, decide_delete, decide_upsert
 from agentlake.lake.documents._events import (
     DocumentDeleted,
@@ -28,7 +28,7 @@ from agentlake.lake.documents._events import (
 from agentlake.lake.documents.store import ApplyResult, DocumentStore
 from agentlake.schemas import DecodeError
 from agentlake.settings import Settings
-from agentlake.topics import DOCUMENTS_GROUP, LAKE_DOCUMENTS, dlq
+from agentlake.topics import DOCUMENTS_GROUP, LAKE_DOCUMENTS
 
 log = logging.getLogger("agentlake.lake.documents")
 
@@ -243,32 +243,14 @@ class DocumentProjector:
         return n
 
     async def _reject(self, msg: Any, reason: str, detail: str) -> None:
-        await self._producer.send_and_wait(
-            dlq(msg.topic),
-            msg.value or b"",
-            key=msg.key,
-            headers=[
-                ("reason", reason.encode()),
-                ("detail", detail[:1000].encode()),
-                ("source_topic", msg.topic.encode()),
-                ("source_position", f"{msg.partition}:{msg.offset}".encode()),
-            ],
-        )
+        await send_dead_letter(self._producer, msg, reason, detail)
         self.stats.dead_letters += 1
         log.warning("dead letter %s@%s:%s (%s: %s)", msg.topic, msg.partition, msg.offset, reason, detail)
 
     async def catch_up(self, timeout: float = 60.0) -> bool:
         """Consume until every partition reaches the end offset seen once assigned."""
         assert self._consumer is not None
-        deadline = time.monotonic() + timeout
-        while not self._consumer.assignment() and time.monotonic() < deadline:
-            await self.step(200)
-        targets = await self._consumer.end_offsets(list(self._consumer.assignment()))
-        while time.monotonic() < deadline:
-            if all([await self._consumer.position(tp) >= off for tp, off in targets.items()]):
-                return True
-            await self.step(200)
-        return False
+        return await kafka_catch_up(self._consumer, self.step, timeout)
 
 
 async def project_documents(
