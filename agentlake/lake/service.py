@@ -70,15 +70,12 @@ def policy_from(settings: Settings) -> LakePolicy:
 
 
 def open_store(settings: Settings, dim: int) -> Any:
-    from pymilvus import MilvusClient
+    from agentlake.projections.milvus import LakeStore, open_client
 
-    from agentlake.projections.milvus import LakeStore
-
-    target = settings.lake_milvus_target
     if not (settings.lake_milvus_uri or settings.milvus_uri):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    kwargs = {"token": settings.milvus_token} if settings.milvus_token else {}
-    return LakeStore(MilvusClient(target, **kwargs), dim, prefix=settings.topic_prefix)
+    client = open_client(settings.lake_milvus_target, settings.milvus_token)
+    return LakeStore(client, dim, prefix=settings.topic_prefix)
 
 
 @dataclass

@@ -22,16 +22,34 @@ COLLECTION = "trajectories"
 _clients: dict[str, Any] = {}
 
 
-def milvus_client(settings: Settings) -> Any:
+def open_client(target: str, token: str | None = None) -> Any:
+    """A new pymilvus ``MilvusClient`` for `target` (a server URI or a milvus-lite file path; the
+    file's folder must exist), authenticated with `token` when one is set."""
     from pymilvus import MilvusClient
 
+    kwargs = {"token": token} if token else {}
+    return MilvusClient(target, **kwargs)
+
+
+def milvus_client(settings: Settings) -> Any:
+    """The process-wide client for ``settings.milvus_target`` (made on first use; the data dir is
+    created for a milvus-lite file)."""
     target = settings.milvus_target
     if target not in _clients:
         if settings.milvus_uri is None:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-        kwargs = {"token": settings.milvus_token} if settings.milvus_token else {}
-        _clients[target] = MilvusClient(target, **kwargs)
+        _clients[target] = open_client(target, settings.milvus_token)
     return _clients[target]
+
+
+def vector_index_params(client: Any) -> Any:
+    """`client`'s index params with the HNSW index (M 16, efConstruction 200, COSINE metric) on
+    the ``vector`` field that every AgentLake collection uses; add scalar indexes to it as needed."""
+    index = client.prepare_index_params()
+    index.add_index(
+        field_name="vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200}
+    )
+    return index
 
 
 def collection_name(settings: Settings, collection: str | None = None) -> str:
@@ -105,14 +123,7 @@ class TrajectoryIndex:
         schema.add_field("reward", DataType.DOUBLE)
         schema.add_field("tool_sequence", DataType.VARCHAR, max_length=8192)
         schema.add_field("ended_us", DataType.INT64)
-        index = c.prepare_index_params()
-        index.add_index(
-            field_name="vector",
-            index_type="HNSW",
-            metric_type="COSINE",
-            params={"M": 16, "efConstruction": 200},
-        )
-        c.create_collection(self.collection, schema=schema, index_params=index)
+        c.create_collection(self.collection, schema=schema, index_params=vector_index_params(c))
         c.load_collection(self.collection)
 
     def upsert(self, rewards: list[RewardScored]) -> int:
@@ -207,10 +218,7 @@ def _lake_collection(client: Any, name: str, dim: int, scalars: dict[str, int]) 
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
     for field_name, length in scalars.items():
         schema.add_field(field_name, DataType.VARCHAR, max_length=length)
-    index = client.prepare_index_params()
-    index.add_index(
-        field_name="vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200}
-    )
+    index = vector_index_params(client)
     index.add_index(field_name="tenant", index_type="INVERTED")
     client.create_collection(name, schema=schema, index_params=index)
     client.load_collection(name)

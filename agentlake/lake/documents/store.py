@@ -45,7 +45,7 @@ from agentlake.lake.documents._domain import (
 from agentlake.lake.documents._events import DocumentEvent, DocumentUpserted
 from agentlake.lake.documents._hot import DocumentHotTier, HotChunk
 from agentlake.projections.embeddings import Embedder, get_embedder
-from agentlake.projections.milvus import milvus_client
+from agentlake.projections.milvus import milvus_client, vector_index_params
 from agentlake.settings import Settings
 
 log = logging.getLogger("agentlake.lake.documents")
@@ -245,14 +245,7 @@ class DocumentStore:
             )
             schema.add_field("fingerprint", DataType.VARCHAR, max_length=64)
             schema.add_field("ts_us", DataType.INT64)
-            index = c.prepare_index_params()
-            index.add_index(
-                field_name="vector",
-                index_type="HNSW",
-                metric_type="COSINE",
-                params={"M": 16, "efConstruction": 200},
-            )
-            c.create_collection(self.chunks, schema=schema, index_params=index)
+            c.create_collection(self.chunks, schema=schema, index_params=vector_index_params(c))
         c.load_collection(self.chunks)
         if not c.has_collection(self.lineage):
             schema = c.create_schema(auto_id=False, enable_dynamic_field=False)
