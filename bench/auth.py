@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import tempfile
 import time
@@ -38,6 +37,7 @@ from mcp import Client
 from rich.console import Console
 from rich.table import Table
 
+from agentlake._net import free_port_pair
 from agentlake.auth.approval import ApprovalService
 from agentlake.auth.authority import Authority
 from agentlake.auth.demo import demo_shop
@@ -153,20 +153,6 @@ async def bench_gateway(auth: Authority, n: int) -> dict[str, Any]:
     }
 
 
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        with socket.socket() as s2:
-            try:
-                s2.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
-
-
 def bench_revocation(n: int) -> dict[str, Any]:
     from agentlake import stack
     from agentlake.auth.follow import AuthFollower
@@ -176,7 +162,7 @@ def bench_revocation(n: int) -> dict[str, Any]:
 
     home = Path(tempfile.mkdtemp(prefix="agentlake-bench-auth-"))
     os.environ["AGENTLAKE_HOME"] = str(home)
-    os.environ["AGENTLAKE_KAFKA_PORT"] = str(_free_port_pair())
+    os.environ["AGENTLAKE_KAFKA_PORT"] = str(free_port_pair())
     settings = Settings()
     console.log(f"stack in {home}")
     stack.up(settings, workers=False)

@@ -43,6 +43,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agentlake._net import free_port, free_port_pair
 from agentlake.cli import quiet_logs
 from agentlake.lake.cache import Lake, LakePolicy, LookupRequest
 from agentlake.lake.entries import LakeEntry
@@ -241,9 +242,7 @@ async def _load(url: str, seconds: float, concurrency: int) -> tuple[list[float]
 
 
 def stage_http(n: int, seconds: float, concurrencies: list[int]) -> list[dict[str, Any]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
     proc = ctx.Process(target=_serve, args=(n, port, ready), daemon=True)
@@ -337,7 +336,7 @@ def stage_freshness(n: int, rate: float) -> dict[str, Any]:
 
     home = Path(tempfile.mkdtemp(prefix="agentlake-lake-bench-"))
     os.environ["AGENTLAKE_HOME"] = str(home)
-    os.environ["AGENTLAKE_KAFKA_PORT"] = str(_free_port_pair())
+    os.environ["AGENTLAKE_KAFKA_PORT"] = str(free_port_pair())
     os.environ["AGENTLAKE_LIVE_SCORES"] = "false"
     settings = Settings()
     stack.up(settings, workers=True)
@@ -387,22 +386,6 @@ def stage_freshness(n: int, rate: float) -> dict[str, Any]:
         return asyncio.run(run())
     finally:
         stack.down(settings)
-
-
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port > 65000:
-            continue
-        with socket.socket() as s2:
-            try:
-                s2.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
 
 
 def stage_ingest() -> dict[str, Any]:

@@ -8,30 +8,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 
 import pytest
 
+from agentlake._net import free_port_pair
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 logging.getLogger("milvus_lite").setLevel(logging.WARNING)  # it logs at interpreter exit
-
-
-def free_port_pair() -> int:
-    """A port p with p and p+1 free (broker and controller listeners)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port > 65000:
-            continue
-        with socket.socket() as s2:
-            try:
-                s2.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
 
 
 def require(condition: bool, what: str) -> None:

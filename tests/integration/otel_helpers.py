@@ -4,17 +4,12 @@ an OTLP/JSON span exporter, and a GenAI-instrumented fake agent."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from agentlake._net import free_port as free_port  # re-exported for the OTel tests
 
 
 class ServerThread:

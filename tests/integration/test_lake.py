@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import socket
 import threading
 import time
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 import uvicorn
 from mcp import Client
 
+from agentlake._net import free_port
 from agentlake.lake.analytics import cache_quality, project_topic
 from agentlake.lake.cache import LookupRequest
 from agentlake.lake.client import LakeClient
@@ -61,12 +61,6 @@ async def lake_traffic(settings: Settings) -> dict[str, list[str]]:
     return {"acme": await _traffic(settings, "acme", N), "globex": await _traffic(settings, "globex", 4)}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_ingest_serve_rebuild_and_quality(
     settings: Settings, lake_traffic: dict[str, list[str]]
 ) -> None:
@@ -90,7 +84,7 @@ async def test_ingest_serve_rebuild_and_quality(
         await svc.flush_events()
 
         # HTTP (real server, concurrent clients) and MCP over the same service
-        port = _free_port()
+        port = free_port()
         server = uvicorn.Server(
             uvicorn.Config(create_app(svc, manage=False), host="127.0.0.1", port=port, log_level="warning")
         )
