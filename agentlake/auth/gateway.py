@@ -142,25 +142,20 @@ class Gateway:
             self.verifier.budgets.record(task or "", call_id)
         else:
             self.denied += 1
-        ids = decision.revocation_ids
-        self.events.emit(
-            AUTH_DELEGATIONS,
-            ids[-1] if ids else call_id,
+        self._emit(
             DECISION,
+            decision,
+            call_id,
+            tool,
+            task,
+            trajectory_id,
             {
-                "call_id": call_id,
-                "gateway_id": self.config.gateway_id,
-                "trajectory_id": trajectory_id,
-                "task_id": task,
-                "server_id": self.config.server_id,
-                "tool": tool,
                 "operation": operation,
                 "resource": resource,
                 "arguments_json": bounded(dict(arguments), self.config.payload_limit)["json"],
                 "allowed": decision.allowed,
                 "reason": decision.reason,
                 "failed_check": decision.failed_check,
-                "revocation_ids": list(ids),
                 "token_id": decision.token_id,
                 "agent_id": decision.agent,
                 "user_id": decision.user,
@@ -235,11 +230,41 @@ class Gateway:
         latency_ms: float,
     ) -> None:
         payload = bounded(result_text, 0)
+        self._emit(
+            INVOKED,
+            decision,
+            call_id,
+            tool,
+            task,
+            trajectory_id,
+            {
+                "agent_id": decision.agent,
+                "is_error": is_error,
+                "error": error,
+                "result_size": payload["size"],
+                "result_sha256": payload["sha256"],
+                "latency_ms": latency_ms,
+            },
+        )
+
+    def _emit(
+        self,
+        kind: str,
+        decision: Decision,
+        call_id: str,
+        tool: str,
+        task: str | None,
+        trajectory_id: str | None,
+        fields: dict[str, Any],
+    ) -> None:
+        """Emit a `kind` event about one call on ``auth.delegations``, keyed by the token chain's
+        last revocation id (the call id for an unparsable token), with the fields every call event
+        carries and `fields`."""
         ids = decision.revocation_ids
         self.events.emit(
             AUTH_DELEGATIONS,
             ids[-1] if ids else call_id,
-            INVOKED,
+            kind,
             {
                 "call_id": call_id,
                 "gateway_id": self.config.gateway_id,
@@ -248,12 +273,7 @@ class Gateway:
                 "server_id": self.config.server_id,
                 "tool": tool,
                 "revocation_ids": list(ids),
-                "agent_id": decision.agent,
-                "is_error": is_error,
-                "error": error,
-                "result_size": payload["size"],
-                "result_sha256": payload["sha256"],
-                "latency_ms": latency_ms,
+                **fields,
             },
         )
 

@@ -305,24 +305,31 @@ class ParquetConnector:
         files = [Path(f) for f in dataset.files]
         version = max((f.stat().st_mtime_ns // 1000 for f in files), default=0)
         try:
-            batches = dataset.to_batches()
-            offset = 0
-            for batch in batches:
-                rows = batch.to_pylist()
-                for i, row in enumerate(rows):
-                    yield document_from_mapping(
-                        row,
-                        tenant=self.tenant,
-                        source=self.source,
-                        version=version,
-                        where=f"{self.path} row {offset + i}",
-                        access=self.access,
-                    )
-                offset += len(rows)
+            yield from _batch_documents(self, dataset.to_batches(), version, str(self.path))
         except ConnectorError:
             raise
         except Exception as e:
             raise ConnectorError(f"{self.path}: cannot read Parquet ({_first_line(e)})") from e
+
+
+def _batch_documents(
+    connector: ParquetConnector | DeltaConnector, batches: Iterable[Any], version: int, where: str
+) -> Iterator[Document]:
+    """One document per row of the Arrow record `batches`, with `connector`'s tenant, source and
+    access; a row's error names it as ``"<where> row <n>"`` (n counted from 0 across batches)."""
+    offset = 0
+    for batch in batches:
+        rows = batch.to_pylist()
+        for i, row in enumerate(rows):
+            yield document_from_mapping(
+                row,
+                tenant=connector.tenant,
+                source=connector.source,
+                version=version,
+                where=f"{where} row {offset + i}",
+                access=connector.access,
+            )
+        offset += len(rows)
 
 
 class DeltaConnector:
@@ -369,19 +376,7 @@ class DeltaConnector:
         table = self._table()
         version = int(table.version())
         try:
-            offset = 0
-            for batch in table.to_pyarrow_dataset().to_batches():
-                rows = batch.to_pylist()
-                for i, row in enumerate(rows):
-                    yield document_from_mapping(
-                        row,
-                        tenant=self.tenant,
-                        source=self.source,
-                        version=version,
-                        where=f"{self.uri} row {offset + i}",
-                        access=self.access,
-                    )
-                offset += len(rows)
+            yield from _batch_documents(self, table.to_pyarrow_dataset().to_batches(), version, self.uri)
         except ConnectorError:
             raise
         except Exception as e:
