@@ -83,14 +83,8 @@ async def partitions(consumer: Any, topics: list[str]) -> list[Any]:
 async def read_to_end(settings: Settings, topics: list[str], timeout: float = 15.0) -> list[Any]:
     """Every record of `topics` from the start up to their end offsets at call time
     (a compacted topic read as a table). Stops early after `timeout` seconds."""
-    from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        group_id=None,
-        auto_offset_reset="earliest",
-    )
+    consumer = make_consumer(settings)
     await consumer.start()
     records: list[Any] = []
     try:
@@ -130,3 +124,34 @@ async def group_offsets(
     finally:
         await admin.close()
         await consumer.stop()
+
+
+def make_consumer(settings: Settings, *topics: str, group_id: str | None = None, **options: Any) -> Any:
+    """An aiokafka consumer (not started) of `settings`' brokers that reads from the earliest
+    offset and never commits by itself (``enable_auto_commit=False``); subscribed to `topics`
+    when any are given. `group_id` None: no group (assign partitions yourself). `options` are
+    further ``AIOKafkaConsumer`` arguments (fetch sizes, timeouts)."""
+    from aiokafka import AIOKafkaConsumer
+
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **options,
+    )
+
+
+def make_producer(settings: Settings, **options: Any) -> Any:
+    """An aiokafka producer (not started) of `settings`' brokers that waits for every in-sync
+    replica (``acks="all"``) and sends records up to ``settings.max_message_bytes`` bytes.
+    `options` are further ``AIOKafkaProducer`` arguments (idempotence, linger, compression)."""
+    from aiokafka import AIOKafkaProducer
+
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        max_request_size=settings.max_message_bytes,
+        **options,
+    )

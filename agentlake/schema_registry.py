@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agentlake.kafka_io import make_consumer
 from agentlake.schemas import Codec, codec
 from agentlake.settings import Settings, get_settings
 from agentlake.topics import SCHEMAS
@@ -102,19 +103,11 @@ class SchemaTopicLookup:
         return self._loop
 
     async def _catch_up(self) -> None:
-        from aiokafka import AIOKafkaConsumer
-
         from agentlake.kafka_io import partitions
 
         if self._consumer is None:
             s = self._settings()
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=s.bootstrap_servers,
-                group_id=None,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                request_timeout_ms=int(self.timeout * 1000),
-            )
+            consumer = make_consumer(s, request_timeout_ms=int(self.timeout * 1000))
             try:
                 await consumer.start()
             except BaseException:

@@ -17,7 +17,7 @@ from typing import Any
 
 from agentlake.auth.events import DECISION, REVOKED, decode
 from agentlake.auth.verify import RevocationSet, TaskBudgets
-from agentlake.kafka_io import partitions
+from agentlake.kafka_io import make_consumer, partitions
 from agentlake.schemas import DecodeError
 from agentlake.settings import Settings
 from agentlake.topics import AUTH_DELEGATIONS, AUTH_REVOCATIONS
@@ -83,19 +83,11 @@ class AuthFollower:
             self._ready.set()
 
     async def _follow(self) -> None:
-        from aiokafka import AIOKafkaConsumer
-
         topics = [self.settings.topic(AUTH_REVOCATIONS)]
         if self.budgets is not None:
             topics.append(self.settings.topic(AUTH_DELEGATIONS))
         while not self._stop.is_set():
-            consumer: Any = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.bootstrap_servers,
-                enable_auto_commit=False,
-                group_id=None,
-                auto_offset_reset="earliest",
-                fetch_max_wait_ms=self.poll_ms,
-            )
+            consumer: Any = make_consumer(self.settings, fetch_max_wait_ms=self.poll_ms)
             try:
                 await consumer.start()
                 parts = await partitions(consumer, topics)

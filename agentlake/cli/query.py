@@ -19,6 +19,7 @@ from agentlake.cli._app import (
     out,
 )
 from agentlake.cli.demo import render_summary
+from agentlake.kafka_io import make_consumer, make_producer
 from agentlake.settings import Settings
 
 
@@ -178,25 +179,15 @@ async def redrive(
 
     Returns ``{"dlq", "read", "redriven", "by_reason"}``.
     """
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka import TopicPartition
     from aiokafka.structs import OffsetAndMetadata
 
     from agentlake.kafka_io import partitions
     from agentlake.topics import dlq as dlq_name
 
     name = s.topic(dlq_name(topic))
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=s.bootstrap_servers,
-        group_id=s.topic("agentlake-redrive"),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=s.bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
-        max_request_size=s.max_message_bytes,
-    )
+    consumer = make_consumer(s, group_id=s.topic("agentlake-redrive"))
+    producer = make_producer(s, enable_idempotence=True)
     await started(consumer)
     try:
         await started(producer)
@@ -256,16 +247,10 @@ async def read_dead_letters(
 ) -> list[dict[str, Any]]:
     """The first `limit` dead letters of the dead-letter topic `topic` (logical name), read
     up to its end offsets at call time (or for at most `timeout` seconds)."""
-    from aiokafka import AIOKafkaConsumer
 
     from agentlake.kafka_io import partitions
 
-    c = AIOKafkaConsumer(
-        bootstrap_servers=s.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
+    c = make_consumer(s)
     await started(c)
     rows: list[dict[str, Any]] = []
     try:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from agentlake.consumers.sink import SINK_TOPICS
+from agentlake.kafka_io import make_consumer
 from agentlake.projections.clickhouse import ClickHouseWriter, Located, connect, recreate_tables
 from agentlake.schemas import DecodeError, RewardScored, codec
 from agentlake.settings import Settings
@@ -127,7 +128,6 @@ async def rebuild(
             (what was written stays: run it again).
         ClickHouseError: the embedded ClickHouse is owned by another process.
     """
-    from aiokafka import AIOKafkaConsumer
 
     from agentlake.kafka_io import partitions
 
@@ -139,13 +139,8 @@ async def rebuild(
         target=target, topics=topics, recreated=recreate, since=since.isoformat() if since else None
     )
     writer, index = await asyncio.to_thread(_open_store, settings, target, recreate)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=None,  # no group: the live sink's offsets are neither read nor moved
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-        fetch_max_bytes=32 * 1024 * 1024,
+    consumer = make_consumer(  # no group: the live sink's offsets are neither read nor moved
+        settings, max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024
     )
     try:
         await consumer.start()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentlake.kafka_io import catch_up as kafka_catch_up
-from agentlake.kafka_io import send_dead_letter
+from agentlake.kafka_io import make_consumer, make_producer, send_dead_letter
 from agentlake.projections.auth import TOPIC_WRITERS
 from agentlake.projections.clickhouse import ClickHouseWriter, Located, connect
 from agentlake.schemas import DecodeError, RewardScored, codec
@@ -97,8 +97,6 @@ class Projector:
         return self._index
 
     async def start(self) -> None:
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
         self._writer = ClickHouseWriter(await asyncio.to_thread(connect, self.settings))
         if self.with_milvus:
             from agentlake.projections.embeddings import get_embedder
@@ -107,23 +105,17 @@ class Projector:
             self._index = await asyncio.to_thread(
                 lambda: TrajectoryIndex(self.settings, get_embedder(self.settings))
             )
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = make_consumer(
+            self.settings,
             *[self.settings.topic(t) for t in SINK_TOPICS],
-            bootstrap_servers=self.settings.bootstrap_servers,
             group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
             session_timeout_ms=10000,
             heartbeat_interval_ms=2000,
             max_poll_interval_ms=300000,
         )
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            acks="all",
-            max_request_size=self.settings.max_message_bytes,
-        )
+        self._producer = make_producer(self.settings)
         await self._consumer.start()
         await self._producer.start()
 

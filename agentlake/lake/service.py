@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from agentlake.kafka_io import catch_up as kafka_catch_up
+from agentlake.kafka_io import make_consumer
 from agentlake.lake.cache import Lake, LakePolicy
 from agentlake.lake.entries import EntryBuilder, LakeEntry
 from agentlake.projections.embeddings import Embedder, get_embedder
@@ -122,18 +123,16 @@ class LakeService:
             self.store = await asyncio.to_thread(open_store, self.settings, self.embedder.dim)
             self.stats.rebuilt = await asyncio.to_thread(self.rebuild)
         if self.with_kafka:
-            from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+            from aiokafka import AIOKafkaProducer
 
             names = [*TRAJECTORY_TOPICS, REWARDS]
             if any(t.name == LAKE_DOCUMENTS for t in TOPICS):  # the documents part declares its topic
                 names.append(LAKE_DOCUMENTS)
             topics = [self.settings.topic(t) for t in names]
-            self._consumer = AIOKafkaConsumer(
+            self._consumer = make_consumer(
+                self.settings,
                 *topics,
-                bootstrap_servers=self.settings.bootstrap_servers,
                 group_id=self.settings.topic(LAKE_GROUP),
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
                 session_timeout_ms=10000,
                 heartbeat_interval_ms=2000,
             )

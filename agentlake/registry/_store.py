@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from agentlake.kafka_io import partitions, read_to_end
+from agentlake.kafka_io import make_consumer, partitions, read_to_end
 from agentlake.registry._load import dump_spec, spec_from_dict, spec_kind
 from agentlake.registry._models import Spec
 from agentlake.registry._registry import Registry
@@ -143,15 +143,8 @@ class RegistryFollower:
             self._ready.set()
 
     async def _follow(self) -> None:
-        from aiokafka import AIOKafkaConsumer
-
         while not self._stop.is_set():
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.bootstrap_servers,
-                enable_auto_commit=False,
-                group_id=None,
-                auto_offset_reset="earliest",
-            )
+            consumer = make_consumer(self.settings)
             try:
                 await consumer.start()
                 parts = await partitions(

@@ -25,6 +25,7 @@ from typing import Any
 
 import faust
 
+from agentlake.kafka_io import make_producer
 from agentlake.settings import Settings
 from agentlake.streams.engine import Engine, Record
 from agentlake.streams.processor import Output, RewardProcessor, RulesLookup, default_rules
@@ -57,15 +58,8 @@ class KafkaIO:
 
     async def producer(self) -> Any:
         if self._producer is None:
-            from aiokafka import AIOKafkaProducer
-
-            self._producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.bootstrap_servers,
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=5,
-                max_batch_size=256 * 1024,
-                max_request_size=self.settings.max_message_bytes,
+            self._producer = make_producer(
+                self.settings, enable_idempotence=True, linger_ms=5, max_batch_size=256 * 1024
             )
             await self._producer.start()
         return self._producer

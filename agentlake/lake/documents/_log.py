@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentlake.kafka_io import catch_up as kafka_catch_up
-from agentlake.kafka_io import partitions, send_dead_letter
+from agentlake.kafka_io import make_consumer, make_producer, partitions, send_dead_letter
 from agentlake.lake.documents._domain import Document, StoredVersion, decide_delete, decide_upsert
 from agentlake.lake.documents._events import (
     DocumentDeleted,
@@ -87,16 +87,9 @@ async def publish_events(
     Everything is encoded first, so an event that does not fit the schema raises
     ValueError before anything is sent.
     """
-    from aiokafka import AIOKafkaProducer
 
     encoded = [encode_document_event(e) for e in events]
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
-        max_request_size=settings.max_message_bytes,
-        compression_type="lz4",
-    )
+    producer = make_producer(settings, enable_idempotence=True, compression_type="lz4")
     await producer.start()
     try:
         futures = []
@@ -161,8 +154,6 @@ class DocumentProjector:
         self._producer: Any = None
 
     async def start(self) -> DocumentProjector:
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
         if self.store is None:
             from agentlake.lake.documents.store import document_store
 
@@ -170,18 +161,12 @@ class DocumentProjector:
         # Every partition is assigned, not subscribed: the group only stores offsets, so a
         # short-lived projector (one `lake ingest`) skips the join and its rebalance delay.
         # Two projectors at once both apply the same events, which is idempotent.
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
+        self._consumer = make_consumer(
+            self.settings,
             group_id=self.settings.topic(DOCUMENTS_GROUP),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            acks="all",
-            max_request_size=self.settings.max_message_bytes,
-        )
+        self._producer = make_producer(self.settings)
         try:
             await self._consumer.start()
             await self._producer.start()
