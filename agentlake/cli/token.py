@@ -50,16 +50,25 @@ def parse_duration(text: str) -> timedelta:
 
 
 @contextmanager
-def authority(offline: bool, revocations: bool = False) -> Iterator[Any]:
-    """An `Authority` over the data dir's keys; events go to Kafka unless offline."""
+def authority(offline: bool, revocations: bool = False, acked: str | None = None) -> Iterator[Any]:
+    """An `Authority` over the data dir's keys; events go to Kafka unless offline.
+
+    With `acked` (what the events record, named in the error), they are published when
+    the block ends and the brokers must acknowledge them (acks=all): nothing is spilled
+    for later, a failure is a `UserError` (a revocation reported done must be on the log). Otherwise events
+    go through the SDK emitter, which spills them when Kafka is unreachable.
+    """
     from agentlake.auth.authority import Authority
-    from agentlake.auth.events import AuthEvents
+    from agentlake.auth.events import AuthEvents, RecordBuffer
     from agentlake.auth.keys import KeyStoreError, keyring_for
     from agentlake.auth.verify import Limits
 
     s = _settings()
-    emitter = None
-    if not offline:
+    emitter: Any = None
+    buffer = RecordBuffer() if acked and not offline else None
+    if buffer is not None:
+        emitter = buffer
+    elif not offline:
         from agentlake.sdk import KafkaEmitter
 
         emitter = KafkaEmitter(s.bootstrap_servers, s.spill_dir, client_id="agentlake-auth")
@@ -73,11 +82,29 @@ def authority(offline: bool, revocations: bool = False) -> Iterator[Any]:
             for rid in asyncio.run(read_revocations(s)):
                 auth.revocations.add(rid)
         yield auth
+        if buffer is not None and buffer.records:
+            publish_acked(s, buffer.records, acked)
     except KeyStoreError as e:
         raise UserError(str(e)) from e
     finally:
-        if emitter is not None:
+        if emitter is not None and buffer is None:
             emitter.close(timeout=10)
+
+
+def publish_acked(s: Any, records: list[tuple[str, bytes, bytes]], what: str, timeout: float = 15.0) -> None:
+    """Publish `records` and wait for the brokers' acknowledgement; `UserError` if they do not."""
+    from agentlake.kafka_io import produce_acked
+
+    try:
+        asyncio.run(produce_acked(s, records, timeout=timeout))
+    except Exception as e:
+        name, text = type(e).__name__, str(e).strip()
+        why = text if text.startswith(name) else f"{name}: {text}".rstrip(": ")
+        raise UserError(
+            f"{what} NOT recorded (nothing changed): Kafka at {s.bootstrap_servers} "
+            f"did not acknowledge it ({why}); "
+            "retry when Kafka is up (`agentlake status`)"
+        ) from e
 
 
 async def read_revocations(settings: Any) -> list[str]:
@@ -314,7 +341,7 @@ def token_revoke(
 
     from agentlake.auth.tokens import TokenError
 
-    with authority(False) as auth:
+    with authority(False, acked="revocation") as auth:
         try:
             rid = auth.revoke(read_token(token), reason=reason, by=getpass.getuser())
         except TokenError as e:
@@ -332,7 +359,7 @@ def token_keys(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Authority keys by key id (the current one signs new tokens)."""
-    with authority(not publish) as auth:
+    with authority(not publish, acked="key publication") as auth:
         if rotate:
             auth.keys.rotate()
         current = auth.keys.current_id()
