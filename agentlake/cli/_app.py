@@ -167,3 +167,34 @@ def clickhouse_message(text: str) -> str:
     if code == "READONLY":
         msg = "this command only reads: write statements (CREATE, INSERT, ALTER, ...) are refused"
     return msg[:300] + (f" ({code})" if code else "")
+
+
+def user_sql_error(text: str, user_sql: str, offset: int = 0, what: str = "query") -> str:
+    """What is wrong with the user's SQL, from a ClickHouse error about the query we sent.
+
+    Args:
+        text: the ClickHouse exception text (about the whole query sent).
+        user_sql: the user's part (a statement, or a filter we wrap).
+        offset: where `user_sql` starts in the query sent (0-based characters).
+        what: how the message names `user_sql` (query, filter).
+
+    Returns:
+        One line that quotes only the user's text: a syntax error as its position in
+        `user_sql` and the text there, or "ends too early" when ClickHouse stumbled on
+        what we append (SETTINGS, FORMAT, a closing parenthesis); other errors as
+        `clickhouse_message` gives them (our wrapper stripped).
+    """
+    import re
+
+    m = re.search(r"Syntax error[^:]*: failed at position (\d+)", text)
+    if m is None:
+        return clickhouse_message(text)
+    rel = int(m.group(1)) - offset  # 1-based in the user's text
+    mine = user_sql.rstrip()
+    if rel > len(mine):
+        return f"syntax error: the {what} ends too early (an incomplete expression or clause)"
+    if rel < 1:
+        return f"syntax error: the {what} does not stand on its own (unbalanced parentheses?)"
+    near = " ".join(mine[rel - 1 :].split())
+    near = near if len(near) <= 40 else near[:40] + "…"
+    return f"syntax error in the {what} at position {rel}, near {near!r}"

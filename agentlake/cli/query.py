@@ -15,8 +15,8 @@ from agentlake.cli._app import (
     _settings,
     _with_projections,
     app,
-    clickhouse_message,
     out,
+    user_sql_error,
 )
 from agentlake.cli.demo import render_summary
 from agentlake.settings import Settings
@@ -78,12 +78,18 @@ def read_only_query(client: Any, statement: str) -> list[dict[str, Any]]:
     Raises:
         UserError: ClickHouse refused the statement (syntax, unknown table, a write).
     """
+    import re
+
     from clickhouse_connect.driver.exceptions import Error as ClickHouseClientError
 
+    if not statement.strip().rstrip(";").strip():
+        raise UserError('empty query: give a SELECT, e.g. agentlake sql "SELECT count() FROM trajectories"')
+    if re.search(r"\bFORMAT\s+\w+\s*;?\s*$", statement, re.IGNORECASE):
+        raise UserError("leave out FORMAT: the command sets it (a table, or JSON with --json)")
     try:
         res = client.query(statement, settings={"readonly": 1})
     except ClickHouseClientError as e:
-        raise UserError(f"ClickHouse: {clickhouse_message(str(e))}") from e
+        raise UserError(f"ClickHouse: {user_sql_error(str(e), statement)}") from e
     names = res.column_names
     return [dict(zip(names, row, strict=True)) for row in res.result_rows]
 

@@ -34,9 +34,10 @@ def registry_apply(
     s = _settings()
     if not file.exists():
         raise UserError(f"{file}: no such file")
-    known = asyncio.run(read_registry(s)).servers()
     try:
-        specs = load_registry_file(file, known_servers=known)
+        load_registry_file(file)  # everything that can be checked offline, before Kafka
+        known = asyncio.run(read_registry(s)).servers()
+        specs = load_registry_file(file, known_servers=known)  # grants to registered servers
     except RegistryError as e:
         raise UserError(str(e)) from e
     n = asyncio.run(apply_specs(s, specs, source=str(file)))

@@ -278,6 +278,18 @@ def token_inspect(token: str = TOKEN_ARG, as_json: bool = JSON_OPT) -> None:
         show_token(info)
 
 
+def _parseable(raw: str) -> None:
+    """A token that is not a Biscuit at all (truncated, garbage) is a usage error, exit 2;
+    a well-formed token that is denied (bad signature, expired, revoked) is exit 1."""
+    from agentlake.auth.tokens import TokenError, parse_unverified
+
+    body = raw[len("bearer ") :] if raw.lower().startswith("bearer ") else raw
+    try:
+        parse_unverified(body)
+    except TokenError as e:
+        raise UserError(str(e)) from e
+
+
 @token_app.command("verify")
 def token_verify(
     token: str = TOKEN_ARG,
@@ -290,7 +302,9 @@ def token_verify(
     offline: bool = OFFLINE_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Authorize one call offline, through the gateway's own path. Exit 0 allowed, 1 denied."""
+    """Authorize one call offline, through the gateway's own path.
+
+    Exit 0 allowed, 1 denied, 2 for a token that cannot be parsed at all."""
     from agentlake.auth.policy import Request, derive_resource
 
     args: dict[str, Any] = {}
@@ -303,8 +317,10 @@ def token_verify(
         except ValueError:
             args[k] = v
     req = Request(server, tool, operation, resource or derive_resource(server, tool, args, None), task, args)
+    raw = read_token(token)
+    _parseable(raw)
     with authority(offline, revocations=True) as auth:
-        decision = auth.verify(read_token(token), req)
+        decision = auth.verify(raw, req)
     if as_json:
         _print_json(
             {
