@@ -112,15 +112,31 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     return name, version or None
 
 
-def quiet_logs(level: int = logging.WARNING) -> None:
-    """Warnings and up from us; only errors from the chatty libraries underneath, and
-    repeated messages (e.g. connection errors while the broker is down) rate-limited."""
+QUIET_LIBRARIES = (
+    "faiss",
+    "faiss.loader",
+    "milvus_lite",
+    "pymilvus",
+    "grpc",
+    "grpc._server",
+    "aiokafka",
+    "chdb",
+)
+"""Libraries whose warnings a user cannot act on (e.g. pymilvus' "failed to get mvccTs"
+on milvus-lite): errors only, unless --debug."""
+
+
+def quiet_logs(level: int = logging.WARNING, debug: bool = False) -> None:
+    """Warnings and up from us; only errors from the chatty libraries underneath (all of
+    their records with `debug`), and repeated messages (e.g. connection errors while the
+    broker is down) rate-limited."""
     from agentlake._logging import rate_limit_chatty_loggers
 
-    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # milvus-lite's gRPC C core
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("faiss", "faiss.loader", "milvus_lite", "grpc", "grpc._server", "aiokafka", "chdb"):
-        logging.getLogger(name).setLevel(logging.CRITICAL if name.startswith("grpc") else logging.ERROR)
+    if not debug:
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # milvus-lite's gRPC C core
+        for name in QUIET_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.CRITICAL if name.startswith("grpc") else logging.ERROR)
     rate_limit_chatty_loggers()
 
 

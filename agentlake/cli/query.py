@@ -38,7 +38,10 @@ def report(
     if as_json:
         _print_json(rows)
     elif not rows:
-        out.print("0 rows: no scored trajectories" + (" match" if run_id or tenant else " yet"))
+        scope = " and".join(
+            f" for {k} {v}" for k, v in (("run", run_id), ("tenant", tenant)) if v is not None
+        )
+        out.print(f"0 rows: no scored trajectories{scope or ' yet'}")
     else:
         render_summary(rows, "agents")
 
@@ -121,7 +124,7 @@ TOPIC_OPT = typer.Option("agent.trajectories", "--topic", help="source topic who
 def dlq(
     ctx: typer.Context,
     topic: str = TOPIC_OPT,
-    limit: int = typer.Option(20, help="at most this many"),
+    limit: int = typer.Option(20, min=1, help="at most this many"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Show dead letters (malformed records) with their reasons."""

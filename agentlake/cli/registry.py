@@ -87,6 +87,9 @@ def registry_list(
     if as_json:
         _print_json(rows)
         return
+    if not rows:
+        out.print("0 specs: `agentlake registry apply FILE` registers agents and servers")
+        return
     t = Table(title="registry")
     for c in ("kind", "id@version", "owner", "tools", "objective / description"):
         t.add_column(c)

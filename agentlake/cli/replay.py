@@ -32,7 +32,7 @@ def replay(
         ..., "--agent", help="candidate: NAME@VERSION, module:callable, openai:MODEL, cmd:COMMAND"
     ),
     fork_at: int | None = typer.Option(
-        None, help="serve recorded results only before this tool call (0-based)"
+        None, min=0, help="serve recorded results only before this tool call (0-based)"
     ),
     suite_file: Path | None = typer.Option(
         None, "--suite", help="the suite the trajectory came from (its state)"
@@ -48,7 +48,9 @@ def replay(
     where: str | None = typer.Option(
         None, help="or: trajectories matching this ClickHouse filter, e.g. \"outcome != 'success'\""
     ),
-    timeout: float = typer.Option(120.0, help="seconds to wait for the pipeline to score the replay"),
+    timeout: float = typer.Option(
+        120.0, min=0.1, help="seconds to wait for the pipeline to score the replay"
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Replay a past trajectory against a candidate agent (recorded results until it diverges,

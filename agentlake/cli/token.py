@@ -83,7 +83,7 @@ def authority(offline: bool, revocations: bool = False, acked: str | None = None
                 auth.revocations.add(rid)
         yield auth
         if buffer is not None and buffer.records:
-            publish_acked(s, buffer.records, acked)
+            publish_acked(s, buffer.records, acked or "events")
     except KeyStoreError as e:
         raise UserError(str(e)) from e
     finally:
@@ -171,8 +171,8 @@ def token_mint(
     grant: list[str] = typer.Option(..., help="SERVER:TOOL[:read|write] (TOOL may be *); repeat"),
     task: str | None = typer.Option(None, help="bind the token to one task id"),
     ttl: str = typer.Option("", help="lifetime, e.g. 15m, 2h (default AGENTLAKE_AUTH_TOKEN_TTL_S)"),
-    max_depth: int = typer.Option(2, help="delegation hops allowed below this token"),
-    budget: int | None = typer.Option(None, help="at most N tool calls for the task"),
+    max_depth: int = typer.Option(2, min=0, help="delegation hops allowed below this token"),
+    budget: int | None = typer.Option(None, min=1, help="at most N tool calls for the task"),
     resource: list[str] = typer.Option([], help="resource glob the calls must match (orders/*); repeat"),
     approval: list[str] = typer.Option([], help="tool that needs a human approval block; repeat"),
     offline: bool = OFFLINE_OPT,
