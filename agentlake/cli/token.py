@@ -64,6 +64,8 @@ def authority(offline: bool, revocations: bool = False, acked: str | None = None
     from agentlake.auth.verify import Limits
 
     s = _settings()
+    # the list first: a Kafka that does not answer fails here, before anything is emitted
+    revoked = asyncio.run(read_revocations(s)) if revocations and not offline else []
     emitter: Any = None
     buffer = RecordBuffer() if acked and not offline else None
     if buffer is not None:
@@ -78,9 +80,8 @@ def authority(offline: bool, revocations: bool = False, acked: str | None = None
             AuthEvents(emitter, topic=s.topic, keep=True),
             limits=Limits(max_time_ms=s.auth_max_time_ms),
         )
-        if revocations and not offline:
-            for rid in asyncio.run(read_revocations(s)):
-                auth.revocations.add(rid)
+        for rid in revoked:
+            auth.revocations.add(rid)
         yield auth
         if buffer is not None and buffer.records:
             publish_acked(s, buffer.records, acked or "events")
