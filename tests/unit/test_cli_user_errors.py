@@ -223,7 +223,7 @@ BAD_SQL = [
 
 
 def test_sql_errors_do_not_leak_our_query_and_empty_results_say_so(home: Path) -> None:
-    calls = [("sql", "--no-catch-up", q) for q, _ in BAD_SQL]
+    calls: list[tuple[str, ...]] = [("sql", "--no-catch-up", q) for q, _ in BAD_SQL]
     calls += [("report", "--run-id", "nosuch", "--no-catch-up"), ("sql", "--no-catch-up", "SELECT 1 WHERE 0")]
     *bad, report, empty = cli_many(home, calls)
     for r, (_, expected) in zip(bad, BAD_SQL, strict=True):
@@ -339,8 +339,8 @@ def test_nonsense_settings_are_refused(name: str, value: object) -> None:
 
 
 def test_documented_off_values_are_kept() -> None:
-    s = Settings(  # type: ignore[arg-type]
-        home="/tmp/x",
+    s = Settings(
+        home=Path("/tmp/x"),
         reconcile_every_s=0,
         dashboard_follow_s=0,
         otel_end_grace_s=0,
