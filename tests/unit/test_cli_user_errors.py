@@ -388,3 +388,18 @@ def test_pymilvus_warnings_are_quiet_unless_debug() -> None:
     finally:
         for name in ("pymilvus", "aiokafka", "milvus_lite", "grpc"):
             logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+# -- sim run says when it starts the local stack ----------------------------------
+def test_sim_run_names_what_of_the_stack_it_will_start(tmp_path: Path) -> None:
+    import os as _os
+
+    from agentlake import stack
+    from agentlake.cli.sim import stack_down
+
+    s = Settings(home=tmp_path, kafka_port=closed_port())
+    assert stack_down(s) == [f"the local Kafka broker (127.0.0.1:{s.kafka_port})", "the stream worker"]
+    stack.worker_proc(s, "streams").pid_file.write_text(str(_os.getpid()))  # a live pid: running
+    assert stack_down(s) == [f"the local Kafka broker (127.0.0.1:{s.kafka_port})"]
+    external = Settings(home=tmp_path, kafka_bootstrap_servers="127.0.0.1:1")
+    assert stack_down(external) == []  # an external cluster is never started
