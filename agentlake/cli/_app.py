@@ -57,11 +57,16 @@ def _settings() -> Settings:
     try:
         return get_settings()
     except ValidationError as e:
-        err = e.errors()[0]
-        if not err["loc"]:  # a check across settings (e.g. the size limits): its message names them
-            raise UserError(f"bad settings: {str(err['msg']).removeprefix('Value error, ')}") from e
-        field = ".".join(str(p) for p in err["loc"])
-        raise UserError(f"bad setting AGENTLAKE_{field.upper()}={err.get('input')!r}: {err['msg']}") from e
+        raise UserError(settings_error(e)) from e
+
+
+def settings_error(e: Any) -> str:
+    """The one line for a `Settings` validation error (a pydantic ValidationError)."""
+    err = e.errors()[0]
+    if not err["loc"]:  # a check across settings (e.g. the size limits): its message names them
+        return f"bad settings: {str(err['msg']).removeprefix('Value error, ')}"
+    field = ".".join(str(p) for p in err["loc"])
+    return f"bad setting AGENTLAKE_{field.upper()}={err.get('input')!r}: {err['msg']}"
 
 
 def _print_json(data: Any) -> None:
@@ -151,6 +156,10 @@ def one_line_error(e: BaseException, s: Settings | None = None) -> tuple[str, in
 
     if isinstance(e, UserError | StackError | ClickHouseError):
         return str(e), 2
+    from pydantic import ValidationError
+
+    if isinstance(e, ValidationError) and e.title == "Settings":  # read outside `_settings()`
+        return settings_error(e), 2
     name = type(e).__name__
     module = type(e).__module__
     if module.startswith("aiokafka") or name in ("KafkaConnectionError", "NoBrokersAvailable"):

@@ -403,3 +403,12 @@ def test_sim_run_names_what_of_the_stack_it_will_start(tmp_path: Path) -> None:
     assert stack_down(s) == [f"the local Kafka broker (127.0.0.1:{s.kafka_port})"]
     external = Settings(home=tmp_path, kafka_bootstrap_servers="127.0.0.1:1")
     assert stack_down(external) == []  # an external cluster is never started
+
+
+def test_a_settings_error_raised_anywhere_is_one_line_exit_2() -> None:
+    from agentlake.cli._app import one_line_error
+
+    with pytest.raises(ValidationError) as info:
+        Settings(home=Path("/tmp/x"), topic_partitions=0)
+    msg, code = one_line_error(info.value) or ("", 0)
+    assert code == 2 and msg.startswith("bad setting AGENTLAKE_TOPIC_PARTITIONS=0:")
