@@ -155,3 +155,27 @@ def make_producer(settings: Settings, **options: Any) -> Any:
         max_request_size=settings.max_message_bytes,
         **options,
     )
+
+
+async def produce_acked(
+    settings: Settings, records: list[tuple[str, bytes, bytes]], timeout: float = 15.0
+) -> None:
+    """Produce `records` ((topic, key, value), topics already prefixed) and wait until the
+    brokers acknowledged every one (acks=all, idempotent producer).
+
+    For what a user is told is done (a revocation, a published key): nothing is spilled
+    to disk for later. Raises the producer's error, or TimeoutError after `timeout` seconds.
+    """
+    import asyncio
+
+    producer = make_producer(settings, enable_idempotence=True, request_timeout_ms=int(timeout * 1000))
+
+    async def send_all() -> None:
+        await producer.start()
+        futures = [await producer.send(topic, value, key=key) for topic, key, value in records]
+        await asyncio.gather(*futures)
+
+    try:
+        await asyncio.wait_for(send_all(), timeout)
+    finally:
+        await producer.stop()

@@ -38,10 +38,10 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "AGENTLAKE_KAFKA_BOOTSTRAP_SERVERS"),
         description="external cluster; when unset `agentlake up` starts a local broker",
     )
-    kafka_port: int = 19092
-    kafka_version: str = "4.1.0"
-    kafka_heap: str = "512m"
-    topic_partitions: int = 4
+    kafka_port: int = Field(default=19092, ge=1, le=65535)
+    kafka_version: str = Field(default="4.1.0", pattern=r"^\d+\.\d+\.\d+$")
+    kafka_heap: str = Field(default="512m", pattern=r"^\d+[kKmMgG]?$")  # java -Xmx
+    topic_partitions: int = Field(default=4, ge=1)
     topic_prefix: str = ""
 
     # --- ClickHouse --------------------------------------------------------
@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     # --- Embeddings --------------------------------------------------------
     embedder: str = Field(
         default="wordllama",
+        min_length=1,
         description="wordllama | sentence-transformers:<model> | openai:<model>",
     )
     embeddings_url: str | None = Field(
@@ -90,24 +91,30 @@ class Settings(BaseSettings):
 
     # --- context lake: semantic cache and serving (agentlake/lake) -------------
     lake_threshold: float = Field(
-        default=0.45, description="cosine floor of a hit before per-cluster calibration"
+        default=0.45, ge=-1.0, le=1.0, description="cosine floor of a hit before per-cluster calibration"
     )
-    lake_min_reward: float = Field(default=0.7, description="reward a cached trajectory needs to be served")
+    lake_min_reward: float = Field(
+        default=0.7, ge=0.0, le=1.0, description="reward a cached trajectory needs to be served"
+    )
     lake_cross_version: str = Field(
-        default="same-agent", description="which agents may hit an entry: any | same-agent | same-version"
+        default="same-agent",
+        pattern=r"^(any|same-agent|same-version)$",
+        description="which agents may hit an entry: any | same-agent | same-version",
     )
     lake_ttl_s: float = Field(
-        default=7 * 24 * 3600.0, description="entry lifetime from production; hits do not extend it"
+        default=7 * 24 * 3600.0, gt=0, description="entry lifetime from production; hits do not extend it"
     )
-    lake_nprobe: int = Field(default=16, description="IVF clusters searched per lookup")
-    lake_ivf_min: int = Field(default=4096, description="entries per tenant above which the hot index is IVF")
+    lake_nprobe: int = Field(default=16, ge=1, description="IVF clusters searched per lookup")
+    lake_ivf_min: int = Field(
+        default=4096, ge=1, description="entries per tenant above which the hot index is IVF"
+    )
     lake_milvus_uri: str | None = Field(
         default=None,
         description="the lake's durable store; default: MILVUS_URI, else lake-milvus.db under home "
         "(milvus-lite allows one process per file)",
     )
     lake_host: str = "127.0.0.1"
-    lake_port: int = 8765
+    lake_port: int = Field(default=8765, ge=0, le=65535)  # 0: any free port
     lake_url: str | None = Field(
         default=None, description="where `agentlake lake query` finds a running server"
     )
@@ -116,24 +123,30 @@ class Settings(BaseSettings):
     # size limits (boundary): see `check_limits` and the README's "Limits"
     max_payload_bytes: int = Field(default=64 * 1024, ge=16)
     max_message_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
-    sdk_queue_size: int = 100_000
-    sdk_linger_ms: int = 5
+    sdk_queue_size: int = Field(default=100_000, ge=1)
+    sdk_linger_ms: int = Field(default=5, ge=0)
 
     # --- workers -----------------------------------------------------------
-    sink_batch_size: int = 5000
-    sink_batch_ms: int = 200
+    sink_batch_size: int = Field(default=5000, ge=1)
+    sink_batch_ms: int = Field(default=200, ge=1)
     live_scores: bool = True
     # the sink scores ended trajectories the stream worker missed (0 disables)
-    reconcile_every_s: float = 10.0
-    reconcile_after_s: float = 30.0
-    worker_session_timeout_s: float = 10.0
+    reconcile_every_s: float = Field(default=10.0, ge=0)
+    reconcile_after_s: float = Field(default=30.0, ge=0)
+    worker_session_timeout_s: float = Field(default=10.0, gt=0)
     # --- stream worker (agentlake/streams: engine.py, app.py) ---------------
-    stream_batch_size: int = 2000  # events per faust take_events batch
-    stream_batch_ms: int = 50  # ... or this long, whichever comes first
-    stream_checkpoint_every_s: float = 1.0  # changed open trajectories are checkpointed this often
-    stream_idle_timeout_s: float = 600.0  # an open trajectory idle this long is scored as `timeout`
-    stream_done_retention_s: float = 600.0  # done markers (idempotent re-delivery) are kept this long
-    live_score_every_s: float = 1.0  # at most one live score per trajectory per interval
+    stream_batch_size: int = Field(default=2000, ge=1)  # events per faust take_events batch
+    stream_batch_ms: int = Field(default=50, ge=1)  # ... or this long, whichever comes first
+    stream_checkpoint_every_s: float = Field(
+        default=1.0, gt=0
+    )  # changed open trajectories are checkpointed this often
+    stream_idle_timeout_s: float = Field(
+        default=600.0, gt=0
+    )  # an open trajectory idle this long is scored as `timeout`
+    stream_done_retention_s: float = Field(
+        default=600.0, gt=0
+    )  # done markers (idempotent re-delivery) are kept this long
+    live_score_every_s: float = Field(default=1.0, ge=0)  # at most one live score per trajectory per interval
 
     @model_validator(mode="after")
     def check_limits(self) -> Settings:
@@ -143,6 +156,11 @@ class Settings(BaseSettings):
         checks, attributes) plus bounded identifiers; the worker's outputs (rewards, dead
         letters) add at most `MESSAGE_HEADROOM_BYTES` to what they are derived from.
         """
+        if self.lake_chunk_overlap >= self.lake_chunk_chars:
+            raise ValueError(
+                f"AGENTLAKE_LAKE_CHUNK_OVERLAP={self.lake_chunk_overlap} must be smaller than "
+                f"AGENTLAKE_LAKE_CHUNK_CHARS={self.lake_chunk_chars}"
+            )
         need = 4 * self.max_payload_bytes + 2 * MESSAGE_HEADROOM_BYTES
         if self.max_message_bytes < need:
             raise ValueError(
@@ -160,24 +178,34 @@ class Settings(BaseSettings):
 
     # --- OpenTelemetry ingest (agentlake/otel) and the dashboard (agentlake/dashboard) ---
     otel_host: str = "127.0.0.1"
-    otel_port: int = 4318  # the OTLP/HTTP default port
-    otel_max_body_bytes: int = 8 * 1024 * 1024  # per request, after decompression
-    otel_end_grace_s: float = 5.0  # quiet time after the root invoke_agent span before emitting
-    otel_idle_timeout_s: float = 120.0  # a trace without a root span ends as `timeout` after this
-    otel_max_spans_per_trace: int = 20_000
-    otel_max_traces: int = 10_000  # pending traces; beyond: 503, retry later
-    otel_tenant: str = "default"  # when spans carry no agentlake.tenant / tenant.id
+    otel_port: int = Field(default=4318, ge=0, le=65535)  # the OTLP/HTTP default port
+    otel_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1)  # per request, after decompression
+    otel_end_grace_s: float = Field(
+        default=5.0, ge=0
+    )  # quiet time after the root invoke_agent span before emitting
+    otel_idle_timeout_s: float = Field(
+        default=120.0, gt=0
+    )  # a trace without a root span ends as `timeout` after this
+    otel_max_spans_per_trace: int = Field(default=20_000, ge=1)
+    otel_max_traces: int = Field(default=10_000, ge=1)  # pending traces; beyond: 503, retry later
+    otel_tenant: str = Field(
+        default="default", min_length=1
+    )  # when spans carry no agentlake.tenant / tenant.id
     dashboard_host: str = "127.0.0.1"
-    dashboard_port: int = 8050
+    dashboard_port: int = Field(default=8050, ge=0, le=65535)
     dashboard_token: str | None = None  # required to bind anywhere but loopback
-    dashboard_follow_s: float = 2.0  # embedded chdb: project new events this often (0: never)
+    dashboard_follow_s: float = Field(
+        default=2.0, ge=0
+    )  # embedded chdb: project new events this often (0: never)
 
     # --- agent auth (agentlake/auth) ---------------------------------------
     # authority key from the environment instead of a 0600 file: "<key id>:<ed25519 private key>"
     auth_root_key: SecretStr | None = None
     auth_keys_dir: Path | None = None  # default: <home>/auth/keys
-    auth_token_ttl_s: int = 900  # default lifetime of minted tokens
-    auth_max_time_ms: float = 200.0  # authorizer Datalog time backstop per decision (library default: 1 ms)
+    auth_token_ttl_s: int = Field(default=900, ge=1)  # default lifetime of minted tokens
+    auth_max_time_ms: float = Field(
+        default=200.0, gt=0
+    )  # authorizer Datalog time backstop per decision (library default: 1 ms)
     auth_gateway_id: str | None = None  # names the gateway in its events (default: gw-<hostname>)
     # the caller's token and task for a local stdio gateway (`auth gateway serve --stdio`)
     auth_token: SecretStr | None = None
@@ -190,10 +218,13 @@ class Settings(BaseSettings):
     # --- context lake: enterprise documents (agentlake/lake/documents) ------
     lake_doc_max_bytes: int = Field(
         default=512 * 1024,
+        ge=1,
         description="largest document text accepted (UTF-8 bytes; Kafka caps records at 1 MiB)",
     )
-    lake_chunk_chars: int = Field(default=1000, description="target chunk size in characters")
-    lake_chunk_overlap: int = Field(default=150, description="characters repeated between consecutive chunks")
+    lake_chunk_chars: int = Field(default=1000, ge=1, description="target chunk size in characters")
+    lake_chunk_overlap: int = Field(
+        default=150, ge=0, description="characters repeated between consecutive chunks"
+    )
 
     @cached_property
     def bootstrap_servers(self) -> str:

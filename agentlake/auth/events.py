@@ -37,6 +37,17 @@ class RecordEmitter(Protocol):
     def emit(self, topic: str, key: bytes, value: bytes) -> None: ...
 
 
+class RecordBuffer:
+    """A `RecordEmitter` that keeps (topic, key, value) for the caller to publish itself,
+    e.g. with an acknowledged send before telling the user a revocation is done."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, bytes]] = []
+
+    def emit(self, topic: str, key: bytes, value: bytes) -> None:
+        self.records.append((topic, key, value))
+
+
 def encode(record: str, data: dict[str, Any], strict: bool = True) -> bytes:
     """Encode one auth record. `strict`: a missing or extra field raises ValueError first
     (the gateway's per-call records skip it: their shape is fixed by construction and tested)."""
@@ -128,6 +139,7 @@ __all__ = [
     "REGISTRY_KEYS",
     "REVOKED",
     "AuthEvents",
+    "RecordBuffer",
     "RecordEmitter",
     "decode",
     "encode",

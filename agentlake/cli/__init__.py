@@ -7,6 +7,11 @@ import logging
 import os
 import sys
 
+import typer
+
+# typer vendors click: its usage errors are these classes, not the `click` package's
+from typer._click import exceptions as click_errors
+
 from agentlake.cli import (  # noqa: F401  (importing a command module registers its commands)
     auth,
     dashboard,
@@ -37,17 +42,36 @@ def main() -> None:
     one line and exit 70 (EX_SOFTWARE) for anything else; the traceback only with --debug."""
     debug = "--debug" in sys.argv[1:] or os.environ.get("AGENTLAKE_DEBUG", "") in ("1", "true")
     sys.argv = [a for a in sys.argv if a != "--debug"]
-    quiet_logs()
+    quiet_logs(debug=debug)
     if not debug and "worker" not in sys.argv[1:2]:
         # a command reports a Kafka failure itself, in one line; workers keep (rate-limited) logs
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     _install_schema_lookup()
     try:
-        app()
+        rv = app(standalone_mode=False)  # usage errors come back to us: one line below
+        sys.exit(rv if isinstance(rv, int) else 0)
     except KeyboardInterrupt:
         sys.exit(130)
     except SystemExit:
         raise
+    except click_errors.NoArgsIsHelpError as e:
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(e)
+        sys.exit(e.exit_code)
+    except click_errors.ClickException as e:  # bad option, value out of range, missing argument, ...
+        from rich.markup import escape
+
+        where = (
+            f" (see `{e.ctx.command_path} --help`)"
+            if isinstance(e, click_errors.UsageError) and e.ctx
+            else ""
+        )
+        msg = " ".join(e.format_message().split())
+        console.print(f"[red]error:[/] {escape(msg)}{escape(where)}", soft_wrap=True, highlight=False)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(1)
     except Exception as e:
         if debug:
             raise

@@ -57,11 +57,16 @@ def _settings() -> Settings:
     try:
         return get_settings()
     except ValidationError as e:
-        err = e.errors()[0]
-        if not err["loc"]:  # a check across settings (e.g. the size limits): its message names them
-            raise UserError(f"bad settings: {str(err['msg']).removeprefix('Value error, ')}") from e
-        field = ".".join(str(p) for p in err["loc"])
-        raise UserError(f"bad setting AGENTLAKE_{field.upper()}={err.get('input')!r}: {err['msg']}") from e
+        raise UserError(settings_error(e)) from e
+
+
+def settings_error(e: Any) -> str:
+    """The one line for a `Settings` validation error (a pydantic ValidationError)."""
+    err = e.errors()[0]
+    if not err["loc"]:  # a check across settings (e.g. the size limits): its message names them
+        return f"bad settings: {str(err['msg']).removeprefix('Value error, ')}"
+    field = ".".join(str(p) for p in err["loc"])
+    return f"bad setting AGENTLAKE_{field.upper()}={err.get('input')!r}: {err['msg']}"
 
 
 def _print_json(data: Any) -> None:
@@ -112,15 +117,31 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     return name, version or None
 
 
-def quiet_logs(level: int = logging.WARNING) -> None:
-    """Warnings and up from us; only errors from the chatty libraries underneath, and
-    repeated messages (e.g. connection errors while the broker is down) rate-limited."""
+QUIET_LIBRARIES = (
+    "faiss",
+    "faiss.loader",
+    "milvus_lite",
+    "pymilvus",
+    "grpc",
+    "grpc._server",
+    "aiokafka",
+    "chdb",
+)
+"""Libraries whose warnings a user cannot act on (e.g. pymilvus' "failed to get mvccTs"
+on milvus-lite): errors only, unless --debug."""
+
+
+def quiet_logs(level: int = logging.WARNING, debug: bool = False) -> None:
+    """Warnings and up from us; only errors from the chatty libraries underneath (all of
+    their records with `debug`), and repeated messages (e.g. connection errors while the
+    broker is down) rate-limited."""
     from agentlake._logging import rate_limit_chatty_loggers
 
-    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # milvus-lite's gRPC C core
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("faiss", "faiss.loader", "milvus_lite", "grpc", "grpc._server", "aiokafka", "chdb"):
-        logging.getLogger(name).setLevel(logging.CRITICAL if name.startswith("grpc") else logging.ERROR)
+    if not debug:
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # milvus-lite's gRPC C core
+        for name in QUIET_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.CRITICAL if name.startswith("grpc") else logging.ERROR)
     rate_limit_chatty_loggers()
 
 
@@ -135,6 +156,10 @@ def one_line_error(e: BaseException, s: Settings | None = None) -> tuple[str, in
 
     if isinstance(e, UserError | StackError | ClickHouseError):
         return str(e), 2
+    from pydantic import ValidationError
+
+    if isinstance(e, ValidationError) and e.title == "Settings":  # read outside `_settings()`
+        return settings_error(e), 2
     name = type(e).__name__
     module = type(e).__module__
     if module.startswith("aiokafka") or name in ("KafkaConnectionError", "NoBrokersAvailable"):
@@ -167,3 +192,34 @@ def clickhouse_message(text: str) -> str:
     if code == "READONLY":
         msg = "this command only reads: write statements (CREATE, INSERT, ALTER, ...) are refused"
     return msg[:300] + (f" ({code})" if code else "")
+
+
+def user_sql_error(text: str, user_sql: str, offset: int = 0, what: str = "query") -> str:
+    """What is wrong with the user's SQL, from a ClickHouse error about the query we sent.
+
+    Args:
+        text: the ClickHouse exception text (about the whole query sent).
+        user_sql: the user's part (a statement, or a filter we wrap).
+        offset: where `user_sql` starts in the query sent (0-based characters).
+        what: how the message names `user_sql` (query, filter).
+
+    Returns:
+        One line that quotes only the user's text: a syntax error as its position in
+        `user_sql` and the text there, or "ends too early" when ClickHouse stumbled on
+        what we append (SETTINGS, FORMAT, a closing parenthesis); other errors as
+        `clickhouse_message` gives them (our wrapper stripped).
+    """
+    import re
+
+    m = re.search(r"Syntax error[^:]*: failed at position (\d+)", text)
+    if m is None:
+        return clickhouse_message(text)
+    rel = int(m.group(1)) - offset  # 1-based in the user's text
+    mine = user_sql.rstrip()
+    if rel > len(mine):
+        return f"syntax error: the {what} ends too early (an incomplete expression or clause)"
+    if rel < 1:
+        return f"syntax error: the {what} does not stand on its own (unbalanced parentheses?)"
+    near = " ".join(mine[rel - 1 :].split())
+    near = near if len(near) <= 40 else near[:40] + "…"
+    return f"syntax error in the {what} at position {rel}, near {near!r}"

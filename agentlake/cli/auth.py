@@ -81,6 +81,9 @@ def auth_who_could(
     if as_json:
         _print_json(_jsonable(rows))
         return
+    if not rows:
+        out.print(f"0 rows: no token could call {server}/{tool} at {when.isoformat()}")
+        return
     t = Table(title=f"who could call {server}/{tool} at {when.isoformat()}")
     for col in ("holder", "for user", "depth", "task", "operations", "expires", "block"):
         t.add_column(col)
@@ -180,7 +183,7 @@ def gateway_serve(
     server_id: str = typer.Option(..., help="the audience tokens must grant (server id)"),
     upstream: str | None = typer.Option(None, help="streamable HTTP URL of the MCP server to front"),
     staging: Path | None = typer.Option(None, help="front a staging server built from this spec file"),
-    port: int = typer.Option(0, help="HTTP port (0: any free port)"),
+    port: int = typer.Option(0, min=0, max=65535, help="HTTP port (0: any free port)"),
     stdio: bool = typer.Option(False, help="serve over stdio (a local proxy using AGENTLAKE_AUTH_TOKEN)"),
     op: list[str] = typer.Option([], help="TOOL=read|write; repeat (default: the tool's readOnlyHint)"),
     resource: list[str] = typer.Option(

@@ -10,7 +10,7 @@ from agentlake.cli._app import UserError, _settings, app, console
 @app.command()
 def dashboard(
     host: str = typer.Option(None, help="bind address [default: AGENTLAKE_DASHBOARD_HOST, 127.0.0.1]"),
-    port: int = typer.Option(None, help="port [default: AGENTLAKE_DASHBOARD_PORT, 8050]"),
+    port: int = typer.Option(None, min=0, max=65535, help="port [default: AGENTLAKE_DASHBOARD_PORT, 8050]"),
     allow_remote: bool = typer.Option(
         False, "--allow-remote", help="allow binding beyond loopback (then a token is required)"
     ),

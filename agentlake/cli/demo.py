@@ -25,8 +25,10 @@ from agentlake.settings import Settings
 
 @app.command()
 def demo(
-    trajectories: int = typer.Option(24, "--trajectories", "-n", help="production-like tasks per agent"),
-    trials: int = typer.Option(3, help="trials per scenario case in the simulation part"),
+    trajectories: int = typer.Option(
+        24, "--trajectories", "-n", min=1, help="production-like tasks per agent"
+    ),
+    trials: int = typer.Option(3, min=1, help="trials per scenario case in the simulation part"),
     simulate: bool = typer.Option(True, help="also run the simulation suite and the CI gate"),
     as_json: bool = JSON_OPT,
 ) -> None:

@@ -23,12 +23,12 @@ from agentlake.cli._app import (
 def export(
     fmt: str = typer.Option("openai-chat-jsonl", "--format", help="openai-chat-jsonl"),
     min_reward: float | None = typer.Option(
-        None, help="only trajectories whose final reward is at least this"
+        None, min=0.0, max=1.0, help="only trajectories whose final reward is at least this"
     ),
     agent: str | None = typer.Option(None, "--agent", help="only this agent (NAME or NAME@VERSION)"),
     run: str | None = typer.Option(None, help="only this run"),
     successful: bool = typer.Option(False, help="only successful trajectories"),
-    limit: int = typer.Option(100_000, help="at most this many trajectories"),
+    limit: int = typer.Option(100_000, min=1, help="at most this many trajectories"),
     out_file: Path | None = typer.Option(None, "--out", help="write here instead of stdout"),
     metadata_file: Path | None = typer.Option(
         None,

@@ -33,7 +33,9 @@ def _service(kafka: bool = True) -> Any:
 @lake_app.command("serve")
 def serve(
     host: str | None = typer.Option(None, help="bind address (default AGENTLAKE_LAKE_HOST)"),
-    port: int | None = typer.Option(None, help="port (default AGENTLAKE_LAKE_PORT; 0 = any free port)"),
+    port: int | None = typer.Option(
+        None, min=0, max=65535, help="port (default AGENTLAKE_LAKE_PORT; 0 = any free port)"
+    ),
     mcp: bool = typer.Option(True, help="also serve the MCP tools at /mcp (streamable HTTP)"),
     kafka: bool = typer.Option(True, help="follow the log (off: serve what Milvus holds)"),
 ) -> None:
@@ -175,7 +177,9 @@ def render_lake_demo(lake: dict[str, Any]) -> None:
 
 @lake_app.command("eval")
 def evaluate(
-    threshold: float | None = typer.Option(None, help="cosine threshold (default AGENTLAKE_LAKE_THRESHOLD)"),
+    threshold: float | None = typer.Option(
+        None, min=-1.0, max=1.0, help="cosine threshold (default AGENTLAKE_LAKE_THRESHOLD)"
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Hit precision and recall on the shipped labelled task pairs, for the configured embedder."""

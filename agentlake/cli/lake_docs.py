@@ -68,7 +68,7 @@ def ingest(
         help="access rule for documents without their own (*, user:ID, group:ID); repeatable",
     ),
     prune: bool = typer.Option(True, help="delete documents of this source and tenant that are gone from it"),
-    timeout: float = typer.Option(120.0, help="seconds to wait for the documents to be projected"),
+    timeout: float = typer.Option(120.0, min=0.1, help="seconds to wait for the documents to be projected"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Publish a source's documents as events on lake.documents, then chunk, embed and store them in Milvus.
@@ -196,6 +196,9 @@ def search_documents_cmd(
     hits = search_documents(_settings(), tenant, query, k, principal=principal or None)
     if as_json:
         _print_json([h.to_json() for h in hits])
+        return
+    if not hits:
+        out.print(f"0 hits: no document chunks of {tenant} this reader may see")
         return
     t = Table(title=f"documents of {tenant} nearest to {query!r}")
     for c in ("score", "doc_id", "version", "chunk", "access", "text"):

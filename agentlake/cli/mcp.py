@@ -29,7 +29,7 @@ def mcp_generate(
     serve: bool = typer.Option(
         False, help="serve the generated tools over streamable HTTP until interrupted"
     ),
-    port: int = typer.Option(0, help="port for --serve (0 = any free port)"),
+    port: int = typer.Option(0, min=0, max=65535, help="port for --serve (0 = any free port)"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Generate an MCP server from an internal app's OpenAPI document: one tool per operation."""

@@ -27,7 +27,7 @@ app.add_typer(otel_app, name="otel")
 @otel_app.command("serve")
 def serve(
     host: str = typer.Option(None, help="bind address [default: AGENTLAKE_OTEL_HOST, 127.0.0.1]"),
-    port: int = typer.Option(None, help="port [default: AGENTLAKE_OTEL_PORT, 4318]"),
+    port: int = typer.Option(None, min=0, max=65535, help="port [default: AGENTLAKE_OTEL_PORT, 4318]"),
     log_level: str = typer.Option("warning", help="uvicorn log level"),
 ) -> None:
     """Serve OTLP/HTTP traces (POST /v1/traces, protobuf or JSON) until interrupted.
@@ -58,9 +58,9 @@ def export_rewards(
         ..., help="OTLP/HTTP base URL of a collector, e.g. http://127.0.0.1:4318 (/v1/logs is appended)"
     ),
     run_id: str | None = typer.Option(None, help="only the trials of this simulation run"),
-    limit: int = typer.Option(10_000, help="at most this many trajectories (newest first)"),
+    limit: int = typer.Option(10_000, min=1, help="at most this many trajectories (newest first)"),
     catch_up: bool = typer.Option(True, help="project what the log holds before reading"),
-    timeout: float = typer.Option(30.0, help="HTTP timeout in seconds"),
+    timeout: float = typer.Option(30.0, min=0.1, help="HTTP timeout in seconds"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Send final reward scores as `gen_ai.evaluation.result` events (OTLP logs, protobuf).

@@ -15,8 +15,8 @@ from agentlake.cli._app import (
     _settings,
     _with_projections,
     app,
-    clickhouse_message,
     out,
+    user_sql_error,
 )
 from agentlake.cli.demo import render_summary
 from agentlake.kafka_io import make_consumer, make_producer
@@ -39,7 +39,10 @@ def report(
     if as_json:
         _print_json(rows)
     elif not rows:
-        out.print("0 rows: no scored trajectories" + (" match" if run_id or tenant else " yet"))
+        scope = " and".join(
+            f" for {k} {v}" for k, v in (("run", run_id), ("tenant", tenant)) if v is not None
+        )
+        out.print(f"0 rows: no scored trajectories{scope or ' yet'}")
     else:
         render_summary(rows, "agents")
 
@@ -79,12 +82,18 @@ def read_only_query(client: Any, statement: str) -> list[dict[str, Any]]:
     Raises:
         UserError: ClickHouse refused the statement (syntax, unknown table, a write).
     """
+    import re
+
     from clickhouse_connect.driver.exceptions import Error as ClickHouseClientError
 
+    if not statement.strip().rstrip(";").strip():
+        raise UserError('empty query: give a SELECT, e.g. agentlake sql "SELECT count() FROM trajectories"')
+    if re.search(r"\bFORMAT\s+\w+\s*;?\s*$", statement, re.IGNORECASE):
+        raise UserError("leave out FORMAT: the command sets it (a table, or JSON with --json)")
     try:
         res = client.query(statement, settings={"readonly": 1})
     except ClickHouseClientError as e:
-        raise UserError(f"ClickHouse: {clickhouse_message(str(e))}") from e
+        raise UserError(f"ClickHouse: {user_sql_error(str(e), statement)}") from e
     names = res.column_names
     return [dict(zip(names, row, strict=True)) for row in res.result_rows]
 
@@ -116,7 +125,7 @@ TOPIC_OPT = typer.Option("agent.trajectories", "--topic", help="source topic who
 def dlq(
     ctx: typer.Context,
     topic: str = TOPIC_OPT,
-    limit: int = typer.Option(20, help="at most this many"),
+    limit: int = typer.Option(20, min=1, help="at most this many"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Show dead letters (malformed records) with their reasons."""

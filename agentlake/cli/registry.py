@@ -34,9 +34,10 @@ def registry_apply(
     s = _settings()
     if not file.exists():
         raise UserError(f"{file}: no such file")
-    known = asyncio.run(read_registry(s)).servers()
     try:
-        specs = load_registry_file(file, known_servers=known)
+        load_registry_file(file)  # everything that can be checked offline, before Kafka
+        known = asyncio.run(read_registry(s)).servers()
+        specs = load_registry_file(file, known_servers=known)  # grants to registered servers
     except RegistryError as e:
         raise UserError(str(e)) from e
     n = asyncio.run(apply_specs(s, specs, source=str(file)))
@@ -85,6 +86,9 @@ def registry_list(
             )
     if as_json:
         _print_json(rows)
+        return
+    if not rows:
+        out.print("0 specs: `agentlake registry apply FILE` registers agents and servers")
         return
     t = Table(title="registry")
     for c in ("kind", "id@version", "owner", "tools", "objective / description"):

@@ -15,8 +15,10 @@ from agentlake.cli._app import (
     _print_json,
     _settings,
     app,
+    clickhouse_message,
     console,
     out,
+    user_sql_error,
 )
 from agentlake.cli.sim import _sim_run
 from agentlake.schemas import now_us
@@ -30,7 +32,7 @@ def replay(
         ..., "--agent", help="candidate: NAME@VERSION, module:callable, openai:MODEL, cmd:COMMAND"
     ),
     fork_at: int | None = typer.Option(
-        None, help="serve recorded results only before this tool call (0-based)"
+        None, min=0, help="serve recorded results only before this tool call (0-based)"
     ),
     suite_file: Path | None = typer.Option(
         None, "--suite", help="the suite the trajectory came from (its state)"
@@ -46,7 +48,9 @@ def replay(
     where: str | None = typer.Option(
         None, help="or: trajectories matching this ClickHouse filter, e.g. \"outcome != 'success'\""
     ),
-    timeout: float = typer.Option(120.0, help="seconds to wait for the pipeline to score the replay"),
+    timeout: float = typer.Option(
+        120.0, min=0.1, help="seconds to wait for the pipeline to score the replay"
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Replay a past trajectory against a candidate agent (recorded results until it diverges,
@@ -200,7 +204,7 @@ async def _replay_run(
     staging: list[Path] | None = None,
 ) -> dict[str, Any]:
     from agentlake.consumers import Projector
-    from agentlake.sim.replay import trials_of_run
+    from agentlake.sim.replay import FILTER_OFFSET, trials_of_run
     from agentlake.sim.suite import expand
 
     async with Projector(s) as projector:
@@ -208,7 +212,12 @@ async def _replay_run(
         try:
             ids = set(await asyncio.to_thread(trials_of_run, projector.clickhouse, run, where))
         except Exception as e:
-            raise UserError(f"cannot select the trials to replay: {str(e).splitlines()[0]}") from e
+            why = (
+                user_sql_error(str(e), where, FILTER_OFFSET, "filter")
+                if where
+                else clickhouse_message(str(e))
+            )
+            raise UserError(f"cannot select the trials to replay: {why}") from e
     if not ids:
         raise UserError(f"no trajectories of suite trials match {run or where!r}")
     index_max = max(int(i.rsplit(":", 1)[-1]) for i in ids if i.rsplit(":", 1)[-1].isdigit())

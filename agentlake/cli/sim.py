@@ -33,7 +33,7 @@ def sim_run(
         help="NAME@VERSION, module:callable, openai:MODEL or cmd:COMMAND (default: the suite's)",
     ),
     trials: int | None = typer.Option(
-        None, "--trials", "-n", help="trials per scenario case (default: the suite's)"
+        None, "--trials", "-n", min=1, help="trials per scenario case (default: the suite's)"
     ),
     baseline: str | None = typer.Option(
         None, help="compare with this run id, or the latest run with this tag"
@@ -43,14 +43,18 @@ def sim_run(
     ),
     junit: Path | None = typer.Option(None, help="write a JUnit XML report here"),
     markdown_file: Path | None = typer.Option(None, "--markdown", help="write a Markdown report here"),
-    concurrency: int = typer.Option(8, help="trials run at the same time"),
+    concurrency: int = typer.Option(8, min=1, help="trials run at the same time"),
     early_stop: bool = typer.Option(
         False, help="skip a case's remaining trials once its gate outcome is decided"
     ),
     staging: list[Path] = typer.Option([], help="extra staging server spec(s) (YAML), by name"),
-    fault_rate: float = typer.Option(0.0, help="inject tool errors at this rate into every staging tool"),
-    seed: int = typer.Option(0, help="base seed: the same seed replays the same trials"),
-    timeout: float = typer.Option(300.0, help="seconds to wait for the pipeline to score every trial"),
+    fault_rate: float = typer.Option(
+        0.0, min=0.0, max=1.0, help="inject tool errors at this rate into every staging tool"
+    ),
+    seed: int = typer.Option(0, min=0, help="base seed: the same seed replays the same trials"),
+    timeout: float = typer.Option(
+        300.0, min=0.1, help="seconds to wait for the pipeline to score every trial"
+    ),
     auth: bool = typer.Option(
         False,
         "--auth",
@@ -97,7 +101,14 @@ def sim_run(
         except RunnerError as e:
             raise UserError(str(e)) from e
     expanded = expand(suite, trials, base_seed=seed)
+    down = stack_down(s)
     stack.up(s, workers=True, progress=lambda m: console.log(m))
+    if down:
+        console.print(
+            f"started {' and '.join(down)} for this run; they keep running (`agentlake down` stops them)",
+            highlight=False,
+            soft_wrap=True,
+        )
     code, report = asyncio.run(
         _sim_run(
             s,
@@ -403,6 +414,19 @@ def render_sim_report(report: dict[str, Any]) -> None:
         )
 
 
+def stack_down(s: Settings) -> list[str]:
+    """What of the local stack `stack.up` would start: the broker (embedded Kafka only) and
+    the stream worker, when they are not running."""
+    from agentlake import stack
+
+    down = []
+    if s.embedded_kafka and stack.broker_proc(s).pid() is None:
+        down.append(f"the local Kafka broker (127.0.0.1:{s.kafka_port})")
+    if stack.worker_proc(s, "streams").pid() is None:
+        down.append("the stream worker")
+    return down
+
+
 @sim_app.command("runs")
 def sim_runs(
     suite: str | None = typer.Option(None, help="only runs of this suite id"),
@@ -429,6 +453,9 @@ def sim_runs(
     ]
     if as_json:
         _print_json(rows)
+        return
+    if not rows:
+        out.print("0 runs" + (f" of suite {suite}" if suite else ": `agentlake sim run SUITE` records one"))
         return
     t = Table(title="simulation runs")
     for c in ("run_id", "agent", "tag", "trials", "pass^1", "reward", "gate"):

@@ -50,16 +50,27 @@ def parse_duration(text: str) -> timedelta:
 
 
 @contextmanager
-def authority(offline: bool, revocations: bool = False) -> Iterator[Any]:
-    """An `Authority` over the data dir's keys; events go to Kafka unless offline."""
+def authority(offline: bool, revocations: bool = False, acked: str | None = None) -> Iterator[Any]:
+    """An `Authority` over the data dir's keys; events go to Kafka unless offline.
+
+    With `acked` (what the events record, named in the error), they are published when
+    the block ends and the brokers must acknowledge them (acks=all): nothing is spilled
+    for later, a failure is a `UserError` (a revocation reported done must be on the log). Otherwise events
+    go through the SDK emitter, which spills them when Kafka is unreachable.
+    """
     from agentlake.auth.authority import Authority
-    from agentlake.auth.events import AuthEvents
+    from agentlake.auth.events import AuthEvents, RecordBuffer
     from agentlake.auth.keys import KeyStoreError, keyring_for
     from agentlake.auth.verify import Limits
 
     s = _settings()
-    emitter = None
-    if not offline:
+    # the list first: a Kafka that does not answer fails here, before anything is emitted
+    revoked = asyncio.run(read_revocations(s)) if revocations and not offline else []
+    emitter: Any = None
+    buffer = RecordBuffer() if acked and not offline else None
+    if buffer is not None:
+        emitter = buffer
+    elif not offline:
         from agentlake.sdk import KafkaEmitter
 
         emitter = KafkaEmitter(s.bootstrap_servers, s.spill_dir, client_id="agentlake-auth")
@@ -69,15 +80,32 @@ def authority(offline: bool, revocations: bool = False) -> Iterator[Any]:
             AuthEvents(emitter, topic=s.topic, keep=True),
             limits=Limits(max_time_ms=s.auth_max_time_ms),
         )
-        if revocations and not offline:
-            for rid in asyncio.run(read_revocations(s)):
-                auth.revocations.add(rid)
+        for rid in revoked:
+            auth.revocations.add(rid)
         yield auth
+        if buffer is not None and buffer.records:
+            publish_acked(s, buffer.records, acked or "events")
     except KeyStoreError as e:
         raise UserError(str(e)) from e
     finally:
-        if emitter is not None:
+        if emitter is not None and buffer is None:
             emitter.close(timeout=10)
+
+
+def publish_acked(s: Any, records: list[tuple[str, bytes, bytes]], what: str, timeout: float = 15.0) -> None:
+    """Publish `records` and wait for the brokers' acknowledgement; `UserError` if they do not."""
+    from agentlake.kafka_io import produce_acked
+
+    try:
+        asyncio.run(produce_acked(s, records, timeout=timeout))
+    except Exception as e:
+        name, text = type(e).__name__, str(e).strip()
+        why = text if text.startswith(name) else f"{name}: {text}".rstrip(": ")
+        raise UserError(
+            f"{what} NOT recorded (nothing changed): Kafka at {s.bootstrap_servers} "
+            f"did not acknowledge it ({why}); "
+            "retry when Kafka is up (`agentlake status`)"
+        ) from e
 
 
 async def read_revocations(settings: Any) -> list[str]:
@@ -144,8 +172,8 @@ def token_mint(
     grant: list[str] = typer.Option(..., help="SERVER:TOOL[:read|write] (TOOL may be *); repeat"),
     task: str | None = typer.Option(None, help="bind the token to one task id"),
     ttl: str = typer.Option("", help="lifetime, e.g. 15m, 2h (default AGENTLAKE_AUTH_TOKEN_TTL_S)"),
-    max_depth: int = typer.Option(2, help="delegation hops allowed below this token"),
-    budget: int | None = typer.Option(None, help="at most N tool calls for the task"),
+    max_depth: int = typer.Option(2, min=0, help="delegation hops allowed below this token"),
+    budget: int | None = typer.Option(None, min=1, help="at most N tool calls for the task"),
     resource: list[str] = typer.Option([], help="resource glob the calls must match (orders/*); repeat"),
     approval: list[str] = typer.Option([], help="tool that needs a human approval block; repeat"),
     offline: bool = OFFLINE_OPT,
@@ -251,6 +279,18 @@ def token_inspect(token: str = TOKEN_ARG, as_json: bool = JSON_OPT) -> None:
         show_token(info)
 
 
+def _parseable(raw: str) -> None:
+    """A token that is not a Biscuit at all (truncated, garbage) is a usage error, exit 2;
+    a well-formed token that is denied (bad signature, expired, revoked) is exit 1."""
+    from agentlake.auth.tokens import TokenError, parse_unverified
+
+    body = raw[len("bearer ") :] if raw.lower().startswith("bearer ") else raw
+    try:
+        parse_unverified(body)
+    except TokenError as e:
+        raise UserError(str(e)) from e
+
+
 @token_app.command("verify")
 def token_verify(
     token: str = TOKEN_ARG,
@@ -263,7 +303,9 @@ def token_verify(
     offline: bool = OFFLINE_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Authorize one call offline, through the gateway's own path. Exit 0 allowed, 1 denied."""
+    """Authorize one call offline, through the gateway's own path.
+
+    Exit 0 allowed, 1 denied, 2 for a token that cannot be parsed at all."""
     from agentlake.auth.policy import Request, derive_resource
 
     args: dict[str, Any] = {}
@@ -276,8 +318,10 @@ def token_verify(
         except ValueError:
             args[k] = v
     req = Request(server, tool, operation, resource or derive_resource(server, tool, args, None), task, args)
+    raw = read_token(token)
+    _parseable(raw)
     with authority(offline, revocations=True) as auth:
-        decision = auth.verify(read_token(token), req)
+        decision = auth.verify(raw, req)
     if as_json:
         _print_json(
             {
@@ -314,7 +358,7 @@ def token_revoke(
 
     from agentlake.auth.tokens import TokenError
 
-    with authority(False) as auth:
+    with authority(False, acked="revocation") as auth:
         try:
             rid = auth.revoke(read_token(token), reason=reason, by=getpass.getuser())
         except TokenError as e:
@@ -332,7 +376,7 @@ def token_keys(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Authority keys by key id (the current one signs new tokens)."""
-    with authority(not publish) as auth:
+    with authority(not publish, acked="key publication") as auth:
         if rotate:
             auth.keys.rotate()
         current = auth.keys.current_id()

@@ -170,23 +170,26 @@ class ReplayClient:
         return getattr(self.live, name)
 
 
+_TRIALS_SQL = (
+    "SELECT DISTINCT JSONExtractString(body, 'attributes', 'trial_id') AS trial_id FROM events FINAL "
+    "WHERE record = 'TrajectoryStarted' AND trajectory_id GLOBAL IN "
+    "(SELECT trajectory_id FROM trajectories FINAL WHERE "
+)
+FILTER_OFFSET = len(_TRIALS_SQL) + 1
+"""Where a `trials_of_run` filter starts in the query sent (0-based), for error positions."""
+
+
 def trials_of_run(client: Any, run_id: str | None = None, where: str | None = None) -> list[str]:
     """Trial ids (suite:scenario:variant:index) of the trajectories of a run, or of a filter
     over the ``trajectories`` table (e.g. ``outcome != 'success' AND agent_version = '1.0'``)."""
     clauses = []
     params: dict[str, Any] = {}
+    if where:  # first: a syntax error's position maps back to the filter (`filter_offset`)
+        clauses.append(f"({where})")
     if run_id:
         clauses.append("run_id = {r:String}")
         params["r"] = run_id
-    if where:
-        clauses.append(f"({where})")
     if not clauses:
         raise ValueError("give a run id or a filter")
-    rows = query(
-        client,
-        "SELECT DISTINCT JSONExtractString(body, 'attributes', 'trial_id') AS trial_id FROM events FINAL "
-        "WHERE record = 'TrajectoryStarted' AND trajectory_id GLOBAL IN "
-        f"(SELECT trajectory_id FROM trajectories FINAL WHERE {' AND '.join(clauses)})",
-        params,
-    )
+    rows = query(client, _TRIALS_SQL + " AND ".join(clauses) + ")", params)
     return sorted(r["trial_id"] for r in rows if r["trial_id"])

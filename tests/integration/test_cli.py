@@ -60,3 +60,19 @@ def test_embedded_clickhouse_in_use_is_a_clear_error(settings: Settings, project
     assert r.returncode == 2
     assert "in use by pid" in r.stderr and "CLICKHOUSE_URL" in r.stderr
     assert len(r.stderr.strip().splitlines()) <= 2
+
+
+def test_a_revocation_reported_done_is_on_the_log(settings: Settings) -> None:
+    minted = agentlake("token", "mint", "--user", "ann", "--agent", "bot", "--grant", "crm:lookup", "--json")
+    assert minted.returncode == 0, minted.stderr
+    token = json.loads(minted.stdout)["token"]
+    call = ("--server", "crm", "--tool", "lookup")
+    assert agentlake("token", "verify", token, *call).returncode == 0
+    revoked = agentlake("token", "revoke", token, "--json")
+    assert revoked.returncode == 0, revoked.stderr
+    rid = json.loads(revoked.stdout)["revoked"]
+    # a new process reads the revocation from the compacted topic: the broker had it
+    denied = agentlake("token", "verify", token, *call, "--json")
+    assert denied.returncode == 1, denied.stderr
+    decision = json.loads(denied.stdout)
+    assert decision["allowed"] is False and rid in decision["revocation_ids"]
