@@ -72,13 +72,12 @@ class DashboardData:
         """Open ClickHouse now; with `follow`, start the sink in the background (loading the
         embedder and Milvus can take a while) and report progress in `notice`."""
         if self.client is None:
+            from agentlake.consumers.sink import ensure_raw_tables
             from agentlake.projections.clickhouse import connect
 
             self.client = await asyncio.to_thread(connect, self.settings)  # the sink shares it
-        from agentlake.consumers.sink import ensure_raw_tables
-
-        # the auth and lake tables exist from the start: an empty store shows empty pages
-        await asyncio.to_thread(ensure_raw_tables, self.client)
+            # the auth and lake tables exist from the start: an empty store shows empty pages
+            await asyncio.to_thread(ensure_raw_tables, self.client)
         if self.follow:
             self.notice = "starting to follow the log…"
             self._tasks.append(asyncio.create_task(self._follow()))
