@@ -65,6 +65,13 @@ async def wait_for_rewards(projector: Projector, run_id: str, expected: int, tim
     return await projector.run_until(done, timeout=timeout)
 
 
+async def project_log(settings: Settings, timeout: float = 120.0) -> bool:
+    """Project what the demo's later parts logged (the lake's ``lake.cache`` events, the auth
+    topics) into ClickHouse, so the dashboard and `agentlake sql` see them; True when caught up."""
+    async with Projector(settings) as projector:
+        return await projector.catch_up(timeout)
+
+
 async def demo(settings: Settings, n_per_agent: int = 24, progress: Any = None) -> dict[str, Any]:
     run_id = f"demo-{int(time.time())}"
     emitter = KafkaEmitter(settings.bootstrap_servers, settings.spill_dir)

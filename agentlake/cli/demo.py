@@ -58,6 +58,10 @@ def demo(
         if not as_json:
             _render_simulation(sim)
     auth = _demo_auth(s)
+    from agentlake.demo import project_log
+
+    # the lake's cache events and the auth story reach ClickHouse too (the dashboard's pages)
+    auth["projected"] = asyncio.run(project_log(s))
     if as_json:
         _print_json({**result, "simulation": sim, "auth": auth})
         return

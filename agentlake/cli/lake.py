@@ -78,7 +78,11 @@ async def _in_process(fn: Any, catch_up: bool) -> Any:
 def query(
     task: str = typer.Argument(..., help="the task text"),
     tenant: str = typer.Option("default", help="tenant"),
-    toolset: str = typer.Option("", help="tool-set fingerprint of the caller"),
+    toolset: str = typer.Option(
+        "",
+        help="tool-set fingerprint of the caller (entries of another tool set never hit; "
+        "the demo prints its own)",
+    ),
     user: str | None = typer.Option(None, "--user", help="user id (for user-scoped entries)"),
     agent: str | None = typer.Option(None, help="agent id (for the cross-version policy)"),
     agent_version: str | None = typer.Option(None, help="agent version"),
@@ -118,17 +122,49 @@ def query(
             )
         )
     if as_json:
-        _print_json(result)
+        lk = result["lookup"]
+        _print_json({"hit": lk["hit"], "reason": lk["reason"], "detail": miss_detail(lk), **result})
         return
     render_lookup(result["lookup"])
     render_plan(result["plan"])
 
 
+# why a lookup missed (LookupResult.reason; also each candidate's verdict)
+MISS_REASONS = {
+    "empty_tenant": "the tenant holds no entries (is --tenant right? the demo's is `demo`)",
+    "no_candidates": "no entry is near enough in the vector index",
+    "other_toolset": "entries were recorded under another tool-set fingerprint (pass --toolset)",
+    "other_user": "user-scoped entries of another user (pass --user)",
+    "other_agent": "entries of another agent, and AGENTLAKE_LAKE_CROSS_VERSION forbids it (--agent)",
+    "other_agent_version": "entries of another agent version under cross_version=same-version",
+    "expired": "older than AGENTLAKE_LAKE_TTL_S from production (hits never extend it)",
+    "demoted": "a reuse of it was reported as failed",
+    "not_cacheable": "the trajectory asked not to be cached",
+    "no_access": "a document it used is not readable by this principal",
+    "failed_trajectory": "the nearest trajectories failed",
+    "low_reward": "reward below AGENTLAKE_LAKE_MIN_REWARD",
+    "below_threshold": "cosine similarity below the cluster's threshold",
+    "signature_mismatch": "similar words, but another action or parameter (e.g. another order id)",
+}
+
+
+def miss_detail(r: dict[str, Any]) -> str:
+    """The differing part of the refusal behind `r`'s reason (e.g. ``num 25 ≠ 24``), or ""."""
+    for c in r.get("provenance") or []:
+        if c["verdict"] == r["reason"] and c.get("detail"):
+            return str(c["detail"])
+    return ""
+
+
 def render_lookup(r: dict[str, Any]) -> None:
-    head = "[green]HIT[/]" if r["hit"] else f"[yellow]MISS[/] ({escape(r['reason'])})"
+    detail = miss_detail(r)
+    why = f": {detail}" if detail else ""
+    head = "[green]HIT[/]" if r["hit"] else f"[yellow]MISS[/] ({escape(r['reason'])}{escape(why)})"
     out.print(
         f"{head} {escape(repr(r['task']))}  signature {escape(r['signature'])}  ({r['latency_us']:.0f} µs)"
     )
+    if not r["hit"] and r["reason"] in MISS_REASONS:
+        out.print(escape(f"  {r['reason']}: {MISS_REASONS[r['reason']]}"), style="dim")
     if r["result"]:
         res = r["result"]
         out.print(
@@ -139,7 +175,7 @@ def render_lookup(r: dict[str, Any]) -> None:
         )
     t = Table(title="provenance")
     for col in ("entry", "similarity", "threshold", "reward", "agent", "signature", "verdict"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for c in r["provenance"][:5]:
         t.add_row(
             c["entry_id"][:12],
@@ -148,7 +184,7 @@ def render_lookup(r: dict[str, Any]) -> None:
             f"{c['reward']:.2f}",
             escape(c["agent"]),
             escape(c["signature"]),
-            c["verdict"],
+            escape(c["verdict"] + (f": {c['detail']}" if c.get("detail") else "")),
         )
     out.print(t)
 
@@ -168,11 +204,24 @@ def render_lake_demo(lake: dict[str, Any]) -> None:
     if "error" in lake:
         out.print(f"[yellow]{lake['error']}[/] ({lake['entries']} entries)")
         return
-    out.print(f"{lake['entries']} entries; freshness (produced → answerable) ms: {lake['freshness_ms']}")
+    fresh = freshness_text(lake["freshness_ms"])
+    out.print(f"{lake['entries']} entries; freshness (produced → answerable): {fresh}")
     render_lookup(lake["hit"])
     render_lookup(lake["miss"])
     out.print(escape(f"new task: {lake['plan']['task']!r} ({lake['plan']['signature']})"))
     render_plan(lake["plan"])
+    if lake.get("reproduce"):
+        out.print(escape(f"reproduce the hit: {lake['reproduce']}"), style="dim", soft_wrap=True)
+
+
+def freshness_text(f: dict[str, float | None]) -> str:
+    """``p50 12.3 ms, max 40.1 ms``; ``n/a`` for a value not measured (no entry was produced
+    while the service followed the log, e.g. all were rebuilt from Milvus)."""
+
+    def ms(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.1f} ms"
+
+    return f"p50 {ms(f.get('p50'))}, max {ms(f.get('max'))}"
 
 
 @lake_app.command("eval")

@@ -25,7 +25,10 @@ from typing import Any
 
 from agentlake.kafka_io import catch_up as kafka_catch_up
 from agentlake.kafka_io import make_consumer, make_producer, send_dead_letter
-from agentlake.projections.auth import TOPIC_WRITERS
+from agentlake.lake.analytics import TOPIC_WRITERS as LAKE_WRITERS
+from agentlake.lake.analytics import ensure_tables as ensure_lake_tables
+from agentlake.projections.auth import TOPIC_WRITERS as AUTH_WRITERS
+from agentlake.projections.auth import ensure_tables as ensure_auth_tables
 from agentlake.projections.clickhouse import ClickHouseWriter, Located, connect
 from agentlake.schemas import DecodeError, RewardScored, codec
 from agentlake.settings import Settings
@@ -34,7 +37,15 @@ from agentlake.topics import POLICY, REWARDS, STREAMS_GROUP, TRAJECTORY_TOPICS
 
 log = logging.getLogger("agentlake.sink")
 
+# topics projected by their own writer from raw records (agent auth, the lake's cache events)
+TOPIC_WRITERS = {**AUTH_WRITERS, **LAKE_WRITERS}
 SINK_TOPICS = (*TRAJECTORY_TOPICS, REWARDS, POLICY, *TOPIC_WRITERS)
+
+
+def ensure_raw_tables(client: Any) -> None:
+    """Create the tables of `TOPIC_WRITERS` (auth, lake) so that an empty store reads as empty."""
+    ensure_auth_tables(client)
+    ensure_lake_tables(client)
 
 
 @dataclass
@@ -98,6 +109,7 @@ class Projector:
 
     async def start(self) -> None:
         self._writer = ClickHouseWriter(await asyncio.to_thread(connect, self.settings))
+        await asyncio.to_thread(ensure_raw_tables, self._writer.client)
         if self.with_milvus:
             from agentlake.projections.embeddings import get_embedder
             from agentlake.projections.milvus import TrajectoryIndex

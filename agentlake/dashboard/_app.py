@@ -72,9 +72,12 @@ class DashboardData:
         """Open ClickHouse now; with `follow`, start the sink in the background (loading the
         embedder and Milvus can take a while) and report progress in `notice`."""
         if self.client is None:
+            from agentlake.consumers.sink import ensure_raw_tables
             from agentlake.projections.clickhouse import connect
 
             self.client = await asyncio.to_thread(connect, self.settings)  # the sink shares it
+            # the auth and lake tables exist from the start: an empty store shows empty pages
+            await asyncio.to_thread(ensure_raw_tables, self.client)
         if self.follow:
             self.notice = "starting to follow the log…"
             self._tasks.append(asyncio.create_task(self._follow()))
@@ -221,7 +224,7 @@ def create_app(settings: Settings, data: DashboardData | None = None, token: str
             return [
                 link(f"/runs/{q(r['run_id'])}", r["run_id"], "run-link"),
                 e(m.suite_id if m else "—"),
-                e(f"{r['agent_id']}@{r['agent_version']}"),
+                e(", ".join(r["agents"])),
                 e(m.tag if m and m.tag else ""),
                 e(r["cases"]),
                 e(r["trials"]),
@@ -237,7 +240,7 @@ def create_app(settings: Settings, data: DashboardData | None = None, token: str
 
         body = "<h2>Simulation runs</h2>" + table(
             "runs-table",
-            ["run", "suite", "agent", "tag", "cases", "trials", "pass^1", "reward", "gate", "last scored"],
+            ["run", "suite", "agents", "tag", "cases", "trials", "pass^1", "reward", "gate", "last scored"],
             runs,
             run_row,
             failing,

@@ -20,10 +20,11 @@ def _rows(client: Any, sql: str, **params: Any) -> list[dict[str, Any]]:
 
 
 def runs(client: Any, *, limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """Simulation runs seen in the scored trials, newest first: (page, total count)."""
+    """Simulation runs seen in the scored trials, newest first: (page, total count). ``agents``
+    lists every ``agent@version`` scored in the run (the demo's run holds both versions)."""
     page = _rows(
         client,
-        f"""SELECT run_id, any(agent_id) AS agent_id, any(agent_version) AS agent_version,
+        f"""SELECT run_id, arraySort(groupUniqArray(concat(agent_id, '@', agent_version))) AS agents,
                   count() AS trials, sum(success) AS successes, avg(total) AS mean_reward,
                   uniqExact(scenario_id) AS cases, min(scored_at) AS first_at, max(scored_at) AS last_at
            FROM {FINAL_REWARDS} WHERE run_id IS NOT NULL AND run_id != ''

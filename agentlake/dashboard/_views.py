@@ -1,7 +1,7 @@
 """The context lake and delegation graph views, and authorization decisions of a trajectory.
 
 They read the tables the context lake (``lake_lookups``, ``lake_outcomes``,
-``lake_freshness``: projected from ``lake.cache`` by ``agentlake lake stats``) and agent
+``lake_freshness``: projected from ``lake.cache`` by the sink) and agent
 auth (``auth_blocks``, ``auth_decisions``, ``auth_revocations``: projected by the sink)
 write. A table that does not exist yet gives an empty state that says how to fill it.
 """
@@ -107,8 +107,8 @@ def lake_body(d: dict[str, Any], page_no: int) -> str:
         return empty(
             "No context-lake analytics in ClickHouse yet (missing: "
             + ", ".join(d["missing"])
-            + "). `agentlake lake stats` projects the lake.cache topic (lookups, reuse outcomes, "
-            "freshness) into them."
+            + "). The sink (and this dashboard, when it follows the log) projects the lake.cache "
+            "topic (lookups, reuse outcomes, freshness) into them."
         )
     if not d["lookups"]:
         return empty("The context lake has recorded no lookups yet.")

@@ -2,13 +2,15 @@
 
 One table per record (``lake_lookups``, ``lake_outcomes``, ``lake_freshness``),
 ``ReplacingMergeTree`` keyed by the event's natural id, so re-projecting the
-topic from the start replaces rows instead of duplicating them.
-:func:`project_topic` reads the topic to its end and inserts;
+topic from the start replaces rows instead of duplicating them. The sink (and
+the dashboard's follow-projection) projects the topic as it goes
+(`TOPIC_WRITERS`); :func:`project_topic` reads the topic to its end and inserts;
 :func:`cache_quality` is the query ``agentlake lake stats`` prints.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,15 +93,28 @@ def rows_of(record: str, d: dict[str, Any]) -> list[Any] | None:
     return None
 
 
-def project(client: Any, values: list[bytes]) -> dict[str, int]:
-    """Insert the lake.cache records `values` (single-object encoded); malformed ones are
-    counted under ``"malformed"``. Returns rows per table."""
+_ready: set[int] = set()
+
+
+def ensure_tables(client: Any) -> None:
+    """Create the lake tables once per client (an empty store then shows empty pages)."""
+    if id(client) in _ready:
+        return
     for stmt in DDL:
         client.command(stmt)
+    _ready.add(id(client))
+
+
+def project(client: Any, values: Sequence[bytes | None]) -> dict[str, int]:
+    """Insert the lake.cache records `values` (single-object encoded); malformed ones are
+    counted under ``"malformed"``. Returns rows per table."""
+    ensure_tables(client)
     c = codec()
     rows: dict[str, list[list[Any]]] = {}
     malformed = 0
     for v in values:
+        if v is None:
+            continue
         try:
             record, d = c.decode_dict(v)
         except DecodeError:
@@ -114,6 +129,16 @@ def project(client: Any, values: list[bytes]) -> dict[str, int]:
         client.insert(table, rs, column_names=cols)
         out[table] = len(rs)
     return out
+
+
+def write_lake_records(client: Any, values: Sequence[bytes | None], token: str) -> dict[str, int]:
+    """The sink's writer for ``lake.cache`` (`TOPIC_WRITERS`); tables are ReplacingMergeTree,
+    so a re-delivered batch replaces itself (`token` is unused)."""
+    out = project(client, values)
+    return {f"lake.{k}": v for k, v in out.items() if v}
+
+
+TOPIC_WRITERS = {LAKE_CACHE: write_lake_records}
 
 
 async def project_topic(settings: Settings, client: Any) -> dict[str, int]:

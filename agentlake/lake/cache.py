@@ -31,7 +31,12 @@ import numpy as np
 from agentlake.lake.entries import LakeEntry, may_read
 from agentlake.lake.fusing import FusedPlan, Neighbour, fuse
 from agentlake.lake.hot import HotTier, Membership
-from agentlake.lake.signature import TaskSignature, signatures_agree, task_signature
+from agentlake.lake.signature import (
+    TaskSignature,
+    signature_difference,
+    signatures_agree,
+    task_signature,
+)
 from agentlake.projections.embeddings import Embedder
 
 CrossVersion = Literal["any", "same-agent", "same-version"]
@@ -78,9 +83,11 @@ class Candidate:
     threshold: float
     signature: str
     verdict: str  # "hit" or the first rule that refused it
+    detail: str = ""  # for signature_mismatch: the differing part, e.g. "num 25 ≠ 24"
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "detail": self.detail,
             "entry_id": self.entry_id,
             "similarity": round(self.similarity, 4),
             "reward": round(self.reward, 4),
@@ -329,6 +336,7 @@ class Lake:
             for e, sim, cid in part.search(v, self.policy.candidates, self.policy.nprobe):
                 thr = self._stats(req.tenant, version, cid).threshold
                 verdict = self._scope_refusal(e, req, now)
+                detail = ""
                 if verdict is None:
                     if not e.success:
                         verdict = "failed_trajectory"
@@ -338,6 +346,7 @@ class Lake:
                         verdict = "below_threshold"
                     elif not signatures_agree(sig, e.signature):
                         verdict = "signature_mismatch"
+                        detail = signature_difference(sig, e.signature)
                     else:
                         verdict = "hit"
                 if len(cands) < 10:
@@ -352,6 +361,7 @@ class Lake:
                             thr,
                             e.signature.describe(),
                             verdict,
+                            detail,
                         )
                     )
                 if verdict == "hit":

@@ -7,6 +7,7 @@ scored them: the lake service ingests the log (Milvus + hot tier), then asks.
 from __future__ import annotations
 
 import re
+import shlex
 import time
 from typing import Any
 
@@ -68,6 +69,8 @@ async def lake_demo(settings: Settings, tenant: str, expected: int, toolset: str
         await svc.flush_events()
         out.update(
             {
+                "toolset": toolset,
+                "reproduce": reproduce_command(source.task, tenant, toolset, source.agent_id),
                 "hit": hit.to_dict(),
                 "miss": miss.to_dict(),
                 "plan": {
@@ -78,6 +81,13 @@ async def lake_demo(settings: Settings, tenant: str, expected: int, toolset: str
             }
         )
         return out
+
+
+def reproduce_command(task: str, tenant: str, toolset: str, agent_id: str) -> str:
+    """The `agentlake lake query` line that repeats the demo's hit from a shell."""
+    return (
+        f"agentlake lake query {shlex.quote(task)} --tenant {tenant} --toolset {toolset} --agent {agent_id}"
+    )
 
 
 def _pct(values: list[float]) -> dict[str, float | None]:

@@ -272,6 +272,28 @@ class TaskSignature:
         return {"action": self.action, "polarity": self.polarity, "params": [list(p) for p in self.params]}
 
 
+def signature_difference(asked: TaskSignature, cached: TaskSignature) -> str:
+    """Why two signatures disagree, readably: ``"num 25 ≠ 24"``, ``"action refund ≠ cancel"``,
+    ``"polarity not-refund ≠ refund"``, ``"id abc ≠ (none)"``; "" when they agree.
+    The left side is the asked task's, the right side the cached entry's."""
+    if asked.action != cached.action:
+        return f"action {asked.action or '?'} ≠ {cached.action or '?'}"
+    if asked.polarity != cached.polarity:
+        return f"polarity {asked.intent} ≠ {cached.intent}"
+    left: dict[str, list[str]] = {}
+    right: dict[str, list[str]] = {}
+    for k, v in asked.params:
+        left.setdefault(k, []).append(v)
+    for k, v in cached.params:
+        right.setdefault(k, []).append(v)
+    parts = [
+        f"{k} {','.join(left.get(k, [])) or '(none)'} ≠ {','.join(right.get(k, [])) or '(none)'}"
+        for k in sorted(left.keys() | right.keys())
+        if left.get(k) != right.get(k)
+    ]
+    return "; ".join(parts)
+
+
 def signatures_agree(a: TaskSignature, b: TaskSignature) -> bool:
     """Whether two tasks ask for the same thing: same action, same polarity, same parameters."""
     return a.action == b.action and a.polarity == b.polarity and a.params == b.params

@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -119,6 +120,18 @@ class ClickHouseError(RuntimeError):
 _lock_file: IO[str] | None = None
 
 
+def _command() -> str:
+    """This process as a user would name it, e.g. ``agentlake dashboard``."""
+    argv = [a for a in sys.argv[:3] if not a.startswith("-")]
+    if not argv:
+        return "python"
+    name = Path(argv[0]).name
+    if name in ("__main__.py", "-m") or name.startswith("python"):
+        name = "agentlake"
+    words = [name, *(a for a in argv[1:2] if a.isidentifier())]
+    return " ".join(words)
+
+
 def _claim_chdb(path: Path) -> None:
     """chdb allows one process per data dir: say so plainly instead of failing deep inside."""
     global _lock_file
@@ -133,12 +146,13 @@ def _claim_chdb(path: Path) -> None:
         owner = f.read().strip() or "another process"
         f.close()
         raise ClickHouseError(
-            f"the embedded ClickHouse at {path} is in use by {owner}; stop it, "
-            "or run a ClickHouse server and set CLICKHOUSE_URL"
+            f"the embedded ClickHouse at {path} is in use by {owner} (chdb: one process per data dir); "
+            "stop that process (e.g. the dashboard: Ctrl-C), or run a ClickHouse server and set "
+            "CLICKHOUSE_URL so the dashboard, sql and report can share it"
         ) from None
     f.seek(0)
     f.truncate()
-    f.write(f"pid {os.getpid()}")
+    f.write(f"pid {os.getpid()} ({_command()})")
     f.flush()
     _lock_file = f
 

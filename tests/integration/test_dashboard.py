@@ -143,9 +143,8 @@ async def auth_data(settings: Settings, projector: Projector, trajectory_id: str
 
 async def lake_data(settings: Settings, projector: Projector) -> dict[str, Any]:
     """The context lake's demo part (a hit, a miss, a fused plan) on trajectories recorded through
-    the pipeline, then `lake.cache` projected into ClickHouse as `agentlake lake stats` does."""
+    the pipeline; the sink projects its `lake.cache` events into ClickHouse."""
     from agentlake.demo import run_agents, wait_for_rewards
-    from agentlake.lake.analytics import project_topic
     from agentlake.lake.demo import lake_demo
     from agentlake.lake.entries import toolset_fingerprint
     from agentlake.sim.reference import SHOP_TOOLS
@@ -158,8 +157,15 @@ async def lake_data(settings: Settings, projector: Projector) -> dict[str, Any]:
     assert await wait_for_rewards(projector, run_id, len(ids))  # lake entries need the final rewards
     result = await lake_demo(settings, "demo", len(ids), toolset_fingerprint(SHOP_TOOLS))
     assert "error" not in result, result
-    await project_topic(settings, projector.clickhouse)
-    return result
+
+    async def lake_projected() -> bool:  # the sink projects lake.cache itself, no `lake stats`
+        rows = await asyncio.to_thread(
+            sql, projector, "SELECT count() AS n FROM lake_lookups FINAL WHERE tenant = 'demo'"
+        )
+        return int(rows[0]["n"]) >= 2
+
+    assert await projector.run_until(lake_projected, timeout=60)
+    return {**result, "run_id": run_id}
 
 
 @pytest.fixture(scope="module")
@@ -476,5 +482,85 @@ async def test_dashboard_cli_follows_the_log_into_its_own_embedded_clickhouse(
             ]
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop, exit code 0
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+
+
+def start_dashboard_cli(env: dict[str, str]) -> tuple[Any, str]:
+    """`agentlake dashboard` as a user starts it: (process, base url)."""
+    import subprocess
+    import sys
+
+    from tests.integration.otel_helpers import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentlake", "dashboard", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+async def wait_following(c: httpx.AsyncClient) -> dict[str, Any]:
+    health: dict[str, Any] = {}
+    for _ in range(1200):  # the sink loads the embedder and Milvus before it follows
+        try:
+            health = (await c.get("/healthz")).json()
+            if health["following"]:
+                break
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.2)
+    return health
+
+
+async def test_dashboard_cli_shows_the_demos_lake_and_auth_parts(
+    dataset: dict[str, Any], tmp_path: Path
+) -> None:
+    """After the demo's lake and auth parts went through the pipeline, `agentlake dashboard` on a
+    store of its own (its follow-projection reads the log from the start) shows both: the lake's
+    lookups and the delegation tokens, not "no tables"; the demo's run lists both agent versions."""
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AGENTLAKE_HOME": str(tmp_path / "home"), "AGENTLAKE_DASHBOARD_FOLLOW_S": "0.2"}
+    proc, base = start_dashboard_cli(env)
+    parent = dataset["auth"]["parent_token"]
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as c:
+            health = await wait_following(c)
+            assert health.get("following") is True, health
+            lake = deleg = home = ""
+            for _ in range(600):
+                lake = (await c.get("/lake")).text
+                deleg = (await c.get("/delegations")).text
+                home = (await c.get("/")).text
+                if "lake-quality" in lake and parent[:20] in deleg and dataset["lake"]["run_id"] in home:
+                    break
+                await asyncio.sleep(0.2)
+            assert "no ClickHouse tables" not in lake and "missing:" not in lake
+            assert 'id="lake-quality"' in lake and "<td>demo</td>" in lake
+            assert 'id="auth-roots"' in deleg and parent[:20] in deleg
+            # the lake run was answered by both reference agents: one row, both versions
+            row = next(r for r in home.split("<tr") if dataset["lake"]["run_id"] in r)
+            assert "support-bot@1.0" in row and "support-bot@1.1-beta" in row, row
+            # meanwhile the embedded store is the dashboard's: `sql` says who holds it, what to do
+            busy = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "agentlake", "sql", "SELECT 1"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            said = " ".join(busy.stderr.split())
+            assert busy.returncode == 2, busy.stderr
+            assert f"pid {proc.pid} (agentlake dashboard)" in said and "CLICKHOUSE_URL" in said, said
+    finally:
+        proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-2000:]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from agentlake.settings import Settings
 
@@ -28,6 +30,22 @@ def test_demo_runs_every_part_and_the_gate_blocks_the_candidate(settings: Settin
         )
         assert r.returncode == 0, r.stderr[-3000:]
         out = json.loads(r.stdout)
+        # the demo projected its lake and auth parts itself (the dashboard's /lake, /delegations)
+        assert out["auth"]["projected"] is True
+        counts = cli(
+            env,
+            "sql",
+            "--no-catch-up",
+            "--json",
+            "SELECT (SELECT count() FROM lake_lookups FINAL WHERE tenant = 'demo') AS lookups, "
+            "(SELECT count() FROM auth_blocks FINAL) AS blocks",
+        )
+        assert counts[0]["lookups"] >= 2 and counts[0]["blocks"] >= 2, counts
+        # the printed command reproduces the demo's hit from the CLI, and --json says why
+        repro = cli(env, *shlex.split(out["lake"]["reproduce"])[1:], "--json")
+        assert repro["hit"] is True and repro["reason"] == "hit", repro
+        other = cli(env, *shlex.split(out["lake"]["reproduce"])[1:4], "--json")  # default tenant
+        assert other["hit"] is False and other["reason"] == "empty_tenant", other
     finally:
         subprocess.run([sys.executable, "-m", "agentlake", "down"], env=env, capture_output=True, timeout=120)
     # part 1: both versions scored through the pipeline, with the registry's specs
@@ -53,3 +71,11 @@ def test_demo_runs_every_part_and_the_gate_blocks_the_candidate(settings: Settin
     assert lake["hit"]["hit"] is True
     assert lake["miss"]["hit"] is False
     assert lake["plan"]["task"]
+
+
+def cli(env: dict[str, str], *args: str) -> Any:
+    r = subprocess.run(
+        [sys.executable, "-m", "agentlake", *args], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert r.returncode == 0, (args, r.stderr[-2000:])
+    return json.loads(r.stdout)

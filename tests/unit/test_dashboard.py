@@ -121,3 +121,24 @@ def test_token_and_read_only_guard(tmp_path: Any) -> None:
         assert c.get("/static/../settings.py").status_code == 404
         js = c.get("/static/plotly.min.js")
         assert js.status_code == 200 and len(js.content) > 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("argv", "name"),
+    [
+        (["/venv/bin/agentlake", "dashboard", "--port", "1"], "agentlake dashboard"),
+        (["/src/agentlake/__main__.py", "sql", "SELECT 1"], "agentlake sql"),
+        (["/venv/bin/pytest", "-q"], "pytest"),
+    ],
+)
+def test_chdb_lock_names_the_holding_command(
+    argv: list[str], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The busy-store message says which command holds it (e.g. the dashboard), so users know
+    what to stop."""
+    import sys
+
+    from agentlake.projections.clickhouse import _command
+
+    monkeypatch.setattr(sys, "argv", argv)
+    assert _command() == name

@@ -57,6 +57,9 @@ def test_other_order_id_misses(lake: Lake, entry: Make) -> None:
     lake.add([entry("t1", TASK, toolset=FP)])
     r = lake.lookup(LookupRequest("acme", "Refund my order #48231, it came damaged.", toolset=FP))
     assert not r.hit and r.reason == "signature_mismatch"
+    # the refusal names the differing parameter, asked ≠ cached (the demo prints it)
+    (mismatch,) = [c for c in r.to_dict()["provenance"] if c["verdict"] == "signature_mismatch"]
+    assert "48231 ≠ 48213" in mismatch["detail"]
 
 
 def test_tenants_are_isolated(lake: Lake, entry: Make) -> None:

@@ -68,3 +68,18 @@ def test_never_raises_on_odd_input() -> None:
     for text in ("", "   ", "🙂" * 50, "from to from to", "#", "x" * 10_000, "12/45/2024 99:99"):
         sig = task_signature(text)
         assert sig.polarity in (1, -1)
+
+
+@pytest.mark.parametrize(
+    ("asked", "cached", "expected"),
+    [
+        ("Refund order 25, it arrived broken.", "Refund order 24, it arrived broken.", "25 ≠ 24"),
+        ("Cancel order 24.", "Refund order 24.", "action cancel ≠ refund"),
+        ("Refund order 24.", "Refund order 24 please.", ""),
+    ],
+)
+def test_signature_difference_names_what_differs(asked: str, cached: str, expected: str) -> None:
+    from agentlake.lake.signature import signature_difference
+
+    diff = signature_difference(task_signature(asked), task_signature(cached))
+    assert (expected in diff) if expected else diff == ""
