@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from agentlake.consumers.sink import SINK_TOPICS
+from agentlake.consumers.sink import SINK_TOPICS, TOPIC_WRITERS, ensure_raw_tables
 from agentlake.kafka_io import make_consumer
 from agentlake.projections.clickhouse import ClickHouseWriter, Located, connect, recreate_tables
 from agentlake.schemas import DecodeError, RewardScored, codec
@@ -162,6 +162,10 @@ async def rebuild(
             progress(0, total)
         c = codec()
         trajectory_topics = {settings.topic(t): t for t in TRAJECTORY_TOPICS}
+        # agent auth and context lake topics: projected by their own writers from raw records
+        raw_writers = {settings.topic(t): w for t, w in TOPIC_WRITERS.items()} if writer is not None else {}
+        if writer is not None:
+            await asyncio.to_thread(ensure_raw_tables, writer.client)
         nonce = uuid.uuid4().hex  # this run's inserts are never mistaken for an earlier run's
         limit = batch_size or settings.sink_batch_size
         consumer.pause(*(set(parts) - todo))
@@ -177,6 +181,7 @@ async def rebuild(
                 )
             located: list[Located] = []
             rewards: list[RewardScored] = []
+            raw: dict[str, list[bytes | None]] = {}
             spans = []
             for tp, msgs in batches.items():
                 msgs = [m for m in msgs if m.offset < ends[tp]]
@@ -185,6 +190,9 @@ async def rebuild(
                 spans.append(f"{tp.topic}/{tp.partition}/{msgs[0].offset}-{msgs[-1].offset}")
                 for m in msgs:
                     stats.records += 1
+                    if m.topic in raw_writers:
+                        raw.setdefault(m.topic, []).append(m.value)
+                        continue
                     try:
                         if m.value is None:
                             raise DecodeError("empty", "record has no value")
@@ -208,6 +216,12 @@ async def rebuild(
                 counts = await asyncio.to_thread(writer.write, located, token)
                 for k, v in counts.items():
                     stats.rows[k] = stats.rows.get(k, 0) + v
+            if writer is not None and raw:
+                token = hashlib.sha1(f"rebuild-raw|{nonce}|{'|'.join(sorted(spans))}".encode()).hexdigest()
+                for topic, values in raw.items():
+                    counts = await asyncio.to_thread(raw_writers[topic], writer.client, values, token)
+                    for k, v in counts.items():
+                        stats.rows[k] = stats.rows.get(k, 0) + v
             if index is not None and rewards:
                 stats.vectors += await asyncio.to_thread(index.upsert, rewards)
             if progress:

@@ -83,6 +83,10 @@ def toolset_fingerprint(tools: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(canon).encode()).hexdigest()[:16]
 
 
+MAX_TEXT_CHARS = 4096  # task and final answer kept per entry
+MAX_TOOL_CALLS = 256  # tool sequence kept per entry
+
+
 @dataclass(frozen=True, slots=True)
 class LakeEntry:
     """A finished trajectory in the lake (times in microseconds since the epoch, UTC)."""
@@ -247,9 +251,11 @@ class EntryBuilder:
         return None
 
     def _entry(self, r: RewardScored, p: _Partial) -> LakeEntry:
+        # An entry is a cache key and a plan, not an archive: long texts are cut so that the
+        # entry (as JSON in Milvus, as an event on lake.entries) stays well under every limit.
         attrs = p.started.attributes if p.started else {}
         docs = tuple(d.strip() for d in attrs.get(ATTR_DOCUMENTS, "").split(",") if d.strip())
-        lessons = tuple(p.errors[:5])
+        lessons = tuple(e[:500] for e in p.errors[:5])
         if not r.success and r.failed_gates:
             lessons += tuple(f"failed gate {g}" for g in r.failed_gates)
         plan = "; ".join(p.plans) or " → ".join(r.tool_sequence)
@@ -258,14 +264,14 @@ class EntryBuilder:
             tenant=r.tenant,
             agent_id=r.agent_id,
             agent_version=r.agent_version,
-            task=r.task,
-            signature=task_signature(r.task),
+            task=r.task[:MAX_TEXT_CHARS],
+            signature=task_signature(r.task[:MAX_TEXT_CHARS]),
             success=r.success,
             reward=float(r.total),
             components=dict(r.components),
-            tool_sequence=tuple(r.tool_sequence),
+            tool_sequence=tuple(r.tool_sequence[:MAX_TOOL_CALLS]),
             plan=plan[:2000],
-            final_answer=p.final_answer,
+            final_answer=p.final_answer[:MAX_TEXT_CHARS] if p.final_answer else p.final_answer,
             outcome=r.outcome or "",
             toolset=attrs.get(ATTR_TOOLSET, ""),
             user_id=p.started.user_id if p.started else None,

@@ -185,8 +185,16 @@ class LakeService:
         """Load every entry from Milvus into the hot tier; returns how many."""
         n = 0
         for batch in self.store.scan_entries():
-            entries = [LakeEntry.from_record(json.loads(j)) for _, j in batch]
-            vecs = np.asarray([v for v, _ in batch], dtype=np.float32)
+            good = []
+            for v, j in batch:
+                try:
+                    good.append((v, LakeEntry.from_record(json.loads(j))))
+                except (ValueError, KeyError, TypeError) as e:  # e.g. written by an older version
+                    log.error("lake: skipped an unreadable stored entry (%s); lake.entries still has it", e)
+            if not good:
+                continue
+            entries = [e for _, e in good]
+            vecs = np.asarray([v for v, _ in good], dtype=np.float32)
             self.lake.add(entries, vecs)
             n += len(entries)
         self.lake.drain_events()  # memberships of a rebuild are already on lake.clusters

@@ -29,7 +29,7 @@ from agentlake.kafka_io import make_producer
 from agentlake.settings import Settings
 from agentlake.streams.engine import Engine, Record
 from agentlake.streams.processor import Output, RewardProcessor, RulesLookup, default_rules
-from agentlake.topics import STREAM_CHECKPOINTS, STREAMS_GROUP, TRAJECTORY_TOPICS, dlq
+from agentlake.topics import STREAM_CHECKPOINTS, STREAMS_GROUP, TOPICS, TRAJECTORY_TOPICS, dlq
 
 log = logging.getLogger("agentlake.streams")
 
@@ -45,6 +45,8 @@ def create_engine(settings: Settings, rules: RulesLookup | None = None) -> Engin
         idle_timeout_s=settings.stream_idle_timeout_s,
         live_every_s=settings.live_score_every_s,
         done_retention_s=settings.stream_done_retention_s,
+        # what the worker's producer can send (its limit is AGENTLAKE_MAX_MESSAGE_BYTES)
+        max_checkpoint_bytes=settings.max_event_bytes,
     )
 
 
@@ -95,9 +97,15 @@ class KafkaIO:
                 len(o.value or b""),
                 o.topic,
             )
+            if self._logical(o.topic) not in {t.name for t in TOPICS if not t.compacted}:
+                continue  # a compacted topic (or a dead-letter topic) has no dead-letter topic of its own
             dl = [("reason", b"too_large"), ("detail", f"{len(o.value or b'')} bytes".encode())]
             futures.append(await producer.send(dlq(o.topic), b"", key=o.key, headers=dl))
         return asyncio.gather(*futures)
+
+    def _logical(self, topic: str) -> str:
+        prefix = self.settings.topic_prefix
+        return topic[len(prefix) :] if prefix and topic.startswith(prefix) else topic
 
     async def read_checkpoints(self, partition: int) -> list[tuple[bytes, bytes | None]]:
         """The checkpoint topic's `partition`, from its start to its end at call time."""

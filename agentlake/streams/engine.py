@@ -64,6 +64,10 @@ class Engine:
         idle_timeout_s: an open trajectory with no event for this long is scored with outcome ``timeout``.
         live_every_s: at most one live score per trajectory per this interval.
         done_retention_s: how long a done marker is kept (re-delivered events within it are idempotent).
+        max_checkpoint_bytes: a checkpoint larger than this (a very long open trajectory) is not
+            written; the trajectory then holds its partition's low watermark at its first event
+            since its last checkpoint until it finishes, so a restart re-reads those events from
+            the source topic instead (correct, only slower to restore). None: no limit.
         clock: monotonic seconds; wall_ms: wall clock in ms (both injectable for tests).
     """
 
@@ -76,6 +80,7 @@ class Engine:
         idle_timeout_s: float = 600.0,
         live_every_s: float = 1.0,
         done_retention_s: float = 600.0,
+        max_checkpoint_bytes: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
@@ -85,6 +90,8 @@ class Engine:
         self.idle_timeout_s = idle_timeout_s
         self.live_every_s = live_every_s
         self.done_retention_s = done_retention_s
+        self.max_checkpoint_bytes = max_checkpoint_bytes
+        self.oversized: set[str] = set()  # open trajectories too large to checkpoint (logged once)
         self.clock = clock
         self.wall_ms = wall_ms
         self.open: dict[str, TrajState] = {}
@@ -197,6 +204,7 @@ class Engine:
         tid = st.tid
         self.open.pop(tid, None)
         self.dirty.discard(tid)
+        self.oversized.discard(tid)
         self.live_due.discard(tid)
         end = st.end_seq if st.end_seq is not None else st.max_seq
         self.done[tid] = (end, now, partition)
@@ -244,19 +252,26 @@ class Engine:
                 outs.append(Output(self.checkpoint_topic, tid.encode(), None, partition=partition))
         if self.dirty and (force_checkpoint or now - self._last_checkpoint >= self.checkpoint_every_s):
             wall = self.wall_ms()
+            held: set[str] = set()
             for tid in self.dirty:
                 st = self.open[tid]
-                outs.append(
-                    Output(
-                        self.checkpoint_topic,
-                        tid.encode(),
-                        ckpt.encode_open(st, wall),
-                        partition=st.partition,
-                    )
-                )
+                value = ckpt.encode_open(st, wall)
+                if self.max_checkpoint_bytes is not None and len(value) > self.max_checkpoint_bytes:
+                    held.add(tid)  # stays dirty: its first un-checkpointed offset holds the watermark
+                    if tid not in self.oversized:
+                        self.oversized.add(tid)
+                        log.warning(
+                            "trajectory %s: checkpoint of %d bytes is over %d; its events stay uncommitted "
+                            "until it ends (a restart re-reads them)",
+                            tid,
+                            len(value),
+                            self.max_checkpoint_bytes,
+                        )
+                    continue
+                outs.append(Output(self.checkpoint_topic, tid.encode(), value, partition=st.partition))
                 st.dirty.clear()
-            self.stats.checkpoints += len(self.dirty)
-            self.dirty.clear()
+            self.stats.checkpoints += len(self.dirty) - len(held)
+            self.dirty = held
         if force_checkpoint or now - self._last_checkpoint >= self.checkpoint_every_s:
             self._last_checkpoint = now
         return outs

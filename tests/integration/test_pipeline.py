@@ -17,9 +17,13 @@ from agentlake.streams.processor import RewardProcessor
 from tests.integration.helpers import TeeEmitter, project_until_final, sql
 
 
-def expected_finals(records: list[tuple[str, bytes, bytes]]) -> dict[str, RewardScored]:
-    """What the worker must have computed: the same processor, in this process."""
-    proc = RewardProcessor(live_scores=False)
+def expected_finals(records: list[tuple[str, bytes, bytes]], rules: Any = None) -> dict[str, RewardScored]:
+    """What the worker must have computed: the same processor, in this process, with the
+    registry's rules the worker follows (other tests of the session may have applied specs
+    for the same agents)."""
+    proc = (
+        RewardProcessor(rules, live_scores=False) if rules is not None else RewardProcessor(live_scores=False)
+    )
     states: dict[bytes, Any] = {}
     out: dict[str, RewardScored] = {}
     for topic, key, value in records:
@@ -99,7 +103,9 @@ async def test_demo_agents_land_exactly_in_clickhouse_and_milvus(
         assert isinstance(json.loads(row["arguments"]), dict)
 
     # rewards: exactly one final row per trajectory, equal to what the processor computes
-    expected = expected_finals(records)
+    from agentlake.registry import read_registry
+
+    expected = expected_finals(records, (await read_registry(settings)).rules)
     got = sql(
         projector,
         "SELECT trajectory_id, event_id, total, components, success, tool_sequence FROM rewards FINAL "

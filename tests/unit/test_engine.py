@@ -98,3 +98,23 @@ def test_out_of_order_offsets_never_commit_past_a_gap() -> None:
     e.process([(tp, 10, recs[2][1], recs[2][2]), (tp, 11, recs[3][1], recs[3][2])])
     e.tick()
     assert e.committable() == {tp: 13}
+
+
+def test_a_checkpoint_over_the_size_limit_is_not_sent_and_holds_the_watermark() -> None:
+    """A very long open trajectory (its checkpoint grows with its steps) must never stall the worker
+    on a record the broker refuses: it stays un-checkpointed and its events uncommitted until it ends."""
+    clock = Clock()
+    e = engine(clock, max_checkpoint_bytes=64)
+    recs = record_trajectory()
+    feed(e, recs[:4])
+    outs = e.tick(force_checkpoint=True)
+    assert [o for o in outs if o.topic == "streams.checkpoints"] == []
+    held = e.committable()
+    assert held[("agent.trajectories", 0)] == 0  # held at the trajectory's first event
+    assert e.oversized
+    outs = feed(e, recs[4:], start=4)  # it ends: final reward and done marker, watermark moves on
+    assert any(o.topic == "streams.checkpoints" and o.value for o in outs)
+    moved = e.committable()
+    assert moved[("agent.trajectories", 0)] > 0
+    assert all(moved[tp] >= off for tp, off in held.items() if tp in moved)
+    assert not e.oversized
