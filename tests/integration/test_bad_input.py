@@ -422,7 +422,7 @@ def test_cli_user_errors_are_one_line_with_exit_2(settings: Settings, tmp_path: 
         (("dlq", "--topic", "agent.stepz"), None, ("unknown topic 'agent.stepz'",)),
         (("dlq", "--topic", "agent.steps"), down, ("Kafka", "agentlake up")),
         (("sql", "SELECT 1"), down, ("Kafka",)),
-        (("sql", "SELEC 1", "--no-catch-up"), store("a"), ("Syntax error", "SYNTAX_ERROR")),
+        (("sql", "SELEC 1", "--no-catch-up"), store("a"), ("syntax error in the query", "position 7")),
         (("sql", "CREATE TABLE t (a Int8) ENGINE=Memory", "--no-catch-up"), store("b"), ("only reads",)),
         (
             ("status",),
