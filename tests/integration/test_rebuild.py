@@ -41,12 +41,16 @@ async def quiesce(settings: Settings, p: Projector, timeout: float = 90.0) -> No
     topics = {settings.topic(t) for t in TRAJECTORY_TOPICS}
     deadline = time.monotonic() + timeout
     last: Any = None
+    stable = 0
     while time.monotonic() < deadline:
         await p.catch_up(timeout=30)
         committed, ends = await group_offsets(settings, settings.topic(STREAMS_GROUP), topics)
         worker_done = bool(committed) and all(committed[tp] >= ends[tp] for tp in committed)
         rewards_end = await _rewards_end(settings)
-        if worker_done and rewards_end == last:
+        # an open trajectory too long to checkpoint holds the worker's committed offsets (it is
+        # re-read after a restart), so "done" is also: nothing newly scored over three polls
+        stable = stable + 1 if rewards_end == last else 0
+        if (worker_done and rewards_end == last) or stable >= 3:
             await p.catch_up(timeout=30)
             return
         last = rewards_end
