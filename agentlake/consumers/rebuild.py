@@ -10,6 +10,9 @@ replaces them with themselves: running it twice changes nothing.
 
 Malformed records, and those the stream worker's per-record rules reject, are
 skipped and counted, as the live sink skips them (the worker dead-letters them).
+The worker's dead letters for its stateful rules are replayed too, and their
+events retracted once everything is written (`agentlake.projections.retract`),
+as the live sink retracts them.
 """
 
 from __future__ import annotations
@@ -24,16 +27,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from agentlake.consumers.sink import SINK_TOPICS, TOPIC_WRITERS, ensure_raw_tables
+from agentlake.consumers.sink import SINK_TOPICS, TOPIC_WRITERS, VERDICT_TOPICS, ensure_raw_tables
 from agentlake.kafka_io import make_consumer
 from agentlake.projections.clickhouse import ClickHouseWriter, Located, connect, recreate_tables
+from agentlake.projections.retract import Retraction, retract, retraction_of
 from agentlake.schemas import DecodeError, RewardScored, codec
 from agentlake.settings import Settings
 from agentlake.topics import REWARDS, TRAJECTORY_TOPICS
 
 Target = Literal["clickhouse", "milvus"]
 TARGETS: dict[str, tuple[str, ...]] = {
-    "clickhouse": SINK_TOPICS,  # every table the sink writes
+    "clickhouse": (*SINK_TOPICS, *VERDICT_TOPICS),  # every table the sink writes
     "milvus": (REWARDS,),  # one vector per final reward
 }
 
@@ -54,6 +58,8 @@ class RebuildStats:
         records: records read; `skipped` of them were malformed.
         rows: rows written per ClickHouse table.
         vectors: Milvus rows upserted.
+        retracted: projected events taken out again because the worker's dead letters
+            reject them by a stateful rule (``after_end``, ``seq_gap``, ``duplicate_seq``).
         recreated: the store was emptied (tables or collection dropped and created) first.
         seconds: wall-clock duration.
     """
@@ -64,6 +70,7 @@ class RebuildStats:
     skipped: int = 0
     rows: dict[str, int] = field(default_factory=dict)
     vectors: int = 0
+    retracted: int = 0
     recreated: bool = False
     since: str | None = None
     seconds: float = 0.0
@@ -169,6 +176,8 @@ async def rebuild(
         nonce = uuid.uuid4().hex  # this run's inserts are never mistaken for an earlier run's
         limit = batch_size or settings.sink_batch_size
         consumer.pause(*(set(parts) - todo))
+        verdict_topics = {settings.topic(t) for t in VERDICT_TOPICS}
+        retractions: list[Retraction] = []
         last_record = time.monotonic()
         while todo:
             batches = await consumer.getmany(timeout_ms=1000, max_records=limit)
@@ -190,6 +199,11 @@ async def rebuild(
                 spans.append(f"{tp.topic}/{tp.partition}/{msgs[0].offset}-{msgs[-1].offset}")
                 for m in msgs:
                     stats.records += 1
+                    if m.topic in verdict_topics:
+                        r = retraction_of(m.key, m.value, m.headers or (), c)
+                        if r is not None:
+                            retractions.append(r)
+                        continue
                     if m.topic in raw_writers:
                         raw.setdefault(m.topic, []).append(m.value)
                         continue
@@ -226,6 +240,9 @@ async def rebuild(
                 stats.vectors += await asyncio.to_thread(index.upsert, rewards)
             if progress:
                 progress(stats.records, total)
+        if writer is not None and retractions:
+            counts = await asyncio.to_thread(retract, writer.client, retractions, settings.clickhouse_cluster)
+            stats.retracted = counts.get("events", 0)
     finally:
         await consumer.stop()
         stats.seconds = round(time.monotonic() - started, 3)

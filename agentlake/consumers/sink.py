@@ -11,6 +11,11 @@ and so is every record the worker's per-record rules reject
 (`agentlake.streams.processor.check_record`: wrong topic, null or mismatched
 key, seq out of range), so what the worker dead-letters is never projected. On
 the topics only this sink reads (rewards, policy findings), it dead-letters them.
+
+The worker's stateful rules (``after_end``, ``seq_gap``, ``duplicate_seq``) can only
+be decided by the worker, possibly after this sink projected the event: the sink
+also reads the trajectory topics' dead-letter topics and retracts those events
+(`agentlake.projections.retract`), each once its source record is projected.
 """
 
 from __future__ import annotations
@@ -30,16 +35,20 @@ from agentlake.lake.analytics import ensure_tables as ensure_lake_tables
 from agentlake.projections.auth import TOPIC_WRITERS as AUTH_WRITERS
 from agentlake.projections.auth import ensure_tables as ensure_auth_tables
 from agentlake.projections.clickhouse import ClickHouseWriter, Located, connect
+from agentlake.projections.retract import Retraction, retract, retraction_of
 from agentlake.schemas import DecodeError, RewardScored, codec
 from agentlake.settings import Settings
 from agentlake.streams.processor import check_record
-from agentlake.topics import POLICY, REWARDS, STREAMS_GROUP, TRAJECTORY_TOPICS
+from agentlake.topics import POLICY, REWARDS, STREAMS_GROUP, TRAJECTORY_TOPICS, dlq
 
 log = logging.getLogger("agentlake.sink")
 
 # topics projected by their own writer from raw records (agent auth, the lake's cache events)
 TOPIC_WRITERS = {**AUTH_WRITERS, **LAKE_WRITERS}
 SINK_TOPICS = (*TRAJECTORY_TOPICS, REWARDS, POLICY, *TOPIC_WRITERS)
+# the stream worker's dead letters of the trajectory topics: its verdicts, followed to retract
+VERDICT_TOPICS = tuple(dlq(t) for t in TRAJECTORY_TOPICS)
+HOLD_S = 0.2  # a verdict whose source is not projected yet is retried after this long
 
 
 def ensure_raw_tables(client: Any) -> None:
@@ -56,6 +65,7 @@ class SinkStats:
     skipped: int = 0
     dead_letters: int = 0
     vectors: int = 0
+    retracted: int = 0
     last_lag: int = 0
     reconciled: int = 0
     # produced -> row written, in ms, per trajectory event (only with track_latency=True)
@@ -95,6 +105,8 @@ class Projector:
         self._logical = {settings.topic(t): t for t in TRAJECTORY_TOPICS}
         # topics projected by their own writer from raw records (agent auth)
         self._raw_writers = {settings.topic(t): w for t, w in TOPIC_WRITERS.items()}
+        self._verdict_topics = {settings.topic(t) for t in VERDICT_TOPICS}
+        self._held: dict[Any, float] = {}  # verdict partition -> when it was paused
         self._last_reconcile = time.monotonic()
         self._worker_position: tuple[int, float] = (-1, time.monotonic())
 
@@ -119,7 +131,7 @@ class Projector:
             )
         self._consumer = make_consumer(
             self.settings,
-            *[self.settings.topic(t) for t in SINK_TOPICS],
+            *[self.settings.topic(t) for t in (*SINK_TOPICS, *VERDICT_TOPICS)],
             group_id=self.group_id,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
@@ -148,6 +160,7 @@ class Projector:
     async def step(self, timeout_ms: int | None = None) -> int:
         """Process one batch (possibly empty); returns the number of records consumed."""
         assert self._consumer is not None and self._writer is not None
+        self._release_held()
         batches = await self._consumer.getmany(
             timeout_ms=self.settings.sink_batch_ms if timeout_ms is None else timeout_ms,
             max_records=self.settings.sink_batch_size,
@@ -159,8 +172,12 @@ class Projector:
         rewards: list[RewardScored] = []
         spans = []
         raw: dict[str, list[bytes | None]] = {}
+        verdicts: dict[Any, list[Any]] = {}
         n = 0
         for tp, msgs in batches.items():
+            if tp.topic in self._verdict_topics:
+                verdicts[tp] = msgs
+                continue
             spans.append(f"{tp.topic}/{tp.partition}/{msgs[0].offset}-{msgs[-1].offset}")
             for m in msgs:
                 n += 1
@@ -199,11 +216,66 @@ class Projector:
             )
         if self._index is not None and rewards:
             self.stats.vectors += await asyncio.to_thread(self._index.upsert, rewards)
+        if verdicts:
+            n += await self._apply_verdicts(verdicts)
         await self._consumer.commit()
         self.stats.batches += 1
         self.stats.records += n
         await self._maybe_reconcile()
         return n
+
+    async def _apply_verdicts(self, verdicts: dict[Any, list[Any]]) -> int:
+        """Retract the events the worker's dead letters reject by a stateful rule. A verdict
+        whose source record this sink has not projected yet is held: its partition is sought
+        back to it (so the commit does not pass it) and paused for `HOLD_S`. Returns the
+        dead letters consumed."""
+        assert self._consumer is not None and self._writer is not None
+        todo: list[Retraction] = []
+        consumed = 0
+        for tp, msgs in verdicts.items():
+            for m in msgs:
+                r = retraction_of(m.key, m.value, m.headers or (), self.codec)
+                if r is not None and not await self._projected(r):
+                    self._consumer.seek(tp, m.offset)
+                    self._consumer.pause(tp)
+                    self._held[tp] = time.monotonic()
+                    break
+                consumed += 1
+                if r is not None:
+                    todo.append(r)
+        if todo:
+            counts = await asyncio.to_thread(
+                retract, self._writer.client, todo, self.settings.clickhouse_cluster
+            )
+            self.stats.retracted += counts.get("events", 0)
+            log.info("retracted %d events the stream worker rejected (%s)", len(todo), counts)
+        return consumed
+
+    async def _projected(self, r: Retraction) -> bool:
+        """Whether the retracted event's source record is behind this sink's position (or,
+        for a partition another sink member holds, behind the group's committed offset)."""
+        from aiokafka import TopicPartition
+
+        assert self._consumer is not None
+        if r.source_offset < 0 or r.source_topic not in self._logical:
+            return True  # position unknown: nothing to wait for
+        tp = TopicPartition(r.source_topic, r.source_partition)
+        if tp in self._consumer.assignment():
+            position: int | None = await self._consumer.position(tp)
+        else:
+            position = await self._consumer.committed(tp)
+        return position is not None and position > r.source_offset
+
+    def _release_held(self) -> None:
+        if not self._held:
+            return
+        now = time.monotonic()
+        due = [tp for tp, since in self._held.items() if now - since >= HOLD_S]
+        assigned = self._consumer.assignment()
+        for tp in due:
+            del self._held[tp]
+            if tp in assigned:
+                self._consumer.resume(tp)
 
     async def _maybe_reconcile(self, force: bool = False) -> None:
         """Every `reconcile_every_s` (or now, with `force`), score ended trajectories the stream

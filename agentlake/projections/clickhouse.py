@@ -476,17 +476,21 @@ class ClickHouseWriter:
         """Insert a batch; `token` makes a retried insert of the same batch a no-op."""
         counts = {}
         for table, rows in self.rows(batch).items():
-            if not rows:
-                continue
-            columns = COLUMNS[table]
-            self.client.insert(
-                table,
-                [[row.get(c) for c in columns] for row in rows],
-                column_names=columns,
-                settings={"insert_deduplication_token": f"{token}:{table}"},
-            )
-            counts[table] = len(rows)
+            if rows:
+                counts[table] = self.write_table(table, rows, token)
         return counts
+
+    def write_table(self, table: str, rows: Sequence[Row], token: str) -> int:
+        """Insert `rows` (as built by `rows`) into `table`; returns how many.
+        `token` makes a retried insert of the same rows a no-op."""
+        columns = COLUMNS[table]
+        self.client.insert(
+            table,
+            [[row.get(c) for c in columns] for row in rows],
+            column_names=columns,
+            settings={"insert_deduplication_token": f"{token}:{table}"},
+        )
+        return len(rows)
 
 
 COLUMNS: dict[str, list[str]] = {

@@ -358,6 +358,115 @@ def encode_future(schema: Any, data: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
+# -- well-formed but wrong: the worker's stateful rules, followed by the sink ---------------
+
+
+async def test_well_formed_but_wrong_events_are_dead_lettered_and_never_stay_projected(
+    settings: Settings, projector: Projector
+) -> None:
+    """after_end (after the score, and before the end), seq_gap and duplicate_seq: the worker
+    dead-letters each, and what the sink had projected of them is retracted, aggregated
+    tables included (tool_calls, trajectories)."""
+    run_id = f"wrong-{uuid.uuid4().hex[:8]}"
+    c = codec()
+
+    def trajectory() -> list[Any]:
+        em = MemoryEmitter()
+        tracer = Tracer("bad-input", "1", emitter=em, settings=settings)
+        with tracer.trajectory("wrong but well-formed", run_id=run_id, expected_tool_calls=1) as t:
+            t.step("plan", "go")
+            with t.tool_call("shop", "get_order", {"order_id": 7}) as call:
+                call.result({"order_id": 7})
+            t.step("final", "done")
+            t.end("success")
+        return [c.decode(v) for _, _, v in em.records]
+
+    def records(events: list[Any]) -> list[tuple[str, bytes, bytes]]:
+        return [(e.topic, e.trajectory_id.encode(), c.encode(e)) for e in events]
+
+    late, gap, dup, early = trajectory(), trajectory(), trajectory(), trajectory()
+    assert [e.record for e in late][2] == "ToolCallRequested" and late[-1].seq == 5
+    # late: a tool call far past the end of an already scored trajectory
+    await produce(settings, records(late))
+    assert await project_until_final(projector, run_id, 1) >= 1
+    late_call = late[2].model_copy(update={"event_id": new_id(), "seq": 40, "call_id": "late-call"})
+    # gap: a step far ahead of the contiguous prefix of an open trajectory
+    far = gap[1].model_copy(update={"event_id": new_id(), "seq": 50_000})
+    # dup: a second request at seq 2 that loses (largest event id), sent before the original
+    loser = dup[2].model_copy(update={"event_id": "f" * 32, "call_id": "dup-call"})
+    # early: a step past the end seq that arrives before the end
+    past = early[1].model_copy(update={"event_id": new_id(), "seq": 9})
+    await produce(
+        settings,
+        records([late_call])
+        + records([gap[0], far, *gap[1:]])
+        + records([dup[0], dup[1], loser, *dup[2:]])
+        + records([early[0], past, *early[1:]]),
+    )
+    tids = [x[0].trajectory_id for x in (late, gap, dup, early)]
+    GOOD[run_id] = tids
+    expected = [
+        ("agent.tool_calls", "after_end"),
+        ("agent.steps", "seq_gap"),
+        ("agent.tool_calls", "duplicate_seq"),
+        ("agent.steps", "after_end"),
+    ]
+    for tid, (topic, reason) in zip(tids, expected, strict=True):
+        assert (await dead_letter_with(settings, topic, tid))["reason"] == reason
+    wrong_ids = [late_call.event_id, far.event_id, loser.event_id, past.event_id]
+
+    async def clean() -> bool:
+        rows = await asyncio.to_thread(
+            sql,
+            projector,
+            "SELECT (SELECT count() FROM events WHERE event_id IN {w:Array(String)}) AS events, "
+            "(SELECT count() FROM steps WHERE event_id IN {w:Array(String)}) AS steps, "
+            "(SELECT count() FROM tool_calls WHERE call_id IN ('late-call', 'dup-call') "
+            "  AND trajectory_id IN {t:Array(String)}) AS calls, "
+            "(SELECT count() FROM rewards FINAL WHERE is_final = 1 AND run_id = {r:String}) AS finals, "
+            "(SELECT count() FROM events FINAL WHERE trajectory_id IN {t:Array(String)}) AS projected",
+            w=wrong_ids,
+            t=tids,
+            r=run_id,
+        )
+        return rows[0] == {"events": 0, "steps": 0, "calls": 0, "finals": 4, "projected": 4 * 6}
+
+    assert await projector.run_until(clean, timeout=180), (
+        projector.stats,
+        await asyncio.to_thread(
+            sql,
+            projector,
+            "SELECT trajectory_id, groupArray(seq) AS seqs, groupArray(event_id) AS ids FROM events "
+            "WHERE trajectory_id IN {t:Array(String)} GROUP BY trajectory_id",
+            t=tids,
+        ),
+        wrong_ids,
+        tids,
+    )
+    assert projector.stats.retracted >= 1
+    # what remains is each trajectory's own six events, and the aggregates agree with them
+    per = sql(
+        projector,
+        "SELECT trajectory_id, groupArray(seq) AS seqs FROM events FINAL "
+        "WHERE trajectory_id IN {t:Array(String)} GROUP BY trajectory_id",
+        t=tids,
+    )
+    assert {r["trajectory_id"]: sorted(r["seqs"]) for r in per} == {t: [0, 1, 2, 3, 4, 5] for t in tids}
+    calls = sql(
+        projector,
+        "SELECT trajectory_id, count() AS n, any(request_seq) AS rq, any(complete_seq) AS cq "
+        "FROM tool_calls FINAL WHERE trajectory_id IN {t:Array(String)} GROUP BY trajectory_id",
+        t=tids,
+    )
+    assert sorted((r["n"], r["rq"], r["cq"]) for r in calls) == [(1, 2, 3)] * 4
+    ends = sql(
+        projector,
+        "SELECT end_seq, outcome FROM trajectories FINAL WHERE trajectory_id IN {t:Array(String)}",
+        t=tids,
+    )
+    assert [(r["end_seq"], r["outcome"]) for r in ends] == [(5, "success")] * 4
+
+
 async def test_an_older_worker_does_not_lose_a_newer_sdks_events(
     settings: Settings, projector: Projector
 ) -> None:

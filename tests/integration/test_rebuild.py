@@ -131,7 +131,6 @@ async def test_dropped_stores_are_rebuilt_to_exactly_the_same_rows(
     again = await asyncio.to_thread(clickhouse_rows, projector)
     for t in after:
         assert set(after[t]) <= set(again[t]), t
-        assert not {json.loads(r).get("trajectory_id") for r in again[t]} & injected, t
 
     # the live sink's committed offsets were neither used nor moved
     assert (await group_offsets(settings, sink_group, all_topics))[0] == sink_offsets
