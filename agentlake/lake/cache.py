@@ -413,14 +413,7 @@ class Lake:
         """Record what happened when a hit was reused. A failure is a *wrong hit*: the entry is
         demoted and its cluster's threshold tightens. Raises KeyError for an unknown lookup."""
         tenant, entry_id, version, cid = self._lookups[lookup_id]
-        s = self._stats(tenant, version, cid)
-        if success:
-            s.confirmed += 1
-            s.threshold = max(self.policy.base_threshold, s.threshold - self.policy.relax_step)
-        else:
-            s.wrong_hits += 1
-            s.threshold = min(self.policy.max_threshold, s.threshold + self.policy.tighten_step)
-            self.demoted.add((tenant, entry_id))
+        s = self._apply_outcome(tenant, entry_id, version, cid, success)
         out = {
             "lookup_id": lookup_id,
             "tenant": tenant,
@@ -434,6 +427,54 @@ class Lake:
         if self.record_events:
             self._emit("LakeOutcome", lookup_id, out)
         return out
+
+    def replay(self, record: str, d: dict[str, Any]) -> bool:
+        """Re-apply one recorded ``lake.cache`` event after a restart (nothing is emitted).
+
+        A ``LakeLookup`` hit makes its lookup id reportable again (`report_outcome`); a
+        ``LakeOutcome`` re-applies its demotion and its threshold step. Clusterings are refit
+        when the hot tier is rebuilt, so cluster ids from before a restart are not reused:
+        both are mapped to the cluster the entry belongs to *now*. Replaying the log in order
+        therefore reproduces every demotion, and each cluster's threshold as the same
+        sequence of steps over the entries it now holds.
+
+        Args:
+            record: the record name (``LakeLookup``, ``LakeOutcome``; others are ignored).
+            d: the decoded record (the dicts `lookup` and `report_outcome` emit).
+
+        Returns:
+            whether it changed anything (False for an entry no longer in the lake).
+        """
+        if record not in ("LakeLookup", "LakeOutcome") or not d.get("entry_id"):
+            return False
+        tenant, entry_id = d["tenant"], d["entry_id"]
+        t = self.hot.tenant(tenant)
+        i = t.ids.get(entry_id) if t is not None else None
+        if t is None or i is None:
+            return False
+        version, cid = t.clusters.version, t.cluster_of.get(i, -1)
+        if record == "LakeLookup":
+            if not d.get("hit"):
+                return False
+            self._lookups[d["lookup_id"]] = (tenant, entry_id, version, cid)
+            while len(self._lookups) > 100_000:
+                self._lookups.popitem(last=False)
+            return True
+        self._apply_outcome(tenant, entry_id, version, cid, bool(d["success"]))
+        return True
+
+    def _apply_outcome(
+        self, tenant: str, entry_id: str, version: int, cid: int, success: bool
+    ) -> ClusterStats:
+        s = self._stats(tenant, version, cid)
+        if success:
+            s.confirmed += 1
+            s.threshold = max(self.policy.base_threshold, s.threshold - self.policy.relax_step)
+        else:
+            s.wrong_hits += 1
+            s.threshold = min(self.policy.max_threshold, s.threshold + self.policy.tighten_step)
+            self.demoted.add((tenant, entry_id))
+        return s
 
     # -- retrieval, fusing, next step ----------------------------------------------
     def search(

@@ -86,6 +86,7 @@ class ServiceStats:
     invalidated: int = 0
     events_sent: int = 0
     skipped: int = 0
+    replayed: int = 0  # lake.cache records (hits, outcomes) re-applied on start
     freshness_ms: list[float] = field(default_factory=list)
 
 
@@ -139,6 +140,51 @@ class LakeService:
             self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, linger_ms=5)
             await self._consumer.start()
             await self._producer.start()
+            if self.with_milvus:
+                self.stats.replayed = await self.replay_cache_log()
+
+    async def replay_cache_log(self, timeout: float = 120.0) -> int:
+        """Re-apply ``lake.cache`` from its start up to its end offsets now (`Lake.replay`): the
+        demotions, the per-cluster thresholds and the reportable lookup ids survive a restart.
+        Reads without a consumer group; returns the records that changed something.
+
+        Raises:
+            RuntimeError: the topic was not read to its end within `timeout` seconds.
+        """
+        from agentlake.kafka_io import partitions
+
+        consumer = make_consumer(self.settings)  # no group: nothing committed
+        await consumer.start()
+        changed = 0
+        try:
+            parts = await partitions(consumer, [self.settings.topic(LAKE_CACHE)])
+            if not parts:
+                return 0
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            ends = await consumer.end_offsets(parts)
+            todo = {tp for tp in parts if ends[tp] > 0}
+            deadline = time.monotonic() + timeout
+            while todo:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"lake.cache not replayed within {timeout:.0f}s")
+                for tp, msgs in (await consumer.getmany(timeout_ms=500, max_records=5000)).items():
+                    for m in msgs:
+                        if m.offset >= ends[tp] or m.value is None:
+                            continue
+                        try:
+                            record, d = self.codec.decode_dict(m.value)
+                        except DecodeError:
+                            continue
+                        changed += self.lake.replay(record, d)
+                for tp in list(todo):
+                    if await consumer.position(tp) >= ends[tp]:
+                        todo.discard(tp)
+        finally:
+            await consumer.stop()
+        if changed:
+            log.info("lake: re-applied %d recorded hits and outcomes from lake.cache", changed)
+        return changed
 
     async def stop(self) -> None:
         self._stop.set()

@@ -121,6 +121,16 @@ async def test_ingest_serve_rebuild_and_quality(
         assert again.stats.rebuilt == held
         r2 = again.lake.lookup(LookupRequest("acme", ok.task, toolset=FP))
         assert r2.candidates and r2.candidates[0].entry_id in lake_traffic["acme"]
+        assert not again.lake.demoted  # without the log, what outcomes taught is gone...
+
+    # ...with it, the restarted service replays lake.cache: the demotion, the tightened
+    # threshold and the lookup ids it served come back
+    async with LakeService(settings) as third:
+        assert third.stats.rebuilt == held and third.stats.replayed >= 2
+        assert ("acme", r.entry.entry_id) in third.lake.demoted
+        r3 = third.lake.lookup(LookupRequest("acme", ok.task, toolset=FP))
+        assert r3.entry is None or r3.entry.entry_id != r.entry.entry_id
+        assert any(c.entry_id == r.entry.entry_id and c.verdict == "demoted" for c in r3.candidates)
 
     # cache quality is a query: lookups, the wrong hit and freshness in ClickHouse
     client = await asyncio.to_thread(connect, settings)

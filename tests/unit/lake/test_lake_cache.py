@@ -292,3 +292,31 @@ def test_document_access_rules_travel_with_entries(lake: Lake, entry: Make) -> N
     assert fin.hit and fin.to_dict()["result"]["access"] == [["group:finance", "user:carol"], ["*"]]
     assert lake.search("acme", TASK) == []
     assert lake.search("acme", TASK, principal=principal_tokens("carol"))[0]["entry_id"] == "t1"
+
+
+def test_a_restarted_lake_replays_demotions_thresholds_and_lookup_ids(
+    embedder: Embedder, clock: Clock, entry: Make
+) -> None:
+    """What a serving process learned from outcomes survives a restart: the recorded
+    lake.cache events, replayed in order over the rebuilt entries, give the same state."""
+    entries = [entry("t1", TASK, toolset=FP), entry("t2", "Refund order 48213 now please.", toolset=FP)]
+    before = Lake(embedder, LakePolicy(), clock=clock)
+    before.add(entries)
+    wrong = before.lookup(LookupRequest("acme", PARAPHRASE, toolset=FP))
+    pending = before.lookup(LookupRequest("acme", TASK, toolset=FP))  # reported after the restart
+    assert wrong.hit and pending.hit and wrong.entry is not None
+    before.report_outcome(wrong.lookup_id, success=False)
+    recorded = [(record, d) for record, _, d in before.events]
+    assert [r for r, _ in recorded].count("LakeOutcome") == 1
+
+    after = Lake(embedder, LakePolicy(), clock=clock, record_events=False)
+    after.add(entries)
+    changed = sum(after.replay(r, d) for r, d in recorded)
+    assert changed == 3  # two hits, one outcome (memberships and misses change nothing)
+    assert after.demoted == before.demoted == {("acme", wrong.entry.entry_id)}
+    cluster = wrong.candidates[0].cluster_id
+    assert after.threshold("acme", cluster) == before.threshold("acme", cluster) > LakePolicy().base_threshold
+    # a lookup served before the restart can still be reported to the restarted process
+    assert after.report_outcome(pending.lookup_id, success=True)["entry_id"] == pending.entry.entry_id  # type: ignore[union-attr]
+    # an entry that is gone is skipped
+    assert not Lake(embedder, LakePolicy(), clock=clock).replay(*recorded[-1])
