@@ -14,7 +14,7 @@ import uuid
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     embedder: str = Field(
         default="wordllama",
         min_length=1,
-        description="wordllama | sentence-transformers:<model> | openai:<model>",
+        description="wordllama[:<dim ≤ 256>] | sentence-transformers:<model> | openai:<model>",
     )
     embeddings_url: str | None = Field(
         default=None,
@@ -147,6 +147,20 @@ class Settings(BaseSettings):
         default=600.0, gt=0
     )  # done markers (idempotent re-delivery) are kept this long
     live_score_every_s: float = Field(default=1.0, ge=0)  # at most one live score per trajectory per interval
+
+    @field_validator("embedder")
+    @classmethod
+    def check_embedder(cls, v: str) -> str:
+        """``wordllama`` takes a dimension of at most 256 (its bundled weights, truncated)."""
+        kind, _, arg = v.partition(":")
+        if kind == "wordllama":
+            if arg and not (arg.isdigit() and 1 <= int(arg) <= 256):
+                raise ValueError(
+                    "wordllama ships 256-d weights only: use wordllama or wordllama:<d>, d ≤ 256"
+                )
+        elif kind not in ("sentence-transformers", "openai"):
+            raise ValueError("use wordllama[:<d>], sentence-transformers:<model> or openai:<model>")
+        return v
 
     @model_validator(mode="after")
     def check_limits(self) -> Settings:

@@ -66,7 +66,8 @@ def settings_error(e: Any) -> str:
     if not err["loc"]:  # a check across settings (e.g. the size limits): its message names them
         return f"bad settings: {str(err['msg']).removeprefix('Value error, ')}"
     field = ".".join(str(p) for p in err["loc"])
-    return f"bad setting AGENTLAKE_{field.upper()}={err.get('input')!r}: {err['msg']}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"bad setting AGENTLAKE_{field.upper()}={err.get('input')!r}: {msg}"
 
 
 def _print_json(data: Any) -> None:

@@ -38,9 +38,21 @@ def _normalize(v: np.ndarray) -> np.ndarray:
 
 
 class WordLlamaEmbedder:
-    """wordllama's bundled ``l2_supercat`` model, loaded offline."""
+    """wordllama's bundled ``l2_supercat`` model, loaded offline.
+
+    The wheel ships the 256-d weights only; a smaller `dim` is their Matryoshka
+    truncation (wordllama's ``trunc_dim``).
+
+    Raises:
+        ValueError: `dim` is not between 1 and 256.
+    """
 
     def __init__(self, cache_dir: Path, dim: int = 256) -> None:
+        if not 1 <= dim <= 256:
+            raise ValueError(
+                f"AGENTLAKE_EMBEDDER=wordllama:{dim}: wordllama ships its 256-d weights only; "
+                "use wordllama (256) or wordllama:<d> with d < 256 (a truncation, e.g. 128 or 64)"
+            )
         import wordllama
         from wordllama import WordLlama
 
@@ -56,7 +68,9 @@ class WordLlamaEmbedder:
             dest = dest_dir / src.name
             if not dest.exists():
                 shutil.copyfile(src, dest)
-        self._model = WordLlama.load(cache_dir=cache_dir, disable_download=True, dim=dim)
+        self._model = WordLlama.load(
+            cache_dir=cache_dir, disable_download=True, dim=256, trunc_dim=dim if dim < 256 else None
+        )
         self.dim = dim
         self.name = f"wordllama:l2_supercat-{dim}"
 

@@ -331,11 +331,21 @@ def test_out_of_range_options_and_usage_errors_are_one_line_exit_2(home: Path) -
         ("auth_max_time_ms", 0),
         ("lake_chunk_chars", 0),
         ("kafka_heap", "lots"),
+        ("embedder", "wordllama:512"),  # only the 256-d weights ship with wordllama
+        ("embedder", "wordllama:x"),
+        ("embedder", "bert"),
     ],
 )
 def test_nonsense_settings_are_refused(name: str, value: object) -> None:
     with pytest.raises(ValidationError):
         Settings(home="/tmp/x", **{name: value})  # type: ignore[arg-type]
+
+
+def test_a_bad_embedder_names_what_to_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTLAKE_EMBEDDER", "wordllama:1024")
+    with pytest.raises(UserError, match=r"^bad setting AGENTLAKE_EMBEDDER='wordllama:1024': wordllama ships"):
+        _settings()
+    assert Settings(home="/tmp/x", embedder="wordllama:64").embedder == "wordllama:64"  # type: ignore[arg-type]
 
 
 def test_documented_off_values_are_kept() -> None:
