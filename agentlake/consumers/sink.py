@@ -259,6 +259,9 @@ class Projector:
         assert self._consumer is not None
         if r.source_offset < 0 or r.source_topic not in self._logical:
             return True  # position unknown: nothing to wait for
+        known = self._consumer.partitions_for_topic(r.source_topic)  # None: metadata not at hand
+        if known is not None and r.source_partition not in known:
+            return True  # no such partition: a verdict that can never come due must not block
         tp = TopicPartition(r.source_topic, r.source_partition)
         if tp in self._consumer.assignment():
             position: int | None = await self._consumer.position(tp)

@@ -68,7 +68,8 @@ def retraction_of(
     (another reason, or a record that was never an acceptable event).
 
     The event is identified by the ``event_id`` header when present (a dead letter for an
-    event already in the worker's fold carries no value), else by decoding `value`.
+    event already in the worker's fold carries no value), else by decoding `value`, whose
+    trajectory must be the record's key (as on every verdict the worker writes).
     """
     h = {k: v for k, v in headers}
     reason = h.get("reason", b"").decode(errors="replace")
@@ -81,6 +82,8 @@ def retraction_of(
             ev = codec.decode(value)
         except DecodeError:
             return None
+        if key is None or key.decode(errors="replace") != ev.trajectory_id:
+            return None  # the worker's verdicts keep the event's own key (check_record passed)
         event_id, trajectory_id = ev.event_id, ev.trajectory_id
     if not event_id or not trajectory_id:
         return None

@@ -385,6 +385,23 @@ async def test_well_formed_but_wrong_events_are_dead_lettered_and_never_stay_pro
         return [(e.topic, e.trajectory_id.encode(), c.encode(e)) for e in events]
 
     late, gap, dup, early = trajectory(), trajectory(), trajectory(), trajectory()
+    # verdicts that can never come due (no such partition, no event) must not hold the real ones
+    bogus = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await bogus.start()
+    try:
+        for value, position in ((c.encode(late[1]), b"99:5"), (b"garbage", b"0:1"), (b"", b"x")):
+            await bogus.send_and_wait(
+                settings.topic("agent.steps.dlq"),
+                value,
+                key=b"no-such-trajectory",
+                headers=[
+                    ("reason", b"after_end"),
+                    ("source_topic", settings.topic("agent.steps").encode()),
+                    ("source_position", position),
+                ],
+            )
+    finally:
+        await bogus.stop()
     assert [e.record for e in late][2] == "ToolCallRequested" and late[-1].seq == 5
     # late: a tool call far past the end of an already scored trajectory
     await produce(settings, records(late))

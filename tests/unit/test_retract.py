@@ -63,3 +63,15 @@ def test_headers_without_a_position_still_retract() -> None:
     r = retraction_of(b"t", value, [("reason", b"seq_gap")], c)
     assert r is not None and (r.source_topic, r.source_partition, r.source_offset) == ("", -1, -1)
     assert retraction_of(b"t", b"", [("reason", b"after_end")], c) is None  # no event id at all
+
+
+def test_a_verdict_whose_key_is_not_its_events_trajectory_retracts_nothing() -> None:
+    """Only the worker writes these topics, and it keeps the event's own key: a record that
+    names another trajectory is not a verdict (it could otherwise take out any event)."""
+    c = codec()
+    value = record_trajectory()[1][2]
+    headers = [("reason", b"after_end"), ("source_position", b"0:1")]
+    assert retraction_of(b"someone-else", value, headers, c) is None
+    assert retraction_of(None, value, headers, c) is None
+    own = c.decode(value).trajectory_id.encode()
+    assert retraction_of(own, value, headers, c) is not None
