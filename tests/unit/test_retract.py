@@ -59,8 +59,8 @@ def test_dead_letters_of_records_never_projected_retract_nothing() -> None:
 
 def test_headers_without_a_position_still_retract() -> None:
     c = codec()
-    value = record_trajectory()[1][2]
-    r = retraction_of(b"t", value, [("reason", b"seq_gap")], c)
+    _, key, value = record_trajectory()[1]
+    r = retraction_of(key, value, [("reason", b"seq_gap")], c)
     assert r is not None and (r.source_topic, r.source_partition, r.source_offset) == ("", -1, -1)
     assert retraction_of(b"t", b"", [("reason", b"after_end")], c) is None  # no event id at all
 
