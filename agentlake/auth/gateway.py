@@ -35,6 +35,7 @@ from agentlake.auth.policy import Request, derive_resource
 from agentlake.auth.verify import Decision, Verifier
 from agentlake.schemas import new_id
 from agentlake.schemas._bounds import bounded
+from agentlake.streams.rewards import UNAUTHORIZED
 from agentlake.topics import AUTH_DELEGATIONS
 
 log = logging.getLogger("agentlake.auth.gateway")
@@ -45,7 +46,7 @@ META_TRAJECTORY = "agentlake/trajectory_id"
 TASK_HEADER = "x-agentlake-task"
 TRAJECTORY_HEADER = "x-agentlake-trajectory"
 DENIED_CODE = -32003  # JSON-RPC server-defined error: authorization denied
-ERROR_KIND = "unauthorized"
+ERROR_KIND = UNAUTHORIZED  # the error kind a denied call is recorded with; the reward fold counts it
 
 
 class ToolCaller(Protocol):
