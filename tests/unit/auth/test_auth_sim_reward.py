@@ -51,12 +51,14 @@ async def test_a_denied_call_is_recorded_as_unauthorized_and_scored_by_authorize
     em = MemoryEmitter()
     tracer = Tracer("support-bot", "1.0", emitter=em, settings=SETTINGS)
     trial = SimpleNamespace(trial_id="trial-1", server="shop", budgets=SimpleNamespace(timeout_s=30))
-    async with Client(shop_server()) as upstream:
-        async with tracer.trajectory("look up 7", attributes=hook.attributes) as t:
-            shop = TracedSession(hook.wrap(trial, upstream), t, "shop")
-            ok = await shop.call_tool("get_order", {"order_id": 7})
-            denied = await shop.call_tool("refund_order", {"order_id": 7})
-            t.end("success")
+    async with (
+        Client(shop_server()) as upstream,
+        tracer.trajectory("look up 7", attributes=hook.attributes) as t,
+    ):
+        shop = TracedSession(hook.wrap(trial, upstream), t, "shop")
+        ok = await shop.call_tool("get_order", {"order_id": 7})
+        denied = await shop.call_tool("refund_order", {"order_id": 7})
+        t.end("success")
     assert not ok.is_error and denied.is_error
     done = [codec().decode(v) for _, _, v in em.records if codec().decode(v).record == "ToolCallCompleted"]
     assert [(d.tool, d.is_error, d.error_kind) for d in done if isinstance(d, ToolCallCompleted)] == [
@@ -75,10 +77,12 @@ async def test_a_trajectory_through_the_gateway_with_no_denial_scores_authorized
     em = MemoryEmitter()
     tracer = Tracer("support-bot", "1.0", emitter=em, settings=SETTINGS)
     trial = SimpleNamespace(trial_id="trial-2", server="shop", budgets=SimpleNamespace(timeout_s=30))
-    async with Client(shop_server()) as upstream:
-        async with tracer.trajectory("look up 7", attributes=hook.attributes) as t:
-            await TracedSession(hook.wrap(trial, upstream), t, "shop").call_tool("get_order", {"order_id": 7})
-            t.end("success")
+    async with (
+        Client(shop_server()) as upstream,
+        tracer.trajectory("look up 7", attributes=hook.attributes) as t,
+    ):
+        await TracedSession(hook.wrap(trial, upstream), t, "shop").call_tool("get_order", {"order_id": 7})
+        t.end("success")
     final = final_reward(em.records)
     assert final.components["authorized"] == 1.0 and final.metrics["unauthorized_calls"] == 0.0
     assert not any(f.startswith("unauthorized:") for f in final.flags)
@@ -87,10 +91,9 @@ async def test_a_trajectory_through_the_gateway_with_no_denial_scores_authorized
 async def test_without_a_gateway_authorized_does_not_apply_and_the_score_is_unchanged() -> None:
     em = MemoryEmitter()
     tracer = Tracer("support-bot", "1.0", emitter=em, settings=SETTINGS)
-    async with Client(shop_server()) as upstream:
-        async with tracer.trajectory("look up 7") as t:
-            await TracedSession(upstream, t, "shop").call_tool("get_order", {"order_id": 7})
-            t.end("success")
+    async with Client(shop_server()) as upstream, tracer.trajectory("look up 7") as t:
+        await TracedSession(upstream, t, "shop").call_tool("get_order", {"order_id": 7})
+        t.end("success")
     final = final_reward(em.records)
     assert "authorized" not in final.components and "unauthorized_calls" not in final.metrics
     without = RewardSpec(id="x", components=[c for c in DEFAULT_SPEC.components if c.name != "authorized"])
