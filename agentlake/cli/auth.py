@@ -164,6 +164,11 @@ def auth_replay(
     for (agent, tool), c in sorted(report.by_agent_tool.items()):
         t.add_row(agent, tool, str(c["calls"]), str(c["would_deny"]), str(c["would_allow"]))
     out.print(t)
+    if report.skipped:
+        console.print(
+            f"  {report.skipped} refusal(s) without a valid token (no token, invalid, revoked) not replayed",
+            highlight=False,
+        )
     for call, why in report.newly_denied[:20]:
         console.print(f"  would deny {call.call_id[:12]} {call.agent}/{call.tool}: {why}", highlight=False)
 
