@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from agentlake.auth import graph
 from agentlake.projections.clickhouse import query
 from agentlake.schemas import DecodeError, codec
 from agentlake.topics import AUTH_DELEGATIONS, AUTH_REVOCATIONS, REGISTRY_KEYS
@@ -265,6 +264,8 @@ def who_could(
     rights narrowed along each chain, expiry, revocation, task binding, depth, resource
     patterns, approvals and budgets.
     """
+    from agentlake.auth import graph  # the pure graph logic; the sink never needs it (nor biscuit, mcp)
+
     ensure_tables(client)
     at = graph.utc(at) or at
     p = {"at": at}
