@@ -1,4 +1,5 @@
-"""The delegation graph, pure: who could call a tool at a given time. No I/O.
+"""The delegation graph, pure: who could call a tool at a given time, and what a token
+delegated. No I/O.
 
 Input rows are shaped like the ClickHouse tables of `agentlake.projections.auth`
 (``auth_blocks``, granted ``auth_approvals``, ``auth_revocations``), so the
@@ -21,6 +22,9 @@ then, modelling every check a minted or attenuated token carries:
   for it (and the chain's task) in the chain, unexpired at ``at``;
 - budgets: a task-bound chain whose task had used up the root's ``budget``
   (allowed calls before ``at``, counted per task like the gateway) could not.
+
+`derived` walks the same graph down from one token: attenuated blocks and
+approved tokens, with the calls made with each.
 """
 
 from __future__ import annotations
@@ -272,3 +276,68 @@ def who_could(
             }
         )
     return sorted(out, key=lambda r: (r["depth"], r["holder"] or "", r["kind"]))
+
+
+def derived(
+    blocks: Iterable[Row], approvals: Iterable[Row], calls: Iterable[Row], revocation_id: str
+) -> list[dict[str, Any]]:
+    """Every token derived from `revocation_id` (itself included), with the calls made with each.
+
+    Args:
+        blocks: ``auth_blocks`` rows (``revocation_id, parent_revocation_id, agent_id, depth, kind, ts``).
+        approvals: ``auth_approvals`` rows; a granted one is a node too (kind ``approved``, held
+            by its token's holder, ``approved_by`` its approver), so tokens attenuated from an
+            approved token stay in the tree.
+        calls: ``auth_decisions`` rows (``revocation_ids, allowed``); a call belongs to the deepest
+            node of the tree in its chain.
+
+    Returns:
+        One row per node, ``calls_allowed`` and ``calls_denied`` added, by depth then time;
+        [] when `revocation_id` is not a known block or approval.
+    """
+    nodes: dict[str, dict[str, Any]] = {}
+    for b in blocks:
+        nodes[b["revocation_id"]] = {**b, "approved_by": None}
+    for a in approvals:
+        rid = a.get("approval_revocation_id")
+        if a.get("state", "granted") == "granted" and rid:
+            nodes[rid] = {
+                "revocation_id": rid,
+                "parent_revocation_id": a["token_revocation_id"],
+                "agent_id": None,
+                "depth": None,
+                "kind": "approved",
+                "ts": a["ts"],
+                "approved_by": a.get("decided_by"),
+            }
+
+    def inherit(n: dict[str, Any], seen: frozenset[str] = frozenset()) -> None:
+        """An approval node is held by its token's holder, at its token's depth."""
+        parent = nodes.get(n["parent_revocation_id"] or "")
+        if n["kind"] != "approved" or parent is None or n["revocation_id"] in seen:
+            n["depth"] = n["depth"] if n["depth"] is not None else 0
+            return
+        inherit(parent, seen | {n["revocation_id"]})
+        n["agent_id"], n["depth"] = parent["agent_id"], parent["depth"]
+
+    for n in nodes.values():
+        inherit(n)
+    if revocation_id not in nodes:
+        return []
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for n in nodes.values():
+        children.setdefault(n["parent_revocation_id"], []).append(n)
+    out, stack, seen = [], [nodes[revocation_id]], set()
+    while stack:
+        n = stack.pop()
+        if n["revocation_id"] in seen:
+            continue
+        seen.add(n["revocation_id"])
+        out.append({**n, "calls_allowed": 0, "calls_denied": 0})
+        stack.extend(children.get(n["revocation_id"], []))
+    index = {n["revocation_id"]: n for n in out}
+    for c in calls:
+        owner = next((rid for rid in reversed(c["revocation_ids"]) if rid in index), None)
+        if owner is not None:
+            index[owner]["calls_allowed" if c["allowed"] else "calls_denied"] += 1
+    return sorted(out, key=lambda r: (r["depth"], r["ts"]))

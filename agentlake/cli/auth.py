@@ -139,7 +139,8 @@ def auth_derived(
     for r in rows:
         console.print(
             f"{'  ' * r['depth']}{r['kind']:<10} {r['agent_id']!s:<20} {r['revocation_id'][:16]}…  "
-            f"calls allowed {r['calls_allowed']}, denied {r['calls_denied']}",
+            f"calls allowed {r['calls_allowed']}, denied {r['calls_denied']}"
+            + (f"  (approved by {r['approved_by']})" if r.get("approved_by") else ""),
             highlight=False,
         )
 

@@ -291,41 +291,29 @@ def who_could(
 
 
 def derived(client: Any, revocation_id: str) -> list[dict[str, Any]]:
-    """Every block attenuated from `revocation_id` (itself included), with the calls made with each."""
+    """Every token derived from `revocation_id` (itself included: attenuated blocks and granted
+    approvals), with the calls made with each (`agentlake.auth.graph.derived`)."""
+    from agentlake.auth import graph
+
     ensure_tables(client)
-    rows = query(
+    blocks = query(
         client, "SELECT revocation_id, parent_revocation_id, agent_id, depth, kind, ts FROM auth_blocks FINAL"
     )
-    children: dict[str | None, list[dict[str, Any]]] = {}
-    by_id = {}
-    for r in rows:
-        children.setdefault(r["parent_revocation_id"], []).append(r)
-        by_id[r["revocation_id"]] = r
-    if revocation_id not in by_id:
+    approvals = query(
+        client,
+        "SELECT approval_revocation_id, token_revocation_id, decided_by, state, ts FROM auth_approvals FINAL "
+        "WHERE state = 'granted'",
+    )
+    tree = graph.derived(blocks, approvals, [], revocation_id)
+    if not tree:
         return []
-    out = []
-    stack = [by_id[revocation_id]]
-    while stack:
-        r = stack.pop()
-        out.append(r)
-        stack.extend(children.get(r["revocation_id"], []))
-    ids = [r["revocation_id"] for r in out]
     calls = query(
         client,
         "SELECT revocation_ids, allowed FROM auth_decisions FINAL "
         "WHERE hasAny(revocation_ids, {ids:Array(String)})",
-        {"ids": ids},
+        {"ids": [r["revocation_id"] for r in tree]},
     )
-    known = set(ids)
-    counts: dict[str, list[int]] = {rid: [0, 0] for rid in ids}
-    for c in calls:
-        # a call belongs to the deepest block of the subtree in its chain (approvals are not blocks here)
-        owner = next((rid for rid in reversed(c["revocation_ids"]) if rid in known), None)
-        if owner is not None:
-            counts[owner][0 if c["allowed"] else 1] += 1
-    for r in out:
-        r["calls_allowed"], r["calls_denied"] = counts[r["revocation_id"]]
-    return sorted(out, key=lambda r: (r["depth"], r["ts"]))
+    return graph.derived(blocks, approvals, calls, revocation_id)
 
 
 def recorded_decisions(client: Any, since: datetime) -> list[dict[str, Any]]:

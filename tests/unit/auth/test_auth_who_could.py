@@ -8,6 +8,7 @@ from typing import Any
 import biscuit_auth as ba
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from agentlake.auth.approval import ApprovalService
 from agentlake.auth.authority import Authority
@@ -155,3 +156,40 @@ async def test_a_task_whose_budget_is_used_up_is_no_longer_a_could(
     assert not auth.verify(
         world["root"], Request("shop", "get_order", "read", "orders/4", "t-1", {}, after)
     ).allowed
+
+
+async def test_derived_keeps_tokens_attenuated_from_an_approved_token_and_counts_their_calls(
+    auth: Authority, world: dict[str, str]
+) -> None:
+    from agentlake.auth.graph import derived
+
+    # the approved refund token is handed on, narrowed to one order: a hop past the root's max_depth
+    handed = auth.attenuate(world["approved"], Attenuation(delegate="clerk-bot", resources=("orders/42",)))
+    async with Client(shop_server()) as upstream:
+        gw = Gateway(
+            upstream,
+            GatewayConfig("shop", resources={t: "orders/{order_id}" for t in ("get_order", "refund_order")}),
+            auth.verifier,
+            auth.events,
+        )
+        await gw.call(world["approved"], "refund_order", {"order_id": 42}, task="t-1")
+        for order in (42, 7):
+            with pytest.raises(MCPError):
+                await gw.call(handed, "refund_order", {"order_id": order}, task="t-1")
+        await gw.call(world["lookup"], "get_order", {"order_id": 1}, task="t-1")
+    rows = recorded(auth)
+    tree = derived(
+        rows["auth_blocks"], rows["auth_approvals"], rows["auth_decisions"], last_rid(auth, world["refunder"])
+    )
+    assert [(r["kind"], r["agent_id"], r["calls_allowed"], r["calls_denied"]) for r in tree] == [
+        ("attenuated", "refund-bot", 0, 0),
+        ("approved", "refund-bot", 1, 0),
+        ("attenuated", "clerk-bot", 0, 2),
+    ]
+    assert tree[1]["approved_by"] == "manager" and tree[2]["depth"] == 2
+    whole = derived(
+        rows["auth_blocks"], rows["auth_approvals"], rows["auth_decisions"], last_rid(auth, world["root"])
+    )
+    assert {r["agent_id"] for r in whole} >= {"support-bot", "lookup-bot", "clerk-bot", "gone-bot"}
+    assert next(r for r in whole if r["agent_id"] == "lookup-bot")["calls_allowed"] == 1
+    assert derived(rows["auth_blocks"], [], [], "0" * 128) == []
