@@ -134,3 +134,38 @@ async def test_a_gateway_denial_raised_as_an_mcp_error_is_recorded_as_unauthoriz
     assert [(d.is_error, d.error_kind) for d in done] == [(True, "unauthorized")]
     final = final_reward(em.records)
     assert final.components["authorized"] == 0.0
+
+
+async def test_the_runner_with_the_auth_hook_records_the_denial_and_the_pipeline_scores_it() -> None:
+    """`sim run --auth` minus Kafka: the example suite's refund trial with a token that may only look up."""
+    from pathlib import Path
+
+    from agentlake.schemas import TrajectoryStarted
+    from agentlake.sim.runner import StagingFactory, resolve_agent, run_suite
+    from agentlake.sim.suite import expand, load_suite
+
+    examples = Path(__file__).resolve().parents[3] / "agentlake" / "examples"
+    trial = next(
+        t for t in expand(load_suite(examples / "suite.yaml"), 1) if t.scenario_id == "refund-delivered"
+    )
+    hook = SimAuth("support-bot", (Grant("shop", "get_order"), Grant("shop", "get_order", "write")))
+    em = MemoryEmitter()
+    tracer = Tracer("support-bot", "1.0", tenant="sim", emitter=em, settings=SETTINGS)
+    out = await run_suite(
+        [trial],
+        resolve_agent("support-bot@1.0"),
+        tracer,
+        staging=StagingFactory.default(),
+        wrap_client=hook.wrap,
+        attributes=hook.attributes,
+    )
+    [res] = out.results
+    assert not res.verdict.success  # the refund never reached staging
+    assert hook.summary() == {"decisions": 2, "denied": 1, "denied_tools": {"refund_order": 1}}
+    evs = [codec().decode(v) for _, _, v in em.records]
+    start = evs[0]
+    assert isinstance(start, TrajectoryStarted) and start.attributes["auth"] == "gateway"
+    done = [e for e in evs if isinstance(e, ToolCallCompleted)]
+    assert [(d.tool, d.error_kind) for d in done] == [("get_order", None), ("refund_order", "unauthorized")]
+    final = final_reward(em.records)
+    assert final.components["authorized"] == 0.5 and final.flags == ["unauthorized:refund_order"]
