@@ -5,6 +5,9 @@ party runs in the same process as the token holder: the service keeps the
 token object while the request is pending. The lifecycle is on the log as
 `AuthApproval` events (requested → granted | denied | expired), so a long-lived
 session can wait for an approval (`wait`) and resume with the approved token.
+A ``granted`` event's ``expires_us`` is the approval block's expiry (the other
+states carry the request's deadline), so the delegation graph knows how long
+the approved token may call the tool.
 
 The approval block says ``approved(task, tool)`` and carries its own expiry
 check; it is signed over the requesting token's last signature, so it cannot
@@ -100,7 +103,8 @@ class ApprovalService:
     def grant(self, request_id: str, by: str) -> str:
         """Approve: append the signed approval block. Returns the approved token (base64)."""
         req = self._decide(request_id)
-        code, params = approval_block(req.task, req.tool, datetime.now(UTC) + self.approval_ttl)
+        until = datetime.now(UTC) + self.approval_ttl
+        code, params = approval_block(req.task, req.tool, until)
         try:
             block = req.token.third_party_request().create_block(
                 self.key.private_key, ba.BlockBuilder(code, params)
@@ -111,7 +115,7 @@ class ApprovalService:
                 raise
             raise TokenError(f"cannot sign the approval: {e}") from None
         req.state, req.decided_by, req.approved_token = "granted", by, encode(approved)
-        self._emit(req, approval_revocation_id=approved.revocation_ids[-1])
+        self._emit(req, approval_revocation_id=approved.revocation_ids[-1], expires=until)
         req.done.set()
         return req.approved_token
 
@@ -150,7 +154,14 @@ class ApprovalService:
             raise ApprovalError(f"approval request {request_id} is already {req.state}")
         return req
 
-    def _emit(self, req: ApprovalRequest, approval_revocation_id: str | None = None) -> None:
+    def _emit(
+        self,
+        req: ApprovalRequest,
+        approval_revocation_id: str | None = None,
+        expires: datetime | None = None,
+    ) -> None:
+        """One lifecycle event. ``expires_us`` is the request's deadline, except on ``granted``:
+        the approval block's own expiry (`expires`), which bounds the approved token."""
         ids = req.token.revocation_ids
         self.events.emit(
             AUTH_DELEGATIONS,
@@ -167,6 +178,6 @@ class ApprovalService:
                 "reason": req.reason,
                 "decided_by": req.decided_by,
                 "approval_revocation_id": approval_revocation_id,
-                "expires_us": int(req.expires.timestamp() * 1e6),
+                "expires_us": int((expires or req.expires).timestamp() * 1e6),
             },
         )

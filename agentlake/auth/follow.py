@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from agentlake.auth.events import DECISION, REVOKED, decode
@@ -23,6 +24,8 @@ from agentlake.settings import Settings
 from agentlake.topics import AUTH_DELEGATIONS, AUTH_REVOCATIONS
 
 log = logging.getLogger("agentlake.auth.follow")
+RETRY_FIRST_S = 0.05  # a lost consumer is rebuilt after this, doubling per failure
+RETRY_MAX_S = 2.0
 
 
 def apply_record(value: bytes | None, revocations: RevocationSet, budgets: TaskBudgets | None) -> None:
@@ -43,11 +46,24 @@ def apply_record(value: bytes | None, revocations: RevocationSet, budgets: TaskB
 class AuthFollower:
     """Keeps a `RevocationSet` (and optionally `TaskBudgets`) current from Kafka.
 
+    What bounds revoke → denied here (the broker's share is the producer's ack):
+
+    - the fetch is a long poll (``fetch_max_wait_ms`` = `poll_ms`, at least one byte): a
+      revocation ends the wait as soon as the broker has it, so `poll_ms` is the idle
+      round-trip, not a floor on the latency;
+    - a failed fetch is retried after ``retry_backoff_ms`` = `poll_ms` (aiokafka: 100 ms);
+    - a dead connection is noticed after ``request_timeout_ms`` = `request_timeout_ms`
+      (aiokafka: 40 s, during which no revocation would arrive);
+    - a lost consumer is rebuilt after 0.05 s, doubling up to 2 s, and resumes where it
+      stopped instead of re-reading the topics from the start.
+
     Args:
         settings: where Kafka is, and the topic prefix.
         revocations: the set to fill (shared with the gateway's verifier).
         budgets: per-task counts to fill from other gateways' decisions (None: revocations only).
-        poll_ms: fetch wait; a revocation reaches the set within about this long after it is on the log.
+        poll_ms: fetch wait and fetch retry backoff, in milliseconds.
+        request_timeout_ms: how long a fetch may go unanswered before the connection is retried.
+        consumer_factory: builds the (not started) consumer; tests pass a fake.
     """
 
     def __init__(
@@ -56,14 +72,28 @@ class AuthFollower:
         revocations: RevocationSet,
         budgets: TaskBudgets | None = None,
         poll_ms: int = 20,
+        request_timeout_ms: int = 10_000,
+        consumer_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.settings = settings
         self.revocations = revocations
         self.budgets = budgets
         self.poll_ms = poll_ms
+        self.request_timeout_ms = request_timeout_ms
+        self._factory = consumer_factory or self._consumer
+        self.positions: dict[Any, int] = {}  # partition -> next offset to read
+        self.reconnects = 0
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="agentlake-auth-follower", daemon=True)
+
+    def _consumer(self) -> Any:
+        return make_consumer(
+            self.settings,
+            fetch_max_wait_ms=self.poll_ms,
+            retry_backoff_ms=self.poll_ms,
+            request_timeout_ms=self.request_timeout_ms,
+        )
 
     def start(self, timeout: float = 30.0) -> AuthFollower:
         self._thread.start()
@@ -82,29 +112,43 @@ class AuthFollower:
             log.exception("auth follower stopped")
             self._ready.set()
 
-    async def _follow(self) -> None:
+    def topics(self) -> list[str]:
         topics = [self.settings.topic(AUTH_REVOCATIONS)]
         if self.budgets is not None:
             topics.append(self.settings.topic(AUTH_DELEGATIONS))
+        return topics
+
+    async def _follow(self) -> None:
+        backoff = RETRY_FIRST_S
         while not self._stop.is_set():
-            consumer: Any = make_consumer(self.settings, fetch_max_wait_ms=self.poll_ms)
+            consumer: Any = self._factory()
             try:
                 await consumer.start()
-                parts = await partitions(consumer, topics)
+                parts = await partitions(consumer, self.topics())
                 consumer.assign(parts)
-                await consumer.seek_to_beginning(*parts)
+                fresh = [tp for tp in parts if tp not in self.positions]
+                if fresh:
+                    await consumer.seek_to_beginning(*fresh)
+                for tp in parts:
+                    if tp in self.positions:  # resume: what was folded is not read again
+                        consumer.seek(tp, self.positions[tp])
                 ends = await consumer.end_offsets(parts)
                 while not self._stop.is_set():
                     batch = await consumer.getmany(timeout_ms=self.poll_ms)
-                    for msgs in batch.values():
+                    for tp, msgs in batch.items():
                         for m in msgs:
                             apply_record(m.value, self.revocations, self.budgets)
+                        if msgs:
+                            self.positions[tp] = msgs[-1].offset + 1
+                    backoff = RETRY_FIRST_S
                     if not self._ready.is_set() and all(
                         [await consumer.position(tp) >= ends[tp] for tp in parts]
                     ):
                         self._ready.set()
             except Exception as e:
-                log.warning("auth follower lost Kafka (%s); retrying", e)
-                await asyncio.sleep(1)
+                self.reconnects += 1
+                log.warning("auth follower lost Kafka (%s); retrying in %.2fs", e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_S)
             finally:
                 await consumer.stop()

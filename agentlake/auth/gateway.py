@@ -35,6 +35,7 @@ from agentlake.auth.policy import Request, derive_resource
 from agentlake.auth.verify import Decision, Verifier
 from agentlake.schemas import new_id
 from agentlake.schemas._bounds import bounded
+from agentlake.streams.rewards import UNAUTHORIZED
 from agentlake.topics import AUTH_DELEGATIONS
 
 log = logging.getLogger("agentlake.auth.gateway")
@@ -45,7 +46,7 @@ META_TRAJECTORY = "agentlake/trajectory_id"
 TASK_HEADER = "x-agentlake-task"
 TRAJECTORY_HEADER = "x-agentlake-trajectory"
 DENIED_CODE = -32003  # JSON-RPC server-defined error: authorization denied
-ERROR_KIND = "unauthorized"
+ERROR_KIND = UNAUTHORIZED  # the error kind a denied call is recorded with; the reward fold counts it
 
 
 class ToolCaller(Protocol):
@@ -122,6 +123,16 @@ class Gateway:
                 self._read_only = {}
         return "read" if self._read_only.get(tool) else "write"
 
+    def known_operation(self, tool: str) -> str:
+        """read | write for `tool` without asking the upstream (configured, else a readOnlyHint
+        already listed, else write); "" for no tool. For requests refused before they reach it."""
+        if not tool:
+            return ""
+        op = self.config.operations.get(tool)
+        if op is not None:
+            return op
+        return "read" if (self._read_only or {}).get(tool) else "write"
+
     def decide(
         self,
         token: str | None,
@@ -133,8 +144,16 @@ class Gateway:
         call_id: str,
         trajectory_id: str | None = None,
     ) -> Decision:
-        """Authorize one call and emit its `AuthDecision`; an allowed call counts against the task budget."""
-        resource = derive_resource(self.config.server_id, tool, arguments, self.config.resources.get(tool))
+        """Authorize one call and emit its `AuthDecision`; an allowed call counts against the task budget.
+
+        `tool` "" stands for an HTTP request that is not a ``tools/call`` (refused with a 401
+        before the MCP server saw it); its resource is "" too.
+        """
+        resource = (
+            derive_resource(self.config.server_id, tool, arguments, self.config.resources.get(tool))
+            if tool
+            else ""
+        )
         req = Request(self.config.server_id, tool, operation, resource, task or "", arguments, self.clock())
         decision = self.verifier.authorize(token, req)
         self.decisions += 1

@@ -5,9 +5,14 @@
 - A request to the MCP endpoint without a bearer token, or with one that does
   not verify (signature, key id, revoked): ``401`` with
   ``WWW-Authenticate: Bearer resource_metadata="<metadata URL>"`` (plus
-  ``error="invalid_token"`` when one was sent).
+  ``error="invalid_token"`` when one was sent). Each such refusal is an
+  `AuthDecision` like any other denial (``allowed=false``, reason ``no_token``,
+  ``invalid_token`` or ``revoked``), made by `Gateway.decide` with the tool and
+  arguments of the request's JSON-RPC ``tools/call`` (tool "" for any other
+  request: ``initialize``, ``tools/list``, a GET); the token itself is never recorded.
 - A verified token reaches the MCP server; each ``tools/call`` is authorized
-  by `Gateway.call` and a denial is a JSON-RPC error naming the failed check.
+  by `Gateway.call` and a denial (an expired token included: expiry is a check
+  inside the token) is a JSON-RPC error naming the failed check.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,12 +28,15 @@ from typing import Any
 
 import uvicorn
 
-from agentlake.auth.gateway import Gateway, bearer
+from agentlake.auth.gateway import TASK_HEADER, TRAJECTORY_HEADER, Gateway, bearer
 from agentlake.auth.tokens import TokenError
+from agentlake.schemas import new_id
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
+MAX_REFUSED_BODY = 1024 * 1024  # bytes of a refused request read to name its tool; beyond: tool ""
 
 Scope = dict[str, Any]
+log = logging.getLogger("agentlake.auth.gateway_http")
 
 
 class ResourceServer:
@@ -76,6 +85,7 @@ class ResourceServer:
             token = bearer(raw.decode("latin-1")) if raw else None
             meta_url = self._base(scope) + WELL_KNOWN + self.path
             if token is None:
+                await self._record_refusal(scope, receive, None)
                 await _json(
                     send,
                     401,
@@ -85,6 +95,7 @@ class ResourceServer:
                 return
             problem = self._check(token)
             if problem is not None:
+                await self._record_refusal(scope, receive, token)
                 challenge = (
                     f'Bearer error="invalid_token", error_description="{problem}", '
                     f'resource_metadata="{meta_url}"'
@@ -98,6 +109,27 @@ class ResourceServer:
                 return
         await self.inner(scope, receive, send)
 
+    async def _record_refusal(self, scope: Scope, receive: Any, token: str | None) -> None:
+        """Emit the `AuthDecision` of a request refused with a 401 (the same `Gateway.decide` as
+        every call: the verifier names the reason, the token is never recorded). Never raises."""
+        try:
+            tool, arguments = await _tool_call_of(scope, receive)
+            headers = dict(scope.get("headers") or [])
+            task = headers.get(TASK_HEADER.encode(), b"").decode("latin-1")[:200] or None
+            trajectory = headers.get(TRAJECTORY_HEADER.encode(), b"").decode("latin-1")[:200] or None
+            gw = self.gateway
+            gw.decide(
+                token,
+                tool,
+                arguments,
+                gw.known_operation(tool),
+                task,
+                call_id=new_id(),
+                trajectory_id=trajectory,
+            )
+        except Exception:
+            log.exception("could not record a refused request")
+
     def _check(self, token: str) -> str | None:
         verifier = self.gateway.verifier
         try:
@@ -107,6 +139,37 @@ class ResourceServer:
         if verifier.revocations.revoked(parsed.revocation_ids) is not None:
             return "the token or an ancestor is revoked"
         return None
+
+
+async def _tool_call_of(scope: Scope, receive: Any) -> tuple[str, dict[str, Any]]:
+    """(tool, arguments) of a JSON-RPC ``tools/call`` request body; ("", {}) for anything else
+    (another method, a GET, a body over `MAX_REFUSED_BODY` bytes, not JSON)."""
+    if scope.get("method") != "POST":
+        return "", {}
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message.get("type") != "http.request":
+            return "", {}
+        body += message.get("body", b"")
+        if len(body) > MAX_REFUSED_BODY:
+            return "", {}
+        if not message.get("more_body", False):
+            break
+    try:
+        rpc = json.loads(bytes(body))
+    except ValueError:
+        return "", {}
+    if isinstance(rpc, list):  # a batch: its first tools/call
+        rpc = next((m for m in rpc if isinstance(m, dict) and m.get("method") == "tools/call"), None)
+    if not isinstance(rpc, dict) or rpc.get("method") != "tools/call":
+        return "", {}
+    params = rpc.get("params")
+    name = params.get("name") if isinstance(params, dict) else None
+    if not isinstance(name, str) or not name:
+        return "", {}
+    arguments = params.get("arguments") if isinstance(params, dict) else None
+    return name[:200], arguments if isinstance(arguments, dict) else {}
 
 
 async def _json(

@@ -7,7 +7,9 @@ those facts plus ``agent($a)`` and ``user($u)``: ``check if ...`` lines narrow
 (a narrower token template is written the same way) and ``allow if`` /
 ``deny if`` policies decide; without any policy, ``allow if true`` is assumed.
 Replay evaluates it on each recorded call and reports the calls it would have
-denied (and allowed), per agent and tool. Pure: it takes the recorded rows.
+denied (and allowed), per agent and tool. Refusals a policy cannot change (no
+token, a token that does not verify, a revoked one: `CREDENTIAL_REASONS`) are
+skipped and counted apart. Pure: it takes the recorded rows.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import biscuit_auth as ba
 
 from agentlake.auth.policy import Request, request_code
 from agentlake.auth.verify import explain
+
+CREDENTIAL_REASONS = frozenset({"no_token", "invalid_token", "revoked"})
+"""Decision reasons decided before any policy: replaying a policy cannot change them."""
 
 
 class PolicyFileError(ValueError):
@@ -44,6 +49,7 @@ class RecordedCall:
     user: str | None
     depth: int
     allowed: bool
+    reason: str = ""
 
     @classmethod
     def from_event(cls, data: Mapping[str, Any]) -> RecordedCall:
@@ -64,6 +70,7 @@ class RecordedCall:
             user=data.get("user_id"),
             depth=int(data.get("depth") or 0),
             allowed=bool(data["allowed"]),
+            reason=str(data.get("reason") or ""),
         )
 
 
@@ -72,6 +79,7 @@ class ReplayReport:
     """What a policy would have changed. Counts are per (agent, tool)."""
 
     calls: int = 0
+    skipped: int = 0  # refusals before any policy (`CREDENTIAL_REASONS`), not replayed
     newly_denied: list[tuple[RecordedCall, str]] = field(default_factory=list)
     newly_allowed: list[RecordedCall] = field(default_factory=list)
     by_agent_tool: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
@@ -79,6 +87,7 @@ class ReplayReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "calls": self.calls,
+            "skipped": self.skipped,
             "would_deny": len(self.newly_denied),
             "would_allow": len(self.newly_allowed),
             "by_agent_tool": [
@@ -130,6 +139,9 @@ def replay(policy_text: str, calls: Iterable[RecordedCall]) -> ReplayReport:
     policy = load_policy(policy_text)
     report = ReplayReport()
     for call in calls:
+        if not call.allowed and call.reason in CREDENTIAL_REASONS:
+            report.skipped += 1
+            continue
         report.calls += 1
         allowed, why = evaluate(policy, call)
         counts = report.by_agent_tool.setdefault(

@@ -7,9 +7,14 @@ The agent's MCP client is wrapped so that every ``tools/call`` goes through
 `Gateway.call`: a denied call never reaches the staging server and comes back
 to the agent as a failed tool result with ``agentlake/error_kind:
 unauthorized``, which the recorder (`TracedSession`) puts on the trajectory as a
-failed call of that kind, so the reward vector counts it
-(``tool_reliability``). Every decision is an `AuthDecision` event, keyed to the
-trajectory. The runner knows nothing of auth beyond its ``wrap_client`` hook.
+failed call of that kind. The stream worker counts those calls
+(``unauthorized_calls``, flag ``unauthorized:<tool>``) and scores them with the
+``authorized`` reward component (1 - denied / calls), which applies to
+trajectories with the attribute ``auth=gateway`` (`SimAuth.attributes`, which
+the runner adds to every trial's trajectory) or with a denied call. Every
+decision is an `AuthDecision` event whose task is the trial id (the
+trajectory's ``trial_id`` attribute). The runner knows nothing of auth beyond
+its ``wrap_client`` and ``attributes`` hooks.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from agentlake.auth.gateway import DENIED_CODE, ERROR_KIND, Gateway, GatewayConf
 from agentlake.auth.policy import Grant, TokenSpec
 from agentlake.auth.tokens import encode, mint
 from agentlake.auth.verify import RevocationSet, Verifier
+from agentlake.streams.rewards import AUTH_ATTRIBUTE
 
 ERROR_KIND_KEY = "agentlake/error_kind"
 
@@ -55,6 +61,8 @@ class SimAuth:
         self.decisions = 0
         self.denied = 0
         self.denied_tools: dict[str, int] = {}
+        # on every trial's trajectory: the `authorized` reward component applies to it
+        self.attributes: dict[str, str] = {AUTH_ATTRIBUTE: "gateway"}
 
     @classmethod
     def for_agent(cls, registry: Any, agent_id: str, version: str | None, **kw: Any) -> SimAuth:

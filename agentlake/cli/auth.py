@@ -66,10 +66,14 @@ def auth_who_could(
     server: str = typer.Option(..., help="MCP server id"),
     tool: str = typer.Option(..., help="tool name"),
     at: str = typer.Option("", help="ISO time (UTC); default now"),
+    resource: str = typer.Option(
+        "", help="the call's resource (e.g. orders/42); default any, and the patterns are shown"
+    ),
     catch_up: bool = CATCH_UP,
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Who could call TOOL on SERVER at time AT: token holders, narrowed along their chains."""
+    """Who could call TOOL on SERVER at time AT: token holders, narrowed along their chains, minus
+    expired, revoked, unapproved and out-of-budget tokens."""
     from agentlake.projections.auth import who_could
 
     try:
@@ -77,7 +81,9 @@ def auth_who_could(
     except ValueError as e:
         raise UserError(f"bad --at {at!r}: expected an ISO time like 2026-11-30T15:00:00") from e
     when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    rows = asyncio.run(_with_projections(lambda c: who_could(c, server, tool, when), catch_up))
+    rows = asyncio.run(
+        _with_projections(lambda c: who_could(c, server, tool, when, resource or None), catch_up)
+    )
     if as_json:
         _print_json(_jsonable(rows))
         return
@@ -85,17 +91,22 @@ def auth_who_could(
         out.print(f"0 rows: no token could call {server}/{tool} at {when.isoformat()}")
         return
     t = Table(title=f"who could call {server}/{tool} at {when.isoformat()}")
-    for col in ("holder", "for user", "depth", "task", "operations", "expires", "block"):
+    cols = ("holder", "for user", "depth", "task", "operations", "resources", "budget", "approved by")
+    for col in (*cols, "expires", "block"):
         t.add_column(col)
     for r in rows:
+        budget = f"{r['calls_used'] or 0}/{r['budget']}" if r["budget"] is not None else "-"
         t.add_row(
             r["holder"] or "?",
             r["user_id"] or "?",
             str(r["depth"]),
             r["task_id"] or "any",
             ",".join(r["operations"]),
+            " and ".join("|".join(p) for p in r["resources"]) or "any",
+            budget if r["task_id"] else (f"{r['budget']} per task" if r["budget"] is not None else "-"),
+            r["approved_by"] or "-",
             str(r["expires_at"]),
-            r["revocation_id"][:16] + "…",
+            f"{r['kind']} {r['revocation_id'][:16]}…",
         )
     out.print(t)
 
@@ -128,7 +139,8 @@ def auth_derived(
     for r in rows:
         console.print(
             f"{'  ' * r['depth']}{r['kind']:<10} {r['agent_id']!s:<20} {r['revocation_id'][:16]}…  "
-            f"calls allowed {r['calls_allowed']}, denied {r['calls_denied']}",
+            f"calls allowed {r['calls_allowed']}, denied {r['calls_denied']}"
+            + (f"  (approved by {r['approved_by']})" if r.get("approved_by") else ""),
             highlight=False,
         )
 
@@ -164,6 +176,11 @@ def auth_replay(
     for (agent, tool), c in sorted(report.by_agent_tool.items()):
         t.add_row(agent, tool, str(c["calls"]), str(c["would_deny"]), str(c["would_allow"]))
     out.print(t)
+    if report.skipped:
+        console.print(
+            f"  {report.skipped} refusal(s) without a valid token (no token, invalid, revoked) not replayed",
+            highlight=False,
+        )
     for call, why in report.newly_denied[:20]:
         console.print(f"  would deny {call.call_id[:12]} {call.agent}/{call.tool}: {why}", highlight=False)
 

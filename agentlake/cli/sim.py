@@ -204,6 +204,12 @@ async def _sim_run(
     if auth:  # agent auth: a gateway in front of every trial's staging server
         from agentlake.auth.simhook import SimAuth
 
+        if target.command is not None:
+            raise UserError(
+                f"--auth needs an in-process agent: {target.ref} runs as a command whose MCP calls "
+                "do not pass through the runner's client, so no gateway would see them"
+            )
+
         auth_hook = SimAuth.for_agent(
             registry, target.agent_id, target.version, emitter=emitter, topic=s.topic
         )
@@ -228,6 +234,7 @@ async def _sim_run(
             stop_on_pass=_bounds(gate_spec) == 1,  # the pass^k floor is the gate's only check
             progress=lambda _r: bar.advance(task),
             wrap_client=auth_hook.wrap if auth_hook is not None else None,
+            attributes=auth_hook.attributes if auth_hook is not None else None,
         )
         await asyncio.to_thread(emitter.flush, 60)
         emitter.close(10)

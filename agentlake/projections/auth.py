@@ -12,13 +12,12 @@
 All ``ReplacingMergeTree``: a re-delivered event replaces itself. The sink
 calls `write_auth_records` for the auth topics (`TOPIC_WRITERS`). Queries:
 `chain` (a tool call back to the human principal), `who_could` (who could call
-tool X on server S at time T) and `derived` (everything attenuated from a
+tool X on server S at time T; the logic is `agentlake.auth.graph`) and `derived` (everything attenuated from a
 token, with the calls made with it).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -255,139 +254,66 @@ def chain(client: Any, call_id: str) -> dict[str, Any] | None:
     return {"call": call, "hops": hops}
 
 
-def _utc(t: datetime | None) -> datetime | None:
-    """ClickHouse returns naive datetimes (UTC): make them comparable with aware ones."""
-    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
+def who_could(
+    client: Any, server: str, tool: str, at: datetime, resource: str | None = None
+) -> list[dict[str, Any]]:
+    """Tokens whose holder could call `tool` on `server` at time `at` (UTC); `resource`: of the call.
 
-
-def _effective(block: dict[str, Any], parent: dict[str, Any] | None) -> dict[str, Any]:
-    """Rights, expiry and revocation of a block, narrowed along its chain."""
-    if parent is None:
-        rights = {tuple(r) for r in json.loads(block["rights_json"] or "[]")}
-        return {"rights": rights, "expires": _utc(block["expires_at"]), "task": block["task_id"]}
-    rights = set(parent["rights"])
-    if block["tools_json"]:
-        allowed = {(a[0], a[1]) for a in json.loads(block["tools_json"])}
-        rights = {(s, t, op) for (s, t) in allowed for (ps, pt, op) in rights if ps == s and pt in (t, "*")}
-    if block["operations"]:
-        ops = set(block["operations"].split(","))
-        rights = {r for r in rights if r[2] in ops}
-    expires = parent["expires"]
-    own = _utc(block["expires_at"])
-    if own is not None and (expires is None or own < expires):
-        expires = own
-    return {"rights": rights, "expires": expires, "task": block["task_id"] or parent["task"]}
-
-
-def _all_effective(client: Any, at: datetime) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    blocks = {
-        r["revocation_id"]: r
-        for r in query(client, "SELECT * FROM auth_blocks FINAL WHERE ts <= {at:DateTime64(6)}", {"at": at})
-    }
-    memo: dict[str, dict[str, Any]] = {}
-
-    def eff(rid: str) -> dict[str, Any] | None:
-        if rid in memo:
-            return memo[rid]
-        b = blocks.get(rid)
-        if b is None:
-            return None
-        parent = None
-        if b["parent_revocation_id"] is not None:
-            parent = eff(b["parent_revocation_id"])
-            if parent is None:
-                return None
-        memo[rid] = _effective(b, parent)
-        return memo[rid]
-
-    for rid in blocks:
-        eff(rid)
-    return blocks, memo
-
-
-def who_could(client: Any, server: str, tool: str, at: datetime) -> list[dict[str, Any]]:
-    """Token holders that could call `tool` on `server` at time `at` (UTC).
-
-    A block qualifies when it was issued by `at`, its effective rights (narrowed
-    along its chain) include the tool, it had not expired, and neither it nor an
-    ancestor had been revoked by then. Approvals and budgets are not modelled.
+    Reads the blocks, granted approvals and revocations recorded by `at`, and the allowed
+    calls per task before it (budgets), and answers with `agentlake.auth.graph.who_could`:
+    rights narrowed along each chain, expiry, revocation, task binding, depth, resource
+    patterns, approvals and budgets.
     """
+    from agentlake.auth import graph  # the pure graph logic; the sink never needs it (nor biscuit, mcp)
+
     ensure_tables(client)
-    at = _utc(at) or at
-    blocks, eff = _all_effective(client, at)
-    revoked = {
-        r["revocation_id"]
+    at = graph.utc(at) or at
+    p = {"at": at}
+    blocks = query(client, "SELECT * FROM auth_blocks FINAL WHERE ts <= {at:DateTime64(6)}", p)
+    approvals = query(
+        client,
+        "SELECT * FROM auth_approvals FINAL WHERE state = 'granted' AND ts <= {at:DateTime64(6)}",
+        p,
+    )
+    revocations = query(
+        client, "SELECT revocation_id, ts FROM auth_revocations FINAL WHERE ts <= {at:DateTime64(6)}", p
+    )
+    calls = {
+        r["task_id"]: int(r["n"])
         for r in query(
             client,
-            "SELECT revocation_id FROM auth_revocations FINAL WHERE ts <= {at:DateTime64(6)}",
-            {"at": at},
+            "SELECT task_id, uniqExact(call_id) AS n FROM auth_decisions FINAL "
+            "WHERE allowed = 1 AND ts < {at:DateTime64(6)} AND task_id IS NOT NULL GROUP BY task_id",
+            p,
         )
     }
-    out = []
-    for rid, e in eff.items():
-        b = blocks[rid]
-        ancestors = [rid]
-        p = b["parent_revocation_id"]
-        while p is not None:
-            ancestors.append(p)
-            p = blocks[p]["parent_revocation_id"] if p in blocks else None
-        if revoked & set(ancestors):
-            continue
-        if e["expires"] is not None and e["expires"] < at:
-            continue
-        if not any(r[0] == server and r[1] in (tool, "*") for r in e["rights"]):
-            continue
-        root = blocks.get(ancestors[-1], b)
-        out.append(
-            {
-                "revocation_id": rid,
-                "holder": b["agent_id"],
-                "user_id": root["user_id"],
-                "depth": b["depth"],
-                "task_id": e["task"],
-                "operations": sorted({r[2] for r in e["rights"] if r[0] == server and r[1] in (tool, "*")}),
-                "expires_at": e["expires"],
-            }
-        )
-    return sorted(out, key=lambda r: (r["depth"], r["holder"] or ""))
+    return graph.who_could(blocks, approvals, revocations, calls, server, tool, at, resource)
 
 
 def derived(client: Any, revocation_id: str) -> list[dict[str, Any]]:
-    """Every block attenuated from `revocation_id` (itself included), with the calls made with each."""
+    """Every token derived from `revocation_id` (itself included: attenuated blocks and granted
+    approvals), with the calls made with each (`agentlake.auth.graph.derived`)."""
+    from agentlake.auth import graph
+
     ensure_tables(client)
-    rows = query(
+    blocks = query(
         client, "SELECT revocation_id, parent_revocation_id, agent_id, depth, kind, ts FROM auth_blocks FINAL"
     )
-    children: dict[str | None, list[dict[str, Any]]] = {}
-    by_id = {}
-    for r in rows:
-        children.setdefault(r["parent_revocation_id"], []).append(r)
-        by_id[r["revocation_id"]] = r
-    if revocation_id not in by_id:
+    approvals = query(
+        client,
+        "SELECT approval_revocation_id, token_revocation_id, decided_by, state, ts FROM auth_approvals FINAL "
+        "WHERE state = 'granted'",
+    )
+    tree = graph.derived(blocks, approvals, [], revocation_id)
+    if not tree:
         return []
-    out = []
-    stack = [by_id[revocation_id]]
-    while stack:
-        r = stack.pop()
-        out.append(r)
-        stack.extend(children.get(r["revocation_id"], []))
-    ids = [r["revocation_id"] for r in out]
     calls = query(
         client,
         "SELECT revocation_ids, allowed FROM auth_decisions FINAL "
         "WHERE hasAny(revocation_ids, {ids:Array(String)})",
-        {"ids": ids},
+        {"ids": [r["revocation_id"] for r in tree]},
     )
-    known = set(ids)
-    counts: dict[str, list[int]] = {rid: [0, 0] for rid in ids}
-    for c in calls:
-        # a call belongs to the deepest block of the subtree in its chain (approvals are not blocks here)
-        owner = next((rid for rid in reversed(c["revocation_ids"]) if rid in known), None)
-        if owner is not None:
-            counts[owner][0 if c["allowed"] else 1] += 1
-    for r in out:
-        r["calls_allowed"], r["calls_denied"] = counts[r["revocation_id"]]
-    return sorted(out, key=lambda r: (r["depth"], r["ts"]))
+    return graph.derived(blocks, approvals, calls, revocation_id)
 
 
 def recorded_decisions(client: Any, since: datetime) -> list[dict[str, Any]]:

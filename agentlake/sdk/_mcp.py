@@ -32,6 +32,14 @@ def result_text(result: types.CallToolResult) -> str:
     return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
 
 
+def _error_kind(e: BaseException) -> str:
+    """The error kind of a failed call: the one an MCP error names in its data
+    (``{"error_kind": "unauthorized"}`` from an auth gateway), else ``transport``."""
+    data = getattr(e, "data", None)
+    kind = data.get("error_kind") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) and kind else "transport"
+
+
 class TracedSession:
     """Wraps an `mcp.Client` (or `ClientSession`) so that each `call_tool` is recorded.
 
@@ -53,7 +61,7 @@ class TracedSession:
         try:
             result = await self._client.call_tool(name, arguments or {})
         except BaseException as e:
-            call.error(f"{type(e).__name__}: {e}", kind="transport")
+            call.error(f"{type(e).__name__}: {e}", kind=_error_kind(e))
             raise
         if result.is_error:
             meta = result.meta or {}

@@ -39,7 +39,7 @@ import shlex
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -409,6 +409,7 @@ async def run_trial(
     run_id: str,
     staging: StagingFactory,
     wrap_client: Callable[[Any], Any] | None = None,
+    attributes: Mapping[str, str] | None = None,
 ) -> TrialResult:
     """Run, observe and grade one trial; its events go through `tracer`.
 
@@ -416,6 +417,7 @@ async def run_trial(
     process group for ``cmd:``) with the trial's ``timeout_s`` (default
     `DEFAULT_TIMEOUT_S`); nothing it raises or does ends the runner.
     `wrap_client` sits between the recorder and the live MCP client (replay uses it).
+    `attributes` are added to the trajectory's (e.g. ``auth=gateway`` under ``sim run --auth``).
     """
     t0 = time.perf_counter()
     server_name = trial.server or "shop"
@@ -427,6 +429,7 @@ async def run_trial(
         "scenario": trial.scenario_id,
         "variant": trial.variant_id,
         "perturbations": ",".join(trial.perturbations),
+        **(attributes or {}),
     }
     t = tracer.trajectory(
         trial.task,
@@ -591,6 +594,7 @@ async def run_suite(
     stop_on_pass: bool = False,
     progress: Callable[[TrialResult | None], None] | None = None,
     wrap_client: Callable[[Trial, Any], Any] | None = None,
+    attributes: Mapping[str, str] | None = None,
 ) -> RunOutcome:
     """Run the trials concurrently.
 
@@ -604,6 +608,7 @@ async def run_suite(
         progress: called with each result (None for a skipped trial).
         wrap_client: ``(trial, client) -> client`` around each trial's MCP client (in-process
             agents; e.g. an auth gateway).
+        attributes: added to every trial's trajectory attributes.
     """
     from agentlake.sim.metrics import suite_decided
 
@@ -638,7 +643,9 @@ async def run_suite(
                     progress(None)
                 return
             wrap = functools.partial(wrap_client, tr) if wrap_client is not None else None
-            res = await run_trial(tr, target, tracer, run_id, staging, wrap_client=wrap)
+            res = await run_trial(
+                tr, target, tracer, run_id, staging, wrap_client=wrap, attributes=attributes
+            )
             results.append(res)
             done[tr.case_id].append(res.verdict.success)
             if progress:

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from agentlake.kafka_io import dead_letter_headers
 from agentlake.schemas import Codec, DecodeError, codec
-from agentlake.streams.rewards import DEFAULT_SPEC, RewardSpec, TrajectorySummary, score
+from agentlake.streams.rewards import DEFAULT_SPEC, UNAUTHORIZED, RewardSpec, TrajectorySummary, score
 from agentlake.topics import POLICY, REWARDS, TOOL_CALLS, TRAJECTORIES, TRAJECTORY_TOPICS, dlq
 
 _NS = uuid.UUID("6d1a3c52-8f7e-4f0e-9a55-1f3e2b7c9d10")
@@ -125,6 +125,8 @@ def check_record(
 # An entry per seq: what the reward needs of that event, nothing else.
 # (event_id, rank, ts_us, kind, tool, call_key, tokens_in, tokens_out, cost_usd, latency_ms,
 #  is_error, invalid, flag, source_position)
+# flag: on a requested call, a policy finding (``rule:tool``); on a completed call, ``unauthorized:tool``
+# when an auth gateway denied it (in the checkpoint's existing ``flag`` field: no format change).
 E_ID, E_RANK, E_TS, E_KIND, E_TOOL, E_KEY, E_TIN, E_TOUT, E_COST, E_LAT, E_ERR, E_INV, E_FLAG, E_POS = range(
     14
 )
@@ -194,7 +196,7 @@ def summarize(st: TrajState, outcome: str | None = None) -> TrajectorySummary:
     started = st.started or {}
     end = st.end or {}
     ents = [st.entries[s] for s in sorted(st.entries)]
-    steps = tool_calls = errors = invalid = out_of_scope = 0
+    steps = tool_calls = errors = invalid = out_of_scope = unauthorized = 0
     keys: set[str] = set()
     tools: list[str] = []
     tin: int | None = end.get("tokens_in")
@@ -221,6 +223,8 @@ def summarize(st: TrajState, outcome: str | None = None) -> TrajectorySummary:
                 errors += 1
             if e[E_INV]:
                 invalid += 1
+            if e[E_FLAG] is not None:  # a completed call's only flag: denied by an auth gateway
+                unauthorized += 1
         if e[E_COST] is not None:
             costs.append(e[E_COST])
     first = min((e[E_TS] for e in ents), default=None)
@@ -233,6 +237,7 @@ def summarize(st: TrajState, outcome: str | None = None) -> TrajectorySummary:
         redundant_calls=tool_calls - len(keys),
         invalid_calls=invalid,
         out_of_scope_calls=out_of_scope,
+        unauthorized_calls=unauthorized,
         expected_tool_calls=started.get("expected_tool_calls"),
         duration_ms=((last - first) / 1000.0) if first is not None and last is not None else 0.0,
         tool_latency_ms=math.fsum(lat),
@@ -276,6 +281,8 @@ def reward_record(
         "duration_ms": s.duration_ms,
         "tool_latency_ms": s.tool_latency_ms,
     }
+    if s.through_gateway:
+        metrics["unauthorized_calls"] = float(s.unauthorized_calls)
     if s.expected_tool_calls is not None:
         metrics["expected_tool_calls"] = float(s.expected_tool_calls)
     if s.tokens is not None:
@@ -506,6 +513,8 @@ class RewardProcessor:
             lat, cost = float(ev["latency_ms"]), ev.get("cost_usd")
             err = bool(ev["is_error"])
             inv = err and ev.get("error_kind") == "invalid_arguments"
+            if err and ev.get("error_kind") == UNAUTHORIZED:  # denied by an auth gateway
+                flag = f"{UNAUTHORIZED}:{ev['tool']}"
         elif record == "TrajectoryEnded":
             kind = "E"
             st.end_seq = seq

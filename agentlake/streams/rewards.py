@@ -28,6 +28,8 @@ class TrajectorySummary:
     redundant_calls: int = 0
     invalid_calls: int = 0
     out_of_scope_calls: int = 0
+    # calls an auth gateway denied (recorded with error kind ``unauthorized``)
+    unauthorized_calls: int = 0
     expected_tool_calls: int | None = None
     duration_ms: float = 0.0
     tool_latency_ms: float = 0.0
@@ -41,11 +43,22 @@ class TrajectorySummary:
     checks: dict[str, bool] = field(default_factory=dict)
 
     @property
+    def through_gateway(self) -> bool:
+        """Whether the calls went through an auth gateway: the trajectory says so
+        (attribute ``auth=gateway``, set by ``sim run --auth``) or a call was denied by one."""
+        return self.attributes.get(AUTH_ATTRIBUTE) == "gateway" or self.unauthorized_calls > 0
+
+    @property
     def tokens(self) -> int | None:
         if self.tokens_in is None and self.tokens_out is None:
             return None
         return (self.tokens_in or 0) + (self.tokens_out or 0)
 
+
+AUTH_ATTRIBUTE = "auth"
+"""Trajectory attribute naming how tool calls were authorized (``gateway``: through an auth gateway)."""
+UNAUTHORIZED = "unauthorized"
+"""The ``error_kind`` of a tool call an auth gateway denied."""
 
 ComponentFn = Callable[[TrajectorySummary, Mapping[str, Any]], float | None]
 
@@ -113,6 +126,15 @@ def in_scope(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
     return _good_share(s.out_of_scope_calls, s.tool_calls)
 
 
+def authorized(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
+    """1 - (calls the auth gateway denied) / (tool calls): how well the agent kept to the
+    scope its token granted. Not applicable when the calls did not go through a gateway
+    (`TrajectorySummary.through_gateway`), so other trajectories score as before."""
+    if not s.through_gateway:
+        return None
+    return _good_share(s.unauthorized_calls, s.tool_calls)
+
+
 def latency(s: TrajectorySummary, p: Mapping[str, Any]) -> float | None:
     """min(1, target_ms / wall-clock duration). Default target: 5 s."""
     target = float(p.get("target_ms", 5000.0))
@@ -148,6 +170,7 @@ BUILTIN_COMPONENTS: dict[str, ComponentFn] = {
     "tool_reliability": tool_reliability,
     "valid_calls": valid_calls,
     "in_scope": in_scope,
+    "authorized": authorized,
     "latency": latency,
     "cost": cost,
     "fewest_steps": fewest_steps,
@@ -212,6 +235,8 @@ DEFAULT_SPEC = RewardSpec(
         ComponentSpec(name="tool_efficiency", weight=0.2),
         ComponentSpec(name="tool_reliability", weight=0.1),
         ComponentSpec(name="in_scope", weight=0.1),
+        # applies only through an auth gateway: other trajectories' totals are unchanged
+        ComponentSpec(name="authorized", weight=0.1),
         ComponentSpec(name="latency", weight=0.05),
         ComponentSpec(name="cost", weight=0.05),
     ],

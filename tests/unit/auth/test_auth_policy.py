@@ -121,13 +121,15 @@ def test_replay_reports_what_a_new_policy_would_deny_per_agent_and_tool() -> Non
         _recorded("refund_order", "bot"),
         _recorded("refund_order", "helper", depth=1),
         _recorded("search_orders", "bot", allowed=False),
+        # refused before any policy (e.g. a 401 over HTTP): not the policy's to change
+        _recorded("get_order", "bot", allowed=False, reason="no_token", call_id="401"),
     ]
     policy = """
         check if operation("read") or arg("amount", $a), $a <= 500;
         allow if server("shop");
     """
     report = replay(policy, calls)
-    assert report.calls == 4
+    assert report.calls == 4 and report.skipped == 1
     assert {(c.agent, c.tool) for c, _ in report.newly_denied} == {
         ("bot", "refund_order"),
         ("helper", "refund_order"),
