@@ -287,7 +287,9 @@ def long_trajectory(events: int) -> list[tuple[str, bytes, bytes]]:
     return em.records[:events]
 
 
-def stage_in_process(trajectories: int = 3000, sizes: tuple[int, ...] = (100, 10_000, 100_000)) -> dict[str, Any]:
+def stage_in_process(
+    trajectories: int = 3000, sizes: tuple[int, ...] = (100, 10_000, 100_000)
+) -> dict[str, Any]:
     """CPU of the fold, rewards and checkpoints without Kafka or faust; checkpoint bytes vs length."""
     from agentlake.streams import state
     from agentlake.streams.engine import Engine

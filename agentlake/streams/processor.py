@@ -47,7 +47,6 @@ from typing import Any, Protocol
 from agentlake.kafka_io import dead_letter_headers
 from agentlake.schemas import Codec, DecodeError, codec
 from agentlake.streams.fold import (
-    E_COST,
     E_FLAG,
     E_ID,
     E_KIND,
