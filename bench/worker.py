@@ -323,7 +323,15 @@ def stage_in_process(
             st = proc.process(st, t, k, v, f"0:{i}").state
         cpu = time.process_time() - c0
         assert st is not None
-        out[f"checkpoint_bytes@{n}_events"] = len(state.encode_open(st, 0))
+        c0 = time.process_time()
+        value = state.encode_open(st, 0)
+        encode_ms = 1000 * (time.process_time() - c0)
+        c0 = time.process_time()
+        proc.live(st)
+        live_ms = 1000 * (time.process_time() - c0)
+        out[f"checkpoint_bytes@{n}_events"] = len(value)
+        out[f"checkpoint encode ms@{n}_events"] = encode_ms
+        out[f"live score ms@{n}_events"] = live_ms
         out[f"long trajectory cpu_ms_per_1k_events@{n}"] = 1e6 * cpu / n
     return out
 
