@@ -26,6 +26,8 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from agentlake.schemas._events import EVENT_TYPES, Event
+
 try:  # fastavro's compiled writer: ~2x faster than schemaless_writer's per-call set-up
     from fastavro._write import write_data as _write_data  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - pure-python fastavro builds
@@ -41,8 +43,6 @@ _READ_OPTIONS: dict[str, Any] = {
     "return_named_type": False,
     "return_named_type_override": False,
 }
-
-from agentlake.schemas._events import EVENT_TYPES, Event
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
