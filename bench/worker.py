@@ -1,6 +1,11 @@
 """Stream-worker stages of the benchmark (imported by bench/run.py, or run alone).
 
     .venv/bin/python bench/worker.py [--rate 1000,3000,6000,10000] [--seconds 15] [--markers 180000]
+    .venv/bin/python bench/worker.py --in-process   # CPU-only stages, no broker
+
+- In-process (no broker, no faust): `Engine.process` + `tick` CPU per 1k events
+  over interleaved 10-event trajectories, and the checkpoint size of one open
+  trajectory after 100, 10k and 100k events.
 
 - At each offered rate: the worker's CPU per 1k events (from /proc), and the
   reward lag, p50/p99: the broker timestamp of each final reward minus its
@@ -249,6 +254,88 @@ async def bench_restart(settings: Settings, markers: int, open_trajectories: int
     }
 
 
+def synthetic_stream(trajectories: int, interleave: int = 50) -> list[tuple[str, bytes, bytes]]:
+    """`trajectories` 10-event trajectories, `interleave` of them open at a time (round-robin)."""
+    from agentlake.sdk import MemoryEmitter
+
+    settings = Settings()
+    out: list[tuple[str, bytes, bytes]] = []
+    for base in range(0, trajectories, interleave):
+        per: list[list[tuple[str, bytes, bytes]]] = []
+        for i in range(base, min(trajectories, base + interleave)):
+            em = MemoryEmitter()
+            one_trajectory(Tracer("bench", "1", emitter=em, settings=settings), i, "in-process")
+            per.append(em.records)
+        for j in range(max(len(r) for r in per)):
+            out.extend(r[j] for r in per if j < len(r))
+    return out
+
+
+def long_trajectory(events: int) -> list[tuple[str, bytes, bytes]]:
+    """One open trajectory of about `events` events: a start, then (step, tool call) rounds; no end."""
+    from agentlake.sdk import MemoryEmitter
+
+    em = MemoryEmitter()
+    tracer = Tracer("bench", "1", emitter=em, settings=Settings())
+    t = tracer.trajectory("a very long task", run_id="long").__enter__()
+    i = 0
+    while len(em.records) < events:
+        t.step("thought", f"step {i}", tokens_in=10, tokens_out=2)
+        with t.tool_call("shop", "get_order", {"order_id": i % 50}) as c:
+            c.result({"order_id": i % 50})
+        i += 1
+    return em.records[:events]
+
+
+def stage_in_process(
+    trajectories: int = 3000, sizes: tuple[int, ...] = (100, 10_000, 100_000)
+) -> dict[str, Any]:
+    """CPU of the fold, rewards and checkpoints without Kafka or faust; checkpoint bytes vs length."""
+    from agentlake.streams import state
+    from agentlake.streams.engine import Engine
+    from agentlake.streams.processor import RewardProcessor
+
+    out: dict[str, Any] = {}
+    recs = synthetic_stream(trajectories)
+    clock = [0.0]
+    eng = Engine(RewardProcessor(live_scores=True), "ckpt", clock=lambda: clock[0])
+    offsets: dict[str, int] = {}
+    numbered = []
+    for t, k, v in recs:
+        offsets[t] = offsets.get(t, -1) + 1
+        numbered.append(((t, 0), offsets[t], k, v))
+    batch = 500
+    c0 = time.process_time()
+    for b in range(0, len(numbered), batch):
+        eng.process(numbered[b : b + batch])
+        clock[0] += 0.1
+        eng.tick()
+    cpu = time.process_time() - c0
+    out["in-process cpu_ms_per_1k_events"] = 1e6 * cpu / len(recs)
+    out["in-process finals"] = eng.stats.finals
+    out["in-process dead letters"] = eng.stats.dead_letters
+    for n in sizes:
+        long = long_trajectory(n)
+        proc = RewardProcessor(live_scores=False)
+        st = None
+        c0 = time.process_time()
+        for i, (t, k, v) in enumerate(long):
+            st = proc.process(st, t, k, v, f"0:{i}").state
+        cpu = time.process_time() - c0
+        assert st is not None
+        c0 = time.process_time()
+        value = state.encode_open(st, 0)
+        encode_ms = 1000 * (time.process_time() - c0)
+        c0 = time.process_time()
+        proc.live(st)
+        live_ms = 1000 * (time.process_time() - c0)
+        out[f"checkpoint_bytes@{n}_events"] = len(value)
+        out[f"checkpoint encode ms@{n}_events"] = encode_ms
+        out[f"live score ms@{n}_events"] = live_ms
+        out[f"long trajectory cpu_ms_per_1k_events@{n}"] = 1e6 * cpu / n
+    return out
+
+
 async def run_stages(settings: Settings, rates: list[int], seconds: float, markers: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for rate in rates:
@@ -266,7 +353,12 @@ def main() -> None:
     ap.add_argument("--rate", default="1000,3000,6000,10000")
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--markers", type=int, default=180_000, help="done markers in the checkpoint topic")
+    ap.add_argument("--in-process", action="store_true", help="only the CPU-only stages (no broker)")
     args = ap.parse_args()
+    if args.in_process:
+        for k, v in stage_in_process().items():
+            print(f"{k:60s} {v:,.1f}" if isinstance(v, float) else f"{k:60s} {v}", flush=True)
+        return
     from agentlake.cli import quiet_logs
 
     quiet_logs()

@@ -64,10 +64,11 @@ class Engine:
         idle_timeout_s: an open trajectory with no event for this long is scored with outcome ``timeout``.
         live_every_s: at most one live score per trajectory per this interval.
         done_retention_s: how long a done marker is kept (re-delivered events within it are idempotent).
-        max_checkpoint_bytes: a checkpoint larger than this (a very long open trajectory) is not
-            written; the trajectory then holds its partition's low watermark at its first event
-            since its last checkpoint until it finishes, so a restart re-reads those events from
-            the source topic instead (correct, only slower to restore). None: no limit.
+        max_checkpoint_bytes: a checkpoint larger than this is not written. The settled prefix
+            of a trajectory is folded, so only one with ~100k distinct tool calls gets there
+            (`agentlake.streams.fold`); it then holds its partition's low watermark at its first
+            event since its last checkpoint until it finishes, so a restart re-reads those events
+            from the source topic instead (correct, only slower to restore). None: no limit.
         clock: monotonic seconds; wall_ms: wall clock in ms (both injectable for tests).
     """
 

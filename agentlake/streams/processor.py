@@ -6,11 +6,13 @@ emit. `agentlake.streams.engine` adds partitions, checkpoints and offsets on
 top; the faust agent in `app.py` is a thin adapter around that.
 
 The log is the truth, the state a cache. A trajectory's state keeps one small
-entry per ``seq`` (no JSON, no reward bytes), and every output is computed from
-the set of entries, never from arrival order: the final reward's timestamp is
-the ``TrajectoryEnded`` event's, its ids are derived from the trajectory, float
-sums use `math.fsum` (exactly rounded, so order-free), lists are sorted by seq.
-Re-processing the same events therefore re-emits byte-identical records.
+entry per ``seq`` near its frontier (no JSON, no reward bytes) and folds the
+settled prefix into a compact summary in seq order (`agentlake.streams.fold`);
+every output is computed from the fold and the entries, never from arrival
+order: the final reward's timestamp is the ``TrajectoryEnded`` event's, its ids
+are derived from the trajectory, float sums are exact until one `math.fsum`
+rounds them, lists are ordered by seq. Re-processing the same events therefore
+re-emits byte-identical records, however and whenever the prefix was folded.
 
 Well-formed but wrong events (each a dead letter with a reason):
 
@@ -24,8 +26,11 @@ Well-formed but wrong events (each a dead letter with a reason):
   of an open trajectory (it would hold the trajectory open forever).
 - ``duplicate_seq``: a second event with an existing ``(trajectory_id, seq)``
   and another ``event_id``. The winner is the event with the smallest
-  `event_rank` (a 64-bit BLAKE2b digest of the event id), whichever arrives
-  first; the ClickHouse tables keep the same one (``ver`` column).
+  `event_rank` (the event id's first 32 bytes), whichever arrives first; the
+  ClickHouse tables keep the same one (``ver`` column). Once a seq is folded
+  (``fold_lag`` seqs behind the contiguous prefix) the folded event stays: a
+  competitor arriving later loses whatever its rank, and one arriving more
+  than ``dedup_window`` seqs later is taken for a re-delivery (ignored).
 """
 
 from __future__ import annotations
@@ -41,6 +46,19 @@ from typing import Any, Protocol
 
 from agentlake.kafka_io import dead_letter_headers
 from agentlake.schemas import Codec, DecodeError, codec
+from agentlake.streams.fold import (
+    E_FLAG,
+    E_ID,
+    E_KIND,
+    E_POS,
+    E_RANK,
+    E_TOOL,
+    E_TS,
+    Entry,
+    Fold,
+    digest,
+    fold_entries,
+)
 from agentlake.streams.rewards import DEFAULT_SPEC, UNAUTHORIZED, RewardSpec, TrajectorySummary, score
 from agentlake.topics import POLICY, REWARDS, TOOL_CALLS, TRAJECTORIES, TRAJECTORY_TOPICS, dlq
 
@@ -54,6 +72,8 @@ _EXPECTED_TOPIC = {
 }
 MAX_SEQ = 1_000_000  # a trajectory has fewer events than this; beyond it: seq_out_of_range
 MAX_SEQ_GAP = 10_000  # an open trajectory's seq may run this far ahead of its contiguous prefix
+FOLD_LAG = 64  # entries this far behind the contiguous prefix are folded (then the duplicate rule is final)
+DEDUP_WINDOW = 4096  # folded seqs whose event-id digest is kept (re-delivery vs duplicate_seq)
 
 
 class ToolPolicy(Protocol):
@@ -122,19 +142,9 @@ def check_record(
     return None
 
 
-# An entry per seq: what the reward needs of that event, nothing else.
-# (event_id, rank, ts_us, kind, tool, call_key, tokens_in, tokens_out, cost_usd, latency_ms,
-#  is_error, invalid, flag, source_position)
-# flag: on a requested call, a policy finding (``rule:tool``); on a completed call, ``unauthorized:tool``
-# when an auth gateway denied it (in the checkpoint's existing ``flag`` field: no format change).
-E_ID, E_RANK, E_TS, E_KIND, E_TOOL, E_KEY, E_TIN, E_TOUT, E_COST, E_LAT, E_ERR, E_INV, E_FLAG, E_POS = range(
-    14
-)
-Entry = tuple[Any, ...]
-
-
 class TrajState:
-    """One open trajectory: its entries by seq, what its start and end said, and engine bookkeeping."""
+    """One open trajectory: its fold and remaining entries by seq, what its start and end said, and
+    engine bookkeeping. Invariant: ``fold.upto <= contiguous`` and every entry's seq is ``>= fold.upto``."""
 
     __slots__ = (
         "contiguous",
@@ -142,6 +152,7 @@ class TrajState:
         "end",
         "end_seq",
         "entries",
+        "fold",
         "ident",
         "live_at",
         "live_due",
@@ -154,6 +165,7 @@ class TrajState:
     def __init__(self, tid: str) -> None:
         self.tid = tid
         self.entries: dict[int, Entry] = {}
+        self.fold = Fold()
         self.started: dict[str, Any] | None = None
         self.ident: tuple[str, str, str, str] | None = None  # tenant, agent_id, agent_version, trace_id
         self.end: dict[str, Any] | None = None
@@ -167,7 +179,14 @@ class TrajState:
 
     @property
     def max_seq(self) -> int:
-        return max(self.entries) if self.entries else -1
+        return max(self.entries) if self.entries else self.fold.upto - 1
+
+    @property
+    def last_ts(self) -> int | None:
+        """The largest event ``ts_us`` of the trajectory, folded or not."""
+        ts = max((e[E_TS] for e in self.entries.values()), default=None)
+        f = self.fold.last_ts
+        return f if ts is None else ts if f is None else max(f, ts)
 
     def is_complete(self) -> bool:
         return self.end_seq is not None and self.contiguous > self.end_seq
@@ -192,59 +211,40 @@ class Result:
 
 
 def summarize(st: TrajState, outcome: str | None = None) -> TrajectorySummary:
-    """The fold of the trajectory's entries, independent of their arrival order."""
+    """The fold of the trajectory (its folded prefix, then its entries in seq order), independent of
+    arrival order and of when the prefix was folded."""
     started = st.started or {}
     end = st.end or {}
-    ents = [st.entries[s] for s in sorted(st.entries)]
-    steps = tool_calls = errors = invalid = out_of_scope = unauthorized = 0
-    keys: set[str] = set()
-    tools: list[str] = []
+    acc = st.fold.scratch()
+    entries = st.entries
+    for q in sorted(entries):
+        acc.add(entries[q])
     tin: int | None = end.get("tokens_in")
     tout: int | None = end.get("tokens_out")
-    costs = [end["cost_usd"]] if end.get("cost_usd") is not None else []
-    lat: list[float] = []
-    for e in ents:
-        k = e[E_KIND]
-        if k == "A":
-            steps += 1
-            if e[E_TIN] is not None:
-                tin = e[E_TIN] if tin is None else tin + e[E_TIN]
-            if e[E_TOUT] is not None:
-                tout = e[E_TOUT] if tout is None else tout + e[E_TOUT]
-        elif k == "R":
-            tool_calls += 1
-            keys.add(e[E_KEY])
-            tools.append(e[E_TOOL])
-            if e[E_FLAG] is not None:
-                out_of_scope += 1
-        elif k == "C":
-            lat.append(e[E_LAT])
-            if e[E_ERR]:
-                errors += 1
-            if e[E_INV]:
-                invalid += 1
-            if e[E_FLAG] is not None:  # a completed call's only flag: denied by an auth gateway
-                unauthorized += 1
-        if e[E_COST] is not None:
-            costs.append(e[E_COST])
-    first = min((e[E_TS] for e in ents), default=None)
-    last = max((e[E_TS] for e in ents), default=None)
+    if acc.tin is not None:
+        tin = acc.tin if tin is None else tin + acc.tin
+    if acc.tout is not None:
+        tout = acc.tout if tout is None else tout + acc.tout
+    costs = acc.cost
+    if end.get("cost_usd") is not None:
+        costs = [*(costs or ()), end["cost_usd"]]
+    first, last = acc.first_ts, acc.last_ts
     return TrajectorySummary(
         outcome=outcome or end.get("outcome"),
-        steps=steps,
-        tool_calls=tool_calls,
-        tool_errors=errors,
-        redundant_calls=tool_calls - len(keys),
-        invalid_calls=invalid,
-        out_of_scope_calls=out_of_scope,
-        unauthorized_calls=unauthorized,
+        steps=acc.steps,
+        tool_calls=acc.tool_calls,
+        tool_errors=acc.errors,
+        redundant_calls=acc.tool_calls - len(acc.keys),
+        invalid_calls=acc.invalid,
+        out_of_scope_calls=acc.out_of_scope,
+        unauthorized_calls=acc.unauthorized,
         expected_tool_calls=started.get("expected_tool_calls"),
         duration_ms=((last - first) / 1000.0) if first is not None and last is not None else 0.0,
-        tool_latency_ms=math.fsum(lat),
+        tool_latency_ms=math.fsum(acc.lat),
         tokens_in=tin,
         tokens_out=tout,
-        cost_usd=math.fsum(costs) if costs else None,
-        tool_sequence=tools,
+        cost_usd=math.fsum(costs) if costs is not None else None,
+        tool_sequence=acc.tools,
         final_answer=end.get("final_answer"),
         attributes=started.get("attributes") or {},
         checks=dict(end.get("checks") or {}),
@@ -252,7 +252,7 @@ def summarize(st: TrajState, outcome: str | None = None) -> TrajectorySummary:
 
 
 def flags_of(st: TrajState) -> list[str]:
-    return sorted({e[E_FLAG] for e in st.entries.values() if e[E_FLAG] is not None})
+    return sorted(st.fold.flags.union(e[E_FLAG] for e in st.entries.values() if e[E_FLAG] is not None))
 
 
 def reward_record(
@@ -266,11 +266,13 @@ def reward_record(
     tenant, agent_id, agent_version, trace_id = st.ident or ("default", "", "", "0" * 32)
     if final:
         through = st.end_seq if st.end_seq is not None else st.max_seq
-        end_ts = max((e[E_TS] for e in st.entries.values()), default=0)
-        ts = st.end["ts_us"] if st.end is not None else end_ts
+        ts = st.end["ts_us"] if st.end is not None else (st.last_ts or 0)
     else:
         through = st.contiguous - 1
-        ts = max(st.entries[q][E_TS] for q in range(st.contiguous))
+        tss = [st.entries[q][E_TS] for q in range(st.fold.upto, st.contiguous)]
+        if st.fold.last_ts is not None:
+            tss.append(st.fold.last_ts)
+        ts = max(tss)
     metrics = {
         "steps": float(s.steps),
         "tool_calls": float(s.tool_calls),
@@ -331,6 +333,9 @@ class RewardProcessor:
         live_scores: `live()` may emit running (``is_final=false``) scores; `process()` marks them due.
         topic: maps a logical topic name to the physical one (prefixing).
         max_seq_gap: how far past its contiguous prefix an open trajectory's seq may run.
+        fold_lag: entries this many seqs behind the contiguous prefix are folded (0: at once;
+            None: never, the state then grows with the trajectory). Outputs do not depend on it.
+        dedup_window: how many folded seqs keep their event-id digest (8 bytes each).
     """
 
     def __init__(
@@ -341,12 +346,16 @@ class RewardProcessor:
         topic: Callable[[str], str] = lambda t: t,
         the_codec: Codec | None = None,
         max_seq_gap: int = MAX_SEQ_GAP,
+        fold_lag: int | None = FOLD_LAG,
+        dedup_window: int = DEDUP_WINDOW,
     ) -> None:
         self.rules = rules
         self.live_scores = live_scores
         self.topic = topic
         self.codec = the_codec or codec()
         self.max_seq_gap = max_seq_gap
+        self.fold_lag = fold_lag
+        self.dedup_window = dedup_window
         self._logical = {topic(t): t for t in TRAJECTORY_TOPICS}
         self._rewards = topic(REWARDS)
         self._policy = topic(POLICY)
@@ -419,6 +428,13 @@ class RewardProcessor:
             return Result(state, [], changed=False)  # a re-delivery of a scored trajectory
         st = state if state is not None else TrajState(ev["trajectory_id"])
         outputs: list[Output] = []
+        if seq < st.fold.upto:
+            folded = st.fold.digest_at(seq)
+            if folded is None or folded == digest(ev["event_id"]):
+                return Result(state, [], changed=False)  # a re-delivery (or too old to tell)
+            detail = f"seq {seq} of {st.tid} is folded already; {ev['event_id']} loses"
+            dl = self.dead_letter(topic, key, value, "duplicate_seq", detail, position)
+            return Result(state, [dl], changed=False)
         old = st.entries.get(seq)
         if old is not None:
             if old[E_ID] == ev["event_id"]:
@@ -502,7 +518,7 @@ class RewardProcessor:
         elif record == "ToolCallRequested":
             kind = "R"
             tool = ev["tool"]
-            key = f"{ev['server_id']}/{tool}/{ev['arguments']['sha256']}"
+            key = digest(f"{ev['server_id']}/{tool}/{ev['arguments']['sha256']}")
             if rules.policy is not None:
                 verdict = self._policy_verdict(st, ev, rules.policy)
                 if verdict is not None:
@@ -539,6 +555,9 @@ class RewardProcessor:
         )  # fmt: skip
         if seq == st.contiguous:
             st._advance()
+            lag = self.fold_lag
+            if lag is not None and st.contiguous - st.fold.upto > 2 * lag:
+                fold_entries(st.entries, st.fold, st.contiguous - lag, self.dedup_window)
         return out
 
     def _policy_verdict(
@@ -553,10 +572,14 @@ class RewardProcessor:
         limit = getattr(policy, "max_calls", None)
         if verdict is None and callable(limit):
             cap = limit(ev["server_id"], ev["tool"])
-            made = 1 + sum(
+            made = (
                 1
-                for q, e in st.entries.items()
-                if e[E_KIND] == "R" and e[E_TOOL] == ev["tool"] and q < ev["seq"]
+                + st.fold.made.get(ev["tool"], 0)
+                + sum(
+                    1
+                    for q, e in st.entries.items()
+                    if e[E_KIND] == "R" and e[E_TOOL] == ev["tool"] and q < ev["seq"]
+                )
             )
             if cap is not None and made > cap:
                 verdict = (

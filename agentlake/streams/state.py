@@ -1,10 +1,15 @@
 """The checkpoint record of a trajectory: compact Avro, parsed once.
 
 A record on the checkpoint topic (compacted, keyed by trajectory id) is either
-the state of an *open* trajectory (its entries by seq, what its start and end
-said) or a *done marker* (its end seq and when it was scored: what makes a
-re-delivered event idempotent), or a tombstone (``None``) once the marker's
-retention has passed.
+the state of an *open* trajectory (the fold of its settled prefix, its
+remaining entries by seq, what its start and end said) or a *done marker* (its
+end seq and when it was scored: what makes a re-delivered event idempotent),
+or a tombstone (``None``) once the marker's retention has passed.
+
+Encoding: ``b"\x00\x02"`` then the Avro record (`SCHEMA`). A record without
+that prefix is the first version (entries only, no fold; an Avro string comes
+first, whose length byte is never 0): it is still read, so checkpoints written
+before an upgrade restore.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from typing import Any
 
 import fastavro
 
-from agentlake.streams.processor import (
+from agentlake.streams.fold import (
+    DIGEST_BYTES,
     E_COST,
     E_ERR,
     E_FLAG,
@@ -28,13 +34,15 @@ from agentlake.streams.processor import (
     E_TOOL,
     E_TOUT,
     E_TS,
-    TrajState,
-    event_rank,
+    Fold,
+    digest,
 )
+from agentlake.streams.processor import TrajState, event_rank
 
 _OPT_STR: list[Any] = ["null", "string"]
 _OPT_LONG: list[Any] = ["null", "long"]
-SCHEMA: dict[str, Any] = {
+MAGIC = b"\x00\x02"
+SCHEMA_V1: dict[str, Any] = {
     "type": "record",
     "name": "TrajectoryCheckpoint",
     "namespace": "dev.agentlake.streams",
@@ -111,13 +119,102 @@ SCHEMA: dict[str, Any] = {
         },
     ],
 }
+_FOLD: dict[str, Any] = {
+    "type": "record",
+    "name": "Fold",
+    "fields": [
+        {"name": "upto", "type": "long"},
+        {"name": "steps", "type": "long"},
+        {"name": "tool_calls", "type": "long"},
+        {"name": "errors", "type": "long"},
+        {"name": "invalid", "type": "long"},
+        {"name": "out_of_scope", "type": "long"},
+        {"name": "unauthorized", "type": "long", "default": 0},
+        {"name": "tokens_in", "type": _OPT_LONG},
+        {"name": "tokens_out", "type": _OPT_LONG},
+        {"name": "cost", "type": ["null", {"type": "array", "items": "double"}]},
+        {"name": "latency", "type": {"type": "array", "items": "double"}},
+        {"name": "first_ts", "type": _OPT_LONG},
+        {"name": "last_ts", "type": _OPT_LONG},
+        {"name": "tool_names", "type": {"type": "array", "items": "string"}},
+        {"name": "tool_seq", "type": {"type": "array", "items": "int"}},  # indexes into tool_names
+        {"name": "keys", "type": "bytes"},  # sorted 8-byte call-key digests
+        {"name": "flags", "type": {"type": "array", "items": "string"}},
+        {"name": "ids", "type": "bytes"},  # event-id digests of seqs [upto - len/8, upto)
+    ],
+}
+
+
+def _v2(v1: dict[str, Any]) -> dict[str, Any]:
+    fields = [dict(f) for f in v1["fields"]]
+    entries = next(f for f in fields if f["name"] == "entries")
+    item = dict(entries["type"]["items"], name="Entry2")
+    item["fields"] = [
+        {"name": "call_key", "type": ["null", "bytes"]} if f["name"] == "call_key" else f
+        for f in item["fields"]
+    ]
+    entries["type"] = {"type": "array", "items": item}
+    fields.insert(fields.index(entries), {"name": "fold", "type": ["null", _FOLD]})
+    return {**v1, "name": "TrajectoryCheckpoint2", "fields": fields}
+
+
+SCHEMA = _v2(SCHEMA_V1)
 _PARSED = fastavro.parse_schema(SCHEMA)
+_PARSED_V1 = fastavro.parse_schema(SCHEMA_V1)
 
 
 def _write(rec: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
+    buf.write(MAGIC)
     fastavro.schemaless_writer(buf, _PARSED, rec)
     return buf.getvalue()
+
+
+def _fold_record(f: Fold) -> dict[str, Any] | None:
+    if f.upto == 0:
+        return None
+    index: dict[str, int] = {}
+    seq = [index.setdefault(t, len(index)) for t in f.tools]
+    return {
+        "upto": f.upto,
+        "steps": f.steps,
+        "tool_calls": f.tool_calls,
+        "errors": f.errors,
+        "invalid": f.invalid,
+        "out_of_scope": f.out_of_scope,
+        "unauthorized": f.unauthorized,
+        "tokens_in": f.tin,
+        "tokens_out": f.tout,
+        "cost": f.cost,
+        "latency": f.lat,
+        "first_ts": f.first_ts,
+        "last_ts": f.last_ts,
+        "tool_names": list(index),
+        "tool_seq": seq,
+        "keys": b"".join(sorted(f.keys)),
+        "flags": sorted(f.flags),
+        "ids": bytes(f.ids),
+    }
+
+
+def _fold(rec: dict[str, Any] | None) -> Fold:
+    f = Fold()
+    if rec is None:
+        return f
+    f.upto, f.steps, f.tool_calls = rec["upto"], rec["steps"], rec["tool_calls"]
+    f.errors, f.invalid, f.out_of_scope = rec["errors"], rec["invalid"], rec["out_of_scope"]
+    f.unauthorized = rec.get("unauthorized", 0)
+    f.tin, f.tout, f.cost, f.lat = rec["tokens_in"], rec["tokens_out"], rec["cost"], rec["latency"]
+    f.first_ts, f.last_ts = rec["first_ts"], rec["last_ts"]
+    names = rec["tool_names"]
+    f.tools = [names[i] for i in rec["tool_seq"]]
+    for t in f.tools:
+        f.made[t] = f.made.get(t, 0) + 1
+    keys = rec["keys"]
+    f.keys = {keys[i : i + DIGEST_BYTES] for i in range(0, len(keys), DIGEST_BYTES)}
+    f.flags = set(rec["flags"])
+    f.ids = bytearray(rec["ids"])
+    return f
 
 
 def encode_open(st: TrajState, at_ms: int) -> bytes:
@@ -131,6 +228,7 @@ def encode_open(st: TrajState, at_ms: int) -> bytes:
             "ident": list(st.ident or ()),
             "started": st.started,
             "end": st.end,
+            "fold": _fold_record(st.fold),
             "entries": [
                 {
                     "seq": seq,
@@ -157,12 +255,16 @@ def encode_open(st: TrajState, at_ms: int) -> bytes:
 def encode_done(tid: str, end_seq: int, at_ms: int) -> bytes:
     """A done marker: the trajectory was scored through `end_seq` at `at_ms` (wall clock, ms)."""
     rec = {"tid": tid, "done": True, "end_seq": end_seq, "at_ms": at_ms, "ident": []}
-    return _write({**rec, "started": None, "end": None, "entries": []})
+    return _write({**rec, "started": None, "end": None, "fold": None, "entries": []})
 
 
 def decode(value: bytes) -> tuple[TrajState | None, int | None, int]:
     """(open state or None, end seq of a done marker or None, at_ms)."""
-    rec = fastavro.schemaless_reader(io.BytesIO(value), _PARSED, None)
+    v2 = value[:2] == MAGIC
+    buf = io.BytesIO(value)
+    if v2:
+        buf.seek(2)
+    rec = fastavro.schemaless_reader(buf, _PARSED if v2 else _PARSED_V1, None)
     assert isinstance(rec, dict)
     if rec["done"]:
         return None, int(rec["end_seq"]), int(rec["at_ms"])
@@ -172,9 +274,13 @@ def decode(value: bytes) -> tuple[TrajState | None, int | None, int]:
     st.started = rec["started"]
     st.end = rec["end"]
     st.end_seq = rec["end_seq"]
+    st.fold = _fold(rec.get("fold"))
+    st.contiguous = st.fold.upto
     for e in rec["entries"]:
+        key = e["call_key"]
         st.entries[e["seq"]] = (
-            e["event_id"], event_rank(e["event_id"]), e["ts_us"], e["kind"], e["tool"], e["call_key"],
+            e["event_id"], event_rank(e["event_id"]), e["ts_us"], e["kind"], e["tool"],
+            digest(key) if isinstance(key, str) else key,
             e["tokens_in"], e["tokens_out"], e["cost"], e["latency"], e["is_error"], e["invalid"], e["flag"],
             e["pos"],
         )  # fmt: skip

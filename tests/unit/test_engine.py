@@ -118,3 +118,27 @@ def test_a_checkpoint_over_the_size_limit_is_not_sent_and_holds_the_watermark() 
     assert moved[("agent.trajectories", 0)] > 0
     assert all(moved[tp] >= off for tp, off in held.items() if tp in moved)
     assert not e.oversized
+
+
+def test_a_long_open_trajectory_stays_under_the_checkpoint_limit_and_restores_to_the_same_reward() -> None:
+    """12k events: the settled prefix is folded, so every checkpoint is written and commits follow."""
+    from tests.unit.test_fold import long_trajectory
+
+    clock = Clock()
+    recs = long_trajectory(4000, [0.001, 0.25], {7, 1234})
+    e = engine(clock, max_checkpoint_bytes=64 * 1024, checkpoint_every_s=0)
+    last: Any = None
+    for start in range(0, len(recs) - 1, 1000):
+        feed(e, recs[start : min(start + 1000, len(recs) - 1)], start=start)
+        clock.t += 1
+        ckpts = [o for o in e.tick() if o.topic == "streams.checkpoints"]
+        assert len(ckpts) == 1 and len(ckpts[0].value) < 64 * 1024
+        last = ckpts[0]
+        assert not e.oversized and not e.dirty
+    assert e.committable()  # nothing holds the watermark
+    e2 = engine(clock)
+    assert e2.load(0, [(last.key, last.value)]) == 1
+    outs = feed(e2, recs[-1:], start=len(recs) - 1)
+    restored = [o.value for o in outs if o.topic == "rewards.scored"]
+    uninterrupted = [o.value for o in feed(engine(clock), recs) if o.topic == "rewards.scored"]
+    assert len(restored) == 1 and restored == uninterrupted

@@ -242,3 +242,32 @@ def test_a_null_key_is_a_dead_letter_and_the_sink_rule_agrees() -> None:
         f"record has no key; it must be the trajectory_id {ev.trajectory_id}",
     )
     assert check_record(topic, key, ev.record, ev.trajectory_id, ev.seq) is None
+
+
+class MaxTwoLookups:
+    def check(self, server_id: str, tool: str, arguments: Any) -> tuple[str, str] | None:
+        return ("undeclared_tool", tool) if tool == "tool_2" else None
+
+    def max_calls(self, server_id: str, tool: str) -> int | None:
+        return 2 if tool == "tool_0" else None
+
+
+@pytest.mark.parametrize("lag", [0, 3])
+def test_policy_counts_and_flags_survive_folding(lag: int) -> None:
+    """max_calls counts the folded calls too; flags of folded calls stay in the reward."""
+    from tests.unit.test_fold import long_trajectory
+
+    recs = long_trajectory(12, [0.01], set())
+
+    def go(fold_lag: int | None) -> tuple[list[Any], list[Any]]:
+        proc = RewardProcessor(
+            lambda a, v: AgentRules(policy=MaxTwoLookups()), live_scores=False, fold_lag=fold_lag
+        )
+        _, outputs = run(proc, recs)
+        return [o.value for o in outputs if o.topic == "policy.findings"], finals(outputs)
+
+    findings, [final] = go(lag)
+    assert (findings, [final]) == go(None)
+    rules = [codec().decode(v).rule for v in findings]
+    assert rules.count("max_calls") == 2 and rules.count("undeclared_tool") == 4  # 4 x tool_0, 4 x tool_2
+    assert final.flags == ["max_calls:tool_0", "undeclared_tool:tool_2"]

@@ -28,8 +28,12 @@ from tests.unit.auth.helpers import shop_server
 SETTINGS = Settings(home="/tmp/agentlake-unit")  # type: ignore[arg-type]
 
 
-def final_reward(records: list[tuple[str, bytes, bytes]]) -> RewardScored:
-    proc = RewardProcessor(live_scores=False)
+def final_reward(records: list[tuple[str, bytes, bytes]], fold_lag: int | None = None) -> RewardScored:
+    proc = (
+        RewardProcessor(live_scores=False)
+        if fold_lag is None
+        else RewardProcessor(live_scores=False, fold_lag=fold_lag)
+    )
     state: Any = None
     finals = []
     for i, (topic, key, value) in enumerate(records):
@@ -70,6 +74,8 @@ async def test_a_denied_call_is_recorded_as_unauthorized_and_scored_by_authorize
     assert final.metrics["unauthorized_calls"] == 1.0
     assert "unauthorized:refund_order" in final.flags
     assert final.components["tool_reliability"] == 0.5
+    # the denial survives the worker folding the trajectory's settled prefix at once
+    assert final_reward(em.records, fold_lag=0) == final
 
 
 async def test_a_trajectory_through_the_gateway_with_no_denial_scores_authorized_1() -> None:

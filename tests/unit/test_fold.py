@@ -1,0 +1,205 @@
+"""The fold of a trajectory's settled prefix: same reward bytes however and whenever it folds."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agentlake.schemas import codec
+from agentlake.sdk import MemoryEmitter, Tracer
+from agentlake.streams import state
+from agentlake.streams.fold import exact_add
+from agentlake.streams.processor import Output, RewardProcessor, TrajState
+from tests.unit.test_processor import SETTINGS, _with, finals
+
+Rec = tuple[str, bytes, bytes]
+finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12)
+tiny = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e-300, max_value=1e-300)
+
+
+@given(st.lists(st.one_of(finite, tiny, st.sampled_from([0.1, 0.2, 0.3, 1e16, -1e16, 2.0**-60]))), st.data())
+def test_exact_partials_give_fsum_of_all_values(values: list[float], data: st.DataObject) -> None:
+    split = data.draw(st.integers(0, len(values)))
+    parts: list[float] = []
+    for x in values[:split]:
+        exact_add(parts, x)
+    assert len(parts) <= 45
+    rest = values[split:]
+    assert math.fsum([*parts, *rest]).hex() == math.fsum(values).hex()
+
+
+def test_exact_partials_keep_non_finite_values_once() -> None:
+    parts: list[float] = []
+    for x in [1.0, math.inf, math.inf, 2.0, math.nan, math.nan]:
+        exact_add(parts, x)
+    assert sorted(p for p in parts if math.isfinite(p)) == [3.0]
+    assert sum(1 for p in parts if p == math.inf) == 1 and sum(1 for p in parts if p != p) == 1
+
+
+def long_trajectory(rounds: int, costs: list[float], errors: set[int], tools: int = 3) -> list[Rec]:
+    """start, then per round a step (with a cost) and a tool call (some repeated, some failing), end."""
+    em = MemoryEmitter()
+    tracer = Tracer("bot", "1.0", tenant="acme", emitter=em, settings=SETTINGS)
+    with tracer.trajectory("a long one", expected_tool_calls=2, run_id="r1") as t:
+        for i in range(rounds):
+            t.step("thought", f"step {i}", tokens_in=i, tokens_out=1, cost_usd=costs[i % len(costs)])
+            with t.tool_call("shop", f"tool_{i % tools}", {"order": i % 4}) as call:
+                if i in errors:
+                    call.error("boom", kind="invalid_arguments")
+                else:
+                    call.result({"ok": i}, cost_usd=costs[(i + 1) % len(costs)])
+        t.end("success", final_answer="done", cost_usd=0.1)
+    return em.records
+
+
+def shuffle_within(recs: list[Rec], window: int, rng: random.Random) -> list[Rec]:
+    """Each record moves at most about `window` places; some are delivered twice."""
+    keyed = sorted(range(len(recs)), key=lambda i: i + rng.uniform(0, window))
+    out = [recs[i] for i in keyed]
+    for _ in range(len(recs) // 5):
+        i = rng.randrange(len(out))
+        out.insert(min(len(out), i + rng.randrange(0, 3 * window + 1)), out[i])
+    return out
+
+
+def fold_run(
+    proc: RewardProcessor, recs: list[Rec], checkpoint_every: int = 0
+) -> tuple[list[bytes], list[Any]]:
+    """Final reward bytes and dead letters; with `checkpoint_every`, the state goes through a checkpoint
+    round trip that often (as a restart would)."""
+    s: TrajState | None = None
+    outs: list[Any] = []
+    for i, (t, k, v) in enumerate(recs):
+        res = proc.process(s, t, k, v, f"0:{i}")
+        s = res.state
+        outs.extend(res.outputs)
+        if res.finished:
+            break
+        if checkpoint_every and s is not None and i % checkpoint_every == 0:
+            s, _, _ = state.decode(state.encode_open(s, 0))
+    return [o.value for o in outs if o.topic == "rewards.scored"], [
+        o for o in outs if o.topic.endswith(".dlq")
+    ]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rounds=st.integers(1, 40),
+    costs=st.lists(st.one_of(finite, st.sampled_from([0.1, 0.2, 1e-9, 3.3e-7])), min_size=1, max_size=5),
+    errors=st.sets(st.integers(0, 40), max_size=5),
+    seed=st.integers(0, 2**32),
+    window=st.integers(0, 8),
+)
+def test_final_reward_bytes_do_not_depend_on_folding_or_arrival_order(
+    rounds: int, costs: list[float], errors: set[int], seed: int, window: int
+) -> None:
+    recs = long_trajectory(rounds, costs, errors)
+    rng = random.Random(seed)
+    delivered = shuffle_within(recs, window, rng)
+    never, _ = fold_run(RewardProcessor(live_scores=False, fold_lag=None), recs)
+    assert len(never) == 1
+    # the exactly rounded sum of every reported cost and latency, in any order
+    evs = [codec().decode(v) for _, _, v in recs]
+    spent = [c for e in evs if (c := getattr(e, "cost_usd", None)) is not None]
+    [final] = finals([Output("rewards.scored", None, never[0])])
+    assert final.metrics["cost_usd"] == math.fsum(reversed(spent))
+    lat = [float(e.latency_ms) for e in evs if e.record == "ToolCallCompleted"]
+    assert final.metrics["tool_latency_ms"] == math.fsum(lat)
+    for lag in (None, 0, 1, 5):
+        for every in (0, 3):
+            proc = RewardProcessor(live_scores=False, fold_lag=lag, dedup_window=4)
+            rewards, dead = fold_run(proc, delivered, checkpoint_every=every)
+            assert rewards == never, (lag, every)
+            assert dead == []
+
+
+def test_a_folded_prefix_keeps_the_checkpoint_small_and_the_reward_unchanged() -> None:
+    recs = long_trajectory(700, [0.001, 0.1], {5, 17})
+    small = RewardProcessor(live_scores=False)
+    big = RewardProcessor(live_scores=False, fold_lag=None)
+    s1 = s2 = None
+    for i, (t, k, v) in enumerate(recs[:-1]):
+        s1 = small.process(s1, t, k, v, f"0:{i}").state
+        s2 = big.process(s2, t, k, v, f"0:{i}").state
+    assert s1 is not None and s2 is not None
+    assert len(s1.entries) <= 2 * 64 + 1 and s1.fold.upto >= len(recs) - 1 - 2 * 64
+    c1, c2 = state.encode_open(s1, 0), state.encode_open(s2, 0)
+    assert len(c1) * 5 < len(c2)
+    t, k, v = recs[-1]
+    end1 = small.process(state.decode(c1)[0], t, k, v, "0:end")
+    end2 = big.process(s2, t, k, v, "0:end")
+    assert end1.finished and end2.finished
+    assert [o.value for o in end1.outputs] == [o.value for o in end2.outputs]
+
+
+def test_redelivery_of_a_folded_seq_is_a_noop_and_another_event_there_is_a_duplicate() -> None:
+    recs = long_trajectory(20, [0.01], set())
+    proc = RewardProcessor(live_scores=False, fold_lag=0, dedup_window=10)
+    s = None
+    for i, (t, k, v) in enumerate(recs[:-1]):
+        s = proc.process(s, t, k, v, f"0:{i}").state
+    assert s is not None and not s.entries and s.fold.upto == len(recs) - 1
+    t, k, v = recs[-5]
+    assert proc.process(s, t, k, v, "0:again").outputs == []
+    res = proc.process(s, t, k, _with(v, event_id="0" * 32), "0:other")
+    [dl] = res.outputs
+    assert dict(dl.headers)["reason"] == b"duplicate_seq" and not res.changed
+    t, k, v = recs[2]  # older than the dedup window: taken for a re-delivery
+    assert proc.process(s, t, k, _with(v, event_id="0" * 32), "0:old").outputs == []
+    t, k, v = recs[-1]
+    [final] = finals(proc.process(s, t, k, v, "0:end").outputs)
+    assert final.metrics["steps"] == 20.0 and final.metrics["tool_calls"] == 20.0
+
+
+def test_a_checkpoint_of_the_first_version_still_restores() -> None:
+    import io
+
+    import fastavro
+
+    recs = long_trajectory(3, [0.5], set())
+    proc = RewardProcessor(live_scores=False, fold_lag=None)
+    s = None
+    for i, (t, k, v) in enumerate(recs[:-1]):
+        s = proc.process(s, t, k, v, f"0:{i}").state
+    assert s is not None
+    v2 = state.decode(state.encode_open(s, 7))[0]
+    assert v2 is not None
+    rec = {
+        "tid": s.tid, "done": False, "end_seq": None, "at_ms": 7, "ident": list(s.ident or ()),
+        "started": s.started, "end": None,
+        "entries": [
+            {"seq": q, "event_id": e[0], "ts_us": e[2], "kind": e[3], "tool": e[4],
+             "call_key": None if e[5] is None else f"key-{q}", "tokens_in": e[6], "tokens_out": e[7],
+             "cost": e[8], "latency": e[9], "is_error": e[10], "invalid": e[11], "flag": e[12], "pos": e[13]}
+            for q, e in s.entries.items()
+        ],
+    }  # fmt: skip
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(state.SCHEMA_V1), rec)
+    v1, end_seq, at_ms = state.decode(buf.getvalue())
+    assert v1 is not None and end_seq is None and at_ms == 7
+    assert v1.contiguous == len(recs) - 1 and sorted(v1.entries) == sorted(s.entries)
+    assert all(len(e[5]) == 8 for e in v1.entries.values() if e[3] == "R")
+
+
+def test_live_scores_do_not_depend_on_folding() -> None:
+    recs = long_trajectory(30, [0.003], {4})
+    rng = random.Random(5)
+    delivered = shuffle_within(recs[:-1], 4, rng)
+    lives = []
+    for lag in (None, 0, 2):
+        proc = RewardProcessor(fold_lag=lag)
+        s = None
+        out = []
+        for i, (t, k, v) in enumerate(delivered):
+            s = proc.process(s, t, k, v, f"0:{i}").state
+            assert s is not None
+            if i % 7 == 0:
+                live = proc.live(s)
+                out.append(live.value if live is not None else None)
+        lives.append(out)
+    assert lives[0] == lives[1] == lives[2] and any(lives[0])
