@@ -59,11 +59,6 @@ class OtlpIngest:
 
     def __init__(self, settings: Settings, emitter: Emitter | None = None) -> None:
         self.settings = settings
-        self.spool = Spool(
-            settings.otel_spool_path,
-            fsync=settings.otel_spool_fsync,
-            segment_bytes=settings.otel_spool_segment_bytes,
-        )
         self.assembler = TraceAssembler(
             end_grace_s=settings.otel_end_grace_s,
             idle_timeout_s=settings.otel_idle_timeout_s,
@@ -72,13 +67,25 @@ class OtlpIngest:
             max_payload=settings.max_payload_bytes,
             tenant=settings.otel_tenant,
         )
-        self._owns_emitter = emitter is None
-        self.emitter: Emitter = emitter or KafkaEmitter(
-            settings.bootstrap_servers, settings.spill_dir / "otel", client_id="agentlake-otel"
-        )
         self.codec = codec()
         self.stats = IngestStats()
         self._unmarked: list[str] = []  # emitted, not yet marked finished in the spool
+        self.spool = Spool(
+            settings.otel_spool_path,
+            fsync=settings.otel_spool_fsync,
+            segment_bytes=settings.otel_spool_segment_bytes,
+        )
+        try:
+            self._replay()
+            self._owns_emitter = emitter is None
+            self.emitter: Emitter = emitter or KafkaEmitter(
+                settings.bootstrap_servers, settings.spill_dir / "otel", client_id="agentlake-otel"
+            )
+        except BaseException:
+            self.spool.close()
+            raise
+
+    def _replay(self) -> None:
         batches, done = self.spool.take_recovered()
         for arrival_us, spans in batches:
             self.stats.spans_replayed += self.assembler.add(spans, arrival_us, limit_traces=False).accepted

@@ -84,12 +84,18 @@ class Spool:
         self._open: dict[int, set[str]] = {}
         self._where: dict[str, set[int]] = {}
         self._sizes: dict[int, int] = {}
-        existing = sorted(int(p.name.removesuffix(_SUFFIX)) for p in folder.glob(f"*{_SUFFIX}") if _seq_ok(p))
-        self._recovered, self._recovered_done = self._recover(existing)
-        self._seq = (existing[-1] if existing else 0) + 1
         self._fd = -1
-        self._start_segment()
-        self._drop_finished_segments()
+        try:
+            existing = sorted(
+                int(p.name.removesuffix(_SUFFIX)) for p in folder.glob(f"*{_SUFFIX}") if _seq_ok(p)
+            )
+            self._recovered, self._recovered_done = self._recover(existing)
+            self._seq = (existing[-1] if existing else 0) + 1
+            self._start_segment()
+            self._drop_finished_segments()
+        except BaseException:
+            self.close()
+            raise
 
     # -- recovery ----------------------------------------------------------------
     def _recover(self, seqs: list[int]) -> tuple[list[tuple[int, list[Span]]], list[str]]:
