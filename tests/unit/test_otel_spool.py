@@ -315,3 +315,31 @@ def test_the_spool_folder_is_a_setting(tmp_path: Path) -> None:
     assert Settings(home=tmp_path).otel_spool_path == tmp_path / "otel" / "spool"
     doc = json.loads(json.dumps(ing.health()))
     assert doc["spool"]["open_traces"] == 1 and doc["spool"]["unmarked"] == 0
+
+
+class _BrokerAway(MemoryEmitter):
+    """An emitter whose flush fails until `back` is set (the broker is away)."""
+
+    back = False
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        return self.back
+
+
+def test_a_trajectory_is_marked_finished_only_after_the_emitter_flushed(tmp_path: Path) -> None:
+    em = _BrokerAway()
+    ing = OtlpIngest(settings(tmp_path), emitter=em)
+    ing.accept(request(agent(T1)), PROTO, None)
+    assert ing.tick(now_us=10**18) == 1
+    assert ing.confirm(0) == 0 and ing.health()["spool"]["unmarked"] == 1
+    crash(ing)
+    again = OtlpIngest(settings(tmp_path), emitter=em)  # not marked: replayed, emitted again
+    assert again.tick(now_us=10**18) == 1 and em.records[:7] == em.records[7:]
+    em.back = True
+    assert again.confirm(0) == 1
+    spool = again.health()["spool"]
+    # the first process's segment went with the marker; the one being written stays
+    assert (spool["segments"], spool["open_traces"], spool["unmarked"]) == (1, 0, 0)
+    again.close()
+    batches, done = recover(tmp_path)
+    assert batches == [] and done == [T1]
