@@ -341,5 +341,5 @@ def test_a_trajectory_is_marked_finished_only_after_the_emitter_flushed(tmp_path
     # the first process's segment went with the marker; the one being written stays
     assert (spool["segments"], spool["open_traces"], spool["unmarked"]) == (1, 0, 0)
     again.close()
-    batches, done = recover(tmp_path)
+    batches, done = recover(tmp_path / "otel" / "spool")
     assert batches == [] and done == [T1]
