@@ -3,7 +3,7 @@
 Spans are buffered per trace by the `TraceAssembler` and logged to the `Spool`
 before the exporter gets its 200; a background task emits finished trajectories
 through the SDK's emitter (Kafka, spilling to disk when the broker is away) and,
-once the emitter holds their events durably, marks them finished in the spool. A
+once Kafka acknowledged their events, marks them finished in the spool. A
 restarted endpoint replays the spool, so no accepted span is lost to a crash; a
 trajectory emitted but not yet marked is emitted again, with the same event ids.
 Every bad request gets a 4xx with the reason in a ``google.rpc.Status`` body;
@@ -253,12 +253,17 @@ def create_app(settings: Settings, ingest: OtlpIngest | None = None, tick_s: flo
             while True:
                 await asyncio.sleep(tick_s)
                 ids = ing.take_unmarked()
+                if not ids:
+                    continue
                 try:
-                    flushed = bool(ids) and await asyncio.to_thread(ing.emitter.flush, 5.0)
+                    flushed = await asyncio.to_thread(ing.emitter.flush, 5.0)
                 except asyncio.CancelledError:
                     ing.mark_finished(ids, False)  # back in line: `close` marks them
                     raise
-                if ing.mark_finished(ids, flushed) == 0 and ids:
+                except Exception:
+                    log.exception("flushing the emitter failed")
+                    flushed = False
+                if ing.mark_finished(ids, flushed) == 0:
                     await asyncio.sleep(5.0)  # the broker is away: the events wait in the spill
 
         tasks = [asyncio.create_task(ticker()), asyncio.create_task(marker())]
