@@ -343,3 +343,23 @@ def test_a_trajectory_is_marked_finished_only_after_the_emitter_flushed(tmp_path
     again.close()
     batches, done = recover(tmp_path / "otel" / "spool")
     assert batches == [] and done == [T1]
+
+
+def test_the_app_marks_emitted_trajectories_finished_in_the_background(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from agentlake.otel import create_app
+
+    s = settings(tmp_path)
+    ing = OtlpIngest(s, emitter=MemoryEmitter())
+    with TestClient(create_app(s, ing, tick_s=0.01)) as c:
+        r = c.post("/v1/traces", content=request(agent(T1)), headers={"Content-Type": PROTO})
+        assert r.status_code == 200
+        for _ in range(500):
+            health = c.get("/healthz").json()
+            if health["spool"]["open_traces"] == 0:
+                break
+            time.sleep(0.01)
+        assert health["trajectories"] == 1 and health["spool"]["unmarked"] == 0
+        assert health["spool"]["open_traces"] == 0
+    assert recover(s.otel_spool_path) == ([], [T1])  # closed with the app
