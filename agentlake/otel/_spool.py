@@ -13,7 +13,7 @@ Layout of the folder: ``LOCK`` (``flock``: one endpoint per spool) and segments
 kind ``S``: the spans one request added, body JSON
 ``{"t": arrival µs, "r": [resource attributes], "s": [[trace_id, span_id, parent, name,
 start_us, end_us, attributes, resource index, status_error, status_message, events]]}``.
-kind ``F``: trajectories emitted (their events durably with the emitter), body JSON
+kind ``F``: trajectories emitted (their events acknowledged by Kafka), body JSON
 ``{"t": µs, "ids": [trace ids]}``.
 
 A torn record (crash mid-write) fails its CRC and is where reading that segment stops;
