@@ -205,6 +205,10 @@ class Settings(BaseSettings):
     otel_tenant: str = Field(
         default="default", min_length=1
     )  # when spans carry no agentlake.tenant / tenant.id
+    # write-ahead log of accepted spans (agentlake/otel/_spool.py); default <home>/otel/spool
+    otel_spool_dir: Path | None = None
+    otel_spool_fsync: bool = False  # fsync each request's spans: survives power loss, not only a kill
+    otel_spool_segment_bytes: int = Field(default=64 * 1024 * 1024, ge=4096)
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(default=8050, ge=0, le=65535)
     dashboard_token: str | None = None  # required to bind anywhere but loopback
@@ -321,6 +325,11 @@ class Settings(BaseSettings):
     @property
     def milvus_target(self) -> str:
         return self.milvus_uri or str(self.data_dir / "milvus.db")
+
+    @property
+    def otel_spool_path(self) -> Path:
+        """Where the OTLP endpoint logs accepted spans: `otel_spool_dir`, else <home>/otel/spool."""
+        return (self.otel_spool_dir or self.data_dir / "otel" / "spool").expanduser()
 
     @property
     def spill_dir(self) -> Path:

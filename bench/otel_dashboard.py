@@ -92,14 +92,20 @@ def bodies(spans: list[Any], size: int = 512) -> tuple[list[bytes], list[bytes]]
 def ingest_rate(s: Settings, reqs: list[bytes], ctype: str, n_spans: int) -> tuple[float, int]:
     from agentlake.otel import OtlpIngest
 
-    ing = OtlpIngest(s, emitter=NullEmitter())
+    ing = OtlpIngest(s.model_copy(update={"otel_spool_dir": _fresh_spool()}), emitter=NullEmitter())
     t0 = time.perf_counter()
     for b in reqs:
         status, _, _ = ing.accept(b, ctype, None)
         assert status == 200
     ing.tick(now_us=10**18)
     dt = time.perf_counter() - t0
+    ing.close()
     return n_spans / dt, ing.stats.events
+
+
+def _fresh_spool() -> Path:
+    """Each measurement starts from an empty OTLP spool (the spool's appends are measured)."""
+    return Path(tempfile.mkdtemp(prefix="agentlake-bench-spool-"))
 
 
 def sdk_rate(n_traces: int) -> float:
@@ -122,6 +128,7 @@ def http_rate(s: Settings, reqs: list[bytes], n_spans: int) -> float:
     from agentlake.otel import OtlpIngest, create_app
     from tests.integration.otel_helpers import ServerThread
 
+    s = s.model_copy(update={"otel_spool_dir": _fresh_spool()})
     with ServerThread(create_app(s, OtlpIngest(s, emitter=NullEmitter()))) as srv, httpx.Client() as c:
         t0 = time.perf_counter()
         for b in reqs:

@@ -33,18 +33,26 @@ def serve(
     """Serve OTLP/HTTP traces (POST /v1/traces, protobuf or JSON) until interrupted.
 
     Spans following the GenAI semantic conventions (invoke_agent, execute_tool, chat, ...)
-    become AgentLake events on Kafka, one trajectory per trace. Exit code 0 on Ctrl-C,
-    2 when the port is taken or a setting is bad.
+    become AgentLake events on Kafka, one trajectory per trace. Accepted spans are logged
+    to a spool (AGENTLAKE_OTEL_SPOOL_DIR) and replayed after a crash. Exit code 0 on Ctrl-C,
+    2 when the port is taken, the spool is in use by another endpoint, or a setting is bad.
     """
     import uvicorn
 
-    from agentlake.otel import create_app
+    from agentlake.otel import OtlpIngest, SpoolLocked, create_app
 
     s = _settings()
     h, p = host or s.otel_host, s.otel_port if port is None else port
-    console.print(f"OTLP/HTTP endpoint on http://{h}:{p}/v1/traces (Kafka {s.bootstrap_servers})")
+    try:  # before uvicorn: a spool in use by another endpoint is one line, not a lifespan traceback
+        ingest = OtlpIngest(s)
+    except (SpoolLocked, OSError) as e:
+        raise UserError(f"cannot serve on {h}:{p}: {e}") from e
+    console.print(
+        f"OTLP/HTTP endpoint on http://{h}:{p}/v1/traces (Kafka {s.bootstrap_servers}, "
+        f"spool {ingest.spool.folder})"
+    )
     try:
-        uvicorn.run(create_app(s), host=h, port=p, log_level=log_level)
+        uvicorn.run(create_app(s, ingest), host=h, port=p, log_level=log_level)
     except OSError as e:
         raise UserError(f"cannot serve on {h}:{p}: {e}") from e
     except SystemExit as e:  # uvicorn exits 1 when the bind fails

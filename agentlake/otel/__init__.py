@@ -4,6 +4,7 @@ events, and reward scores exported as ``gen_ai.evaluation.result`` events."""
 from agentlake.otel._assemble import AddResult, Finished, Overloaded, TraceAssembler, message_text
 from agentlake.otel._evaluation import EVENT_NAME, evaluation_records, evaluation_request, read_final_rewards
 from agentlake.otel._server import IngestStats, OtlpIngest, create_app
+from agentlake.otel._spool import Spool, SpoolLocked
 from agentlake.otel._wire import PayloadError, Span, decompress, parse_traces
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "Overloaded",
     "PayloadError",
     "Span",
+    "Spool",
+    "SpoolLocked",
     "TraceAssembler",
     "create_app",
     "decompress",

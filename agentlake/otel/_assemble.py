@@ -61,10 +61,13 @@ class Finished:
 
 @dataclass
 class AddResult:
+    """What `TraceAssembler.add` did with a batch; `kept` are the accepted spans, in batch order."""
+
     accepted: int = 0
     rejected: int = 0
     ignored: int = 0
     reasons: list[str] = field(default_factory=list)
+    kept: list[Span] = field(default_factory=list)
 
 
 @dataclass
@@ -110,15 +113,20 @@ class TraceAssembler:
     def pending(self) -> int:
         return len(self._pending)
 
-    def add(self, spans: list[Span], now_us: int) -> AddResult:
-        """Buffer spans. A duplicate span (same trace and span id) replaces itself.
+    def add(self, spans: list[Span], now_us: int, *, limit_traces: bool = True) -> AddResult:
+        """Buffer spans that arrived at `now_us` (µs). A duplicate span (same trace and span
+        id) replaces itself.
+
+        Args:
+            limit_traces: False when restoring spans accepted before a restart: they are
+                kept even beyond `max_traces`.
 
         Raises:
             Overloaded: when a new trace would exceed `max_traces` (nothing of this batch is kept).
         """
         res = AddResult()
         new = {s.trace_id for s in spans if s.trace_id not in self._pending and s.trace_id not in self._done}
-        if new and len(self._pending) + len(new) > self.max_traces:
+        if limit_traces and new and len(self._pending) + len(new) > self.max_traces:
             raise Overloaded(f"{len(self._pending)} traces pending (max {self.max_traces}); retry later")
         for s in spans:
             if s.operation not in GENAI_OPS:
@@ -136,7 +144,19 @@ class TraceAssembler:
             p.spans[s.span_id] = s
             p.last_seen_us = now_us
             res.accepted += 1
+            res.kept.append(s)
         return res
+
+    def remember_done(self, trace_ids: list[str]) -> None:
+        """Treat these traces (not pending) as already emitted: their late spans are rejected.
+
+        Used after a restart, for the traces whose end the spool recorded.
+        """
+        for tid in trace_ids:
+            if tid not in self._pending:
+                self._done[tid] = None
+        while len(self._done) > self._remember:
+            self._done.popitem(last=False)
 
     def due(self, now_us: int) -> list[Finished]:
         """Traces whose root ended (plus the grace period) or that went idle, removed from the buffer."""
@@ -150,9 +170,19 @@ class TraceAssembler:
                 out.append(self._finish(tid, p, None, "idle_timeout"))
         return out
 
-    def drain(self) -> list[Finished]:
-        """Everything pending, now (at shutdown): traces without a root end as ``aborted``."""
-        return [self._finish(tid, p, _root(p.spans), "shutdown") for tid, p in list(self._pending.items())]
+    def drain(self, *, rootless: bool = True) -> list[Finished]:
+        """Everything pending, now (at shutdown): traces without a root end as ``aborted``.
+
+        Args:
+            rootless: False leaves the traces without a root pending (e.g. kept in a spool
+                to continue after a restart) and drains only those whose root arrived.
+        """
+        out = []
+        for tid, p in list(self._pending.items()):
+            root = _root(p.spans)
+            if root is not None or rootless:
+                out.append(self._finish(tid, p, root, "shutdown"))
+        return out
 
     def _finish(self, tid: str, p: _Pending, root: Span | None, reason: str) -> Finished:
         del self._pending[tid]

@@ -1,9 +1,13 @@
 """The OTLP/HTTP trace endpoint: ``POST /v1/traces`` (protobuf or JSON) -> AgentLake events.
 
-Spans are buffered per trace by the `TraceAssembler`; a background task emits
-finished trajectories through the SDK's emitter (Kafka, spilling to disk when
-the broker is away). Every bad request gets a 4xx with the reason in a
-``google.rpc.Status`` body; nothing a client sends stops the endpoint.
+Spans are buffered per trace by the `TraceAssembler` and logged to the `Spool`
+before the exporter gets its 200; a background task emits finished trajectories
+through the SDK's emitter (Kafka, spilling to disk when the broker is away) and,
+once Kafka acknowledged their events, marks them finished in the spool. A
+restarted endpoint replays the spool, so no accepted span is lost to a crash; a
+trajectory emitted but not yet marked is emitted again, with the same event ids.
+Every bad request gets a 4xx with the reason in a ``google.rpc.Status`` body;
+nothing a client sends stops the endpoint.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentlake.otel._assemble import Finished, Overloaded, TraceAssembler
+from agentlake.otel._spool import Spool
 from agentlake.otel._wire import JSON, PayloadError, decompress, error_body, parse_traces, response_body
 from agentlake.schemas import codec
 from agentlake.sdk import Emitter, KafkaEmitter
@@ -31,6 +36,7 @@ class IngestStats:
     spans_accepted: int = 0
     spans_rejected: int = 0
     spans_ignored: int = 0
+    spans_replayed: int = 0
     trajectories: int = 0
     events: int = 0
     errors: dict[int, int] = field(default_factory=dict)
@@ -38,11 +44,17 @@ class IngestStats:
 
 
 class OtlpIngest:
-    """State of one endpoint: the assembler, the emitter, counters.
+    """State of one endpoint: the assembler, its spool, the emitter, counters.
+
+    Opening replays what the spool holds (spans of traces a previous process accepted
+    and did not finish) into the assembler, with their original arrival times.
 
     Args:
-        settings: limits (``otel_*``) and where events go.
+        settings: limits (``otel_*``), the spool (``otel_spool_*``) and where events go.
         emitter: defaults to a `KafkaEmitter` on the settings' bootstrap servers.
+
+    Raises:
+        SpoolLocked: another endpoint uses the same spool folder.
     """
 
     def __init__(self, settings: Settings, emitter: Emitter | None = None) -> None:
@@ -55,12 +67,36 @@ class OtlpIngest:
             max_payload=settings.max_payload_bytes,
             tenant=settings.otel_tenant,
         )
-        self._owns_emitter = emitter is None
-        self.emitter: Emitter = emitter or KafkaEmitter(
-            settings.bootstrap_servers, settings.spill_dir / "otel", client_id="agentlake-otel"
-        )
         self.codec = codec()
         self.stats = IngestStats()
+        self._unmarked: list[str] = []  # emitted, not yet marked finished in the spool
+        self.spool = Spool(
+            settings.otel_spool_path,
+            fsync=settings.otel_spool_fsync,
+            segment_bytes=settings.otel_spool_segment_bytes,
+        )
+        try:
+            self._replay()
+            self._owns_emitter = emitter is None
+            self.emitter: Emitter = emitter or KafkaEmitter(
+                settings.bootstrap_servers, settings.spill_dir / "otel", client_id="agentlake-otel"
+            )
+        except BaseException:
+            self.spool.close()
+            raise
+
+    def _replay(self) -> None:
+        batches, done = self.spool.take_recovered()
+        for arrival_us, spans in batches:
+            self.stats.spans_replayed += self.assembler.add(spans, arrival_us, limit_traces=False).accepted
+        self.assembler.remember_done(done)
+        if batches:
+            log.warning(
+                "replayed %d span(s) of %d trace(s) from the spool %s",
+                self.stats.spans_replayed,
+                self.assembler.pending,
+                self.spool.folder,
+            )
 
     def accept(self, body: bytes, content_type: str | None, encoding: str | None) -> tuple[int, bytes, str]:
         """Handle one export request; returns (HTTP status, body, content type). Never raises."""
@@ -71,7 +107,8 @@ class OtlpIngest:
         try:
             raw = decompress(body, encoding, self.settings.otel_max_body_bytes)
             spans = parse_traces(raw, content_type)
-            res = self.assembler.add(spans, _now_us())
+            now_us = _now_us()
+            res = self.assembler.add(spans, now_us)
         except PayloadError as e:
             return self._error(e.status, str(e), ctype)
         except Overloaded as e:
@@ -79,6 +116,11 @@ class OtlpIngest:
         except Exception as e:  # a bug here must not take the endpoint down
             log.exception("otlp request failed")
             return self._error(400, f"could not process the request: {type(e).__name__}: {e}", ctype)
+        try:
+            self.spool.append(res.kept, now_us)
+        except OSError as e:  # in memory only: have the exporter retry (a duplicate replaces itself)
+            log.error("cannot write the spool %s: %s", self.spool.folder, e)
+            return self._error(503, f"cannot write the spool ({e}); retry later", ctype)
         self.stats.spans_accepted += res.accepted
         self.stats.spans_rejected += res.rejected
         self.stats.spans_ignored += res.ignored
@@ -105,14 +147,45 @@ class OtlpIngest:
         self.stats.trajectories += 1
         self.stats.events += len(f.events)
         self.stats.ended_by[f.reason] = self.stats.ended_by.get(f.reason, 0) + 1
+        self._unmarked.append(f.trajectory_id)
+
+    def take_unmarked(self) -> list[str]:
+        """Trace ids emitted since the last call; pass them to `mark_finished` after a flush."""
+        ids, self._unmarked = self._unmarked, []
+        return ids
+
+    def mark_finished(self, trace_ids: list[str], flushed: bool) -> int:
+        """Record in the spool that these trajectories are out, if the emitter `flushed` since
+        they were emitted (else they wait for the next call). Returns how many were marked."""
+        if not trace_ids:
+            return 0
+        if flushed:
+            try:
+                self.spool.finish(trace_ids, _now_us())
+                return len(trace_ids)
+            except OSError as e:
+                log.error("cannot write the spool %s: %s", self.spool.folder, e)
+        self._unmarked[:0] = trace_ids
+        return 0
+
+    def confirm(self, timeout: float = 5.0) -> int:
+        """Flush the emitter (up to `timeout` s) and mark what it took as finished; returns how many."""
+        ids = self.take_unmarked()
+        return self.mark_finished(ids, bool(ids) and self.emitter.flush(timeout))
 
     def close(self) -> None:
-        """Emit whatever is pending (root-less traces as ``aborted``) and flush the emitter."""
-        for f in self.assembler.drain():
+        """Emit the pending traces whose root arrived, flush the emitter, mark them finished.
+
+        Root-less traces stay in the spool: the next endpoint on it continues them.
+        """
+        for f in self.assembler.drain(rootless=False):
             self.emit(f)
-        self.emitter.flush(10)
-        if self._owns_emitter:
-            self.emitter.close(10)
+        try:
+            self.confirm(10)
+            if self._owns_emitter:
+                self.emitter.close(10)
+        finally:
+            self.spool.close()
 
     def health(self) -> dict[str, Any]:
         s = self.stats
@@ -123,10 +196,12 @@ class OtlpIngest:
             "spans_accepted": s.spans_accepted,
             "spans_rejected": s.spans_rejected,
             "spans_ignored": s.spans_ignored,
+            "spans_replayed": s.spans_replayed,
             "trajectories": s.trajectories,
             "events": s.events,
             "errors": {str(k): v for k, v in s.errors.items()},
             "ended_by": dict(s.ended_by),
+            "spool": {**self.spool.stats(), "unmarked": len(self._unmarked)},
         }
 
 
@@ -173,13 +248,33 @@ def create_app(settings: Settings, ingest: OtlpIngest | None = None, tick_s: flo
                 except Exception:
                     log.exception("emitting finished traces failed")
 
-        task = asyncio.create_task(ticker())
+        async def marker() -> None:
+            # the flush waits in a thread, so that a broker away never delays `ticker`
+            while True:
+                await asyncio.sleep(tick_s)
+                ids = ing.take_unmarked()
+                if not ids:
+                    continue
+                try:
+                    flushed = await asyncio.to_thread(ing.emitter.flush, 5.0)
+                except asyncio.CancelledError:
+                    ing.mark_finished(ids, False)  # back in line: `close` marks them
+                    raise
+                except Exception:
+                    log.exception("flushing the emitter failed")
+                    flushed = False
+                if ing.mark_finished(ids, flushed) == 0:
+                    await asyncio.sleep(5.0)  # the broker is away: the events wait in the spill
+
+        tasks = [asyncio.create_task(ticker()), asyncio.create_task(marker())]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await asyncio.to_thread(ing.close)
 
     async def traces(request: Request) -> Response:

@@ -260,12 +260,11 @@ class KafkaEmitter:
         self._announce = []
 
     def _take_batch(self) -> list[Record]:
-        batch: list[Record] = []
-        q = self._q
-        while q and len(batch) < self.max_batch:
-            batch.append(q.popleft())
-        self._inflight = len(batch)
-        return batch
+        # counted as in flight before they leave the queue, so that `flush()` never sees them
+        # nowhere (only this thread pops: the queue holds at least `n`)
+        n = min(len(self._q), self.max_batch)
+        self._inflight = n
+        return [self._q.popleft() for _ in range(n)]
 
     async def _submit(
         self, producer: Any, records: list[Record]

@@ -1,6 +1,7 @@
 """The OTLP endpoint with the real opentelemetry-sdk exporter (HTTP/protobuf and HTTP/JSON):
 spans out of order, one trace split across requests and processes, bad payloads refused,
-and the trajectories scored by the stream worker and projected into ClickHouse."""
+the trajectories scored by the stream worker and projected into ClickHouse, and an
+endpoint killed mid-trace that loses no accepted span."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import httpx
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -253,3 +255,121 @@ def test_otel_serve_cli_with_gzip_exporter(settings: Settings) -> None:
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-2000:]
+
+
+class _Recording:
+    """The SDK's OTLP exporter, with each export's result kept (an exporter that got a 200)."""
+
+    def __init__(self, inner: OTLPSpanExporter) -> None:
+        self.inner = inner
+        self.results: list[object] = []
+
+    def export(self, spans: object) -> object:
+        r = self.inner.export(spans)  # type: ignore[arg-type]
+        self.results.append(r)
+        return r
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def test_otel_endpoint_killed_mid_trace_loses_no_accepted_span(settings: Settings, tmp_path: Path) -> None:
+    """kill -9 between two halves of a trace: the restarted endpoint replays its spool, the
+    trajectory is complete and emitted once."""
+    import signal
+    import time
+
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from agentlake.kafka_io import read_to_end
+    from agentlake.schemas import codec
+    from tests.integration.otel_helpers import free_port
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "AGENTLAKE_OTEL_END_GRACE_S": "0.5",
+        "AGENTLAKE_OTEL_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+
+    def start() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agentlake", "otel", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        proc.kill()
+        raise AssertionError(f"endpoint did not start: {proc.communicate()[1][-2000:]}")
+
+    proc = start()
+    try:
+        provider = TracerProvider(resource=Resource.create({"service.name": "kill-it"}))
+        exporter = _Recording(OTLPSpanExporter(endpoint=f"{base}/v1/traces"))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[arg-type]
+        tracer = provider.get_tracer("it")
+        with tracer.start_as_current_span("invoke_agent crash-bot") as root:
+            root.set_attribute("gen_ai.operation.name", "invoke_agent")
+            root.set_attribute("gen_ai.agent.name", "crash-bot")
+            root.set_attribute("agentlake.task", "survive a kill")
+            with tracer.start_as_current_span("chat small-model") as chat:
+                chat.set_attribute("gen_ai.operation.name", "chat")
+            with tracer.start_as_current_span("execute_tool before_kill") as t:
+                t.set_attribute("gen_ai.operation.name", "execute_tool")
+                t.set_attribute("gen_ai.tool.name", "before_kill")
+            health = httpx.get(f"{base}/healthz").json()
+            assert health["spans_accepted"] == 2 and health["pending_traces"] == 1
+
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+            proc = start()
+            health = httpx.get(f"{base}/healthz").json()
+            assert health["spans_replayed"] == 2 and health["pending_traces"] == 1, health
+
+            with tracer.start_as_current_span("execute_tool after_kill") as t:
+                t.set_attribute("gen_ai.operation.name", "execute_tool")
+                t.set_attribute("gen_ai.tool.name", "after_kill")
+            trace_id = format(root.get_span_context().trace_id, "032x")
+        provider.shutdown()
+        assert exporter.results == [SpanExportResult.SUCCESS] * 4
+        for _ in range(100):
+            health = httpx.get(f"{base}/healthz").json()
+            if health["trajectories"] >= 1:
+                break
+            time.sleep(0.1)
+        assert health["trajectories"] == 1 and health["ended_by"] == {"root_ended": 1}, health
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+
+    topics = [settings.topic(t) for t in ("agent.trajectories", "agent.steps", "agent.tool_calls")]
+    records = asyncio.run(read_to_end(settings, topics))
+    c = codec()
+    events = [c.decode_dict(r.value) for r in records if r.key == trace_id.encode()]
+    ids = [data["event_id"] for _, data in events]
+    assert len(ids) == len(set(ids))  # emitted once
+    by_seq = sorted(events, key=lambda e: e[1]["seq"])
+    assert [data["seq"] for _, data in by_seq] == list(range(len(events)))
+    assert [r for r, _ in by_seq] == [
+        "TrajectoryStarted",
+        "AgentStep",
+        "ToolCallRequested",
+        "ToolCallCompleted",
+        "ToolCallRequested",
+        "ToolCallCompleted",
+        "TrajectoryEnded",
+    ]
+    tools = [data["tool"] for r, data in by_seq if r == "ToolCallRequested"]
+    assert tools == ["before_kill", "after_kill"] and by_seq[-1][1]["outcome"] == "success"
