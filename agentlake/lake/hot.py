@@ -151,11 +151,14 @@ class TenantIndex:
             self.index.nprobe = self._nprobe = nprobe  # type: ignore[attr-defined]
         q = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
         sims, ids = self.index.search(q, min(k, n))  # type: ignore[attr-defined]
+        entries, cluster_of = self.entries, self.cluster_of
         out = []
-        for s, i in zip(sims[0], ids[0], strict=True):
-            e = self.entries.get(int(i))
+        # tolist(): one conversion to Python floats and ints instead of one per element;
+        # faiss pads a short result with id -1, which no entry has
+        for s, i in zip(sims[0].tolist(), ids[0].tolist(), strict=True):
+            e = entries.get(i)
             if e is not None:
-                out.append((e, float(s), self.cluster_of.get(int(i), -1)))
+                out.append((e, s, cluster_of.get(i, -1)))
         return out
 
     def vector_of(self, entry_id: str) -> np.ndarray | None:
