@@ -359,7 +359,7 @@ class Lake:
             version = part.clusters.version
             reason = "no_candidates"
             min_reward = self.policy.min_reward
-            for e, sim, cid in part.search(v, self.policy.candidates, self.policy.nprobe):
+            for e, sim, cid in part.candidates(v, self.policy.candidates, self.policy.nprobe):
                 thr = self._stats(req.tenant, version, cid).threshold
                 if sim < thr and len(cands) >= PROVENANCE:
                     continue  # cannot be the hit and is past the provenance: the other rules can wait
