@@ -278,6 +278,7 @@ class TaskSignature:
         return {"action": self.action, "polarity": self.polarity, "params": [list(p) for p in self.params]}
 
 
+@lru_cache(maxsize=4096)  # a missed lookup explains up to ten candidates; their signatures repeat
 def signature_difference(asked: TaskSignature, cached: TaskSignature) -> str:
     """Why two signatures disagree, readably: ``"num 25 ≠ 24"``, ``"action refund ≠ cancel"``,
     ``"polarity not-refund ≠ refund"``, ``"id abc ≠ (none)"``; "" when they agree.
