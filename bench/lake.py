@@ -1,17 +1,20 @@
 """Context lake benchmark. Not a test: it measures and prints a table (and --json).
 
     .venv/bin/python bench/lake.py [--sizes 100000] [--dims 256,384] [--full] [--http-seconds 10]
-                                   [--milvus-rows 20000] [--queries 2000]
+                                   [--milvus-rows 20000] [--queries 2000] [--nprobe 16]
 
 For every (size, dim), in one run, side by side:
 1. the lake's hot tier in process: full cache lookups (scope rules + signature + per-cluster
-   threshold; the query vector given) and the bare faiss search under them: p50/p99 µs, QPS;
+   threshold; the query vector given; every task text distinct, so each signature is extracted)
+   and the bare faiss search under them: p50/p99 µs, QPS, CPU per lookup; the CPU of a lookup
+   whose 32 candidates are all refused;
 2. brute force: an exact numpy scan of the same vectors (p50/p99, QPS);
 3. recall@10 of the hot tier's search against that exact scan;
 4. memory per entry (process RSS growth / entries) and the time to build (add + k-means + IVF).
 Then, at the first size and dimension 256:
 5. HTTP: `POST /v1/lookup` on a uvicorn server (its own process, the default embedder
-   embeds each task) under concurrent clients: p50/p99 ms and lookups/s;
+   embeds each task) under concurrent kept-alive clients: p50/p99 ms, lookups/s, server and
+   client CPU per lookup; every text new, then 100 texts repeated (an agent's steps);
 6. Milvus directly (milvus-lite 3.2.2, embedded, pure Python) at --milvus-rows entries,
    with the hot tier at the same size for comparison; it is the durable store, not the hot path.
 7. ingest -> answerable in process (embed + add a batch of 100 entries);
@@ -138,11 +141,11 @@ def pct(xs: list[float], p: float) -> float:
     return float(np.percentile(np.asarray(xs), p)) if xs else float("nan")
 
 
-def build_lake(n: int, dim: int, vecs: np.ndarray) -> tuple[Lake, float, float]:
+def build_lake(n: int, dim: int, vecs: np.ndarray, nprobe: int = 16) -> tuple[Lake, float, float]:
     gc.collect()
     before = rss_bytes()
     t0 = time.perf_counter()
-    lake = Lake(FixedDim(dim), LakePolicy(), record_events=False)
+    lake = Lake(FixedDim(dim), LakePolicy(nprobe=nprobe), record_events=False)
     es = entries(n)
     step = 200_000
     for i in range(0, n, step):
@@ -153,11 +156,11 @@ def build_lake(n: int, dim: int, vecs: np.ndarray) -> tuple[Lake, float, float]:
     return lake, built, (rss_bytes() - before) / n
 
 
-def stage_in_process(n: int, dim: int, queries: int) -> dict[str, Any]:
+def stage_in_process(n: int, dim: int, queries: int, nprobe: int = 16) -> dict[str, Any]:
     console.log(f"{n:,} entries × {dim}-d: generating")
     data = synthetic(n + queries, dim, seed=dim)
     vecs, qs = data[:n], data[n:]
-    lake, built, per_entry = build_lake(n, dim, vecs)
+    lake, built, per_entry = build_lake(n, dim, vecs, nprobe)
     part = lake.hot.partition("bench")
     console.log(f"  built in {built:.1f}s ({part.clusters.k} clusters, ivf={part.is_ivf})")
     reqs = [LookupRequest("bench", task) for task in hit_tasks(len(qs))]
@@ -168,8 +171,8 @@ def stage_in_process(n: int, dim: int, queries: int) -> dict[str, Any]:
         hits += lake.lookup(req, vector=q).hit
         lat.append((time.perf_counter() - t) * 1e6)
     cpu_lookup = (time.process_time() - cpu0) / len(qs) * 1e6
-    # the same lookups with the signature of another order: every candidate is refused (32 checked,
-    # 10 reported), the most work a lookup does
+    # the same vectors asking for another order: every candidate is refused by its signature (32
+    # checked, 10 reported), the most work a lookup does (one text: its signature is remembered)
     miss = LookupRequest("bench", "Refund order 48214")
     cpu0 = time.process_time()
     for q in qs:
@@ -264,12 +267,13 @@ async def _post(
 
 
 async def _load(
-    host: str, port: int, seconds: float, concurrency: int, start: int = 0
+    host: str, port: int, seconds: float, concurrency: int, start: int = 0, cycle: int = 0
 ) -> tuple[list[float], int]:
     """`concurrency` clients, each on one kept-alive connection, post lookups back to back for
-    `seconds`. Every task text is new (``Refund order <n>, it arrived broken.``, n counting from
-    `start`): the server's remembered signatures and embeddings never help. The client is a few
-    lines over asyncio streams, so its CPU per request stays small next to the server's."""
+    `seconds`. With `cycle` 0 every task text is new (``Refund order <n>, it arrived broken.``,
+    n counting from `start`): the server's remembered signatures and embeddings never help; with
+    `cycle` c the texts repeat every c requests, as an agent's steps repeat its task. The client
+    is a few lines over asyncio streams, so its CPU per request stays small next to the server's."""
     lat: list[float] = []
     errors = 0
     counter = start
@@ -281,7 +285,8 @@ async def _load(
         try:
             while time.perf_counter() < deadline:
                 counter += 1
-                body = json.dumps({"tenant": "bench", "task": f"Refund order {counter}, it arrived broken."})
+                n = start + counter % cycle if cycle else counter
+                body = json.dumps({"tenant": "bench", "task": f"Refund order {n}, it arrived broken."})
                 t = time.perf_counter()
                 status, _ = await _post(reader, writer, b"/v1/lookup", body.encode())
                 lat.append((time.perf_counter() - t) * 1000)
@@ -310,15 +315,19 @@ def stage_http(n: int, seconds: float, concurrencies: list[int]) -> list[dict[st
                 time.sleep(0.1)
         asyncio.run(_load("127.0.0.1", port, 1.0, 4, start=10**9))  # warm up
         rows = []
-        for r, conc in enumerate(concurrencies):
+        runs = [(conc, 0) for conc in concurrencies] + [(concurrencies[0], 100)]
+        for r, (conc, cycle) in enumerate(runs):
             server_cpu0, client_cpu0 = _cpu_seconds(proc.pid), time.process_time()
-            lat, errors = asyncio.run(_load("127.0.0.1", port, seconds, conc, start=(r + 2) * 10**9))
+            lat, errors = asyncio.run(
+                _load("127.0.0.1", port, seconds, conc, start=(r + 2) * 10**9, cycle=cycle)
+            )
             server_cpu = (_cpu_seconds(proc.pid) - server_cpu0) / max(1, len(lat)) * 1e6
             client_cpu = (time.process_time() - client_cpu0) / max(1, len(lat)) * 1e6
             rows.append(
                 {
                     "entries": n,
                     "concurrency": conc,
+                    "task_texts": f"{cycle} repeated" if cycle else "all new",
                     "requests": len(lat),
                     "errors": errors,
                     "lookups_per_s": round(len(lat) / seconds),
@@ -329,7 +338,7 @@ def stage_http(n: int, seconds: float, concurrencies: list[int]) -> list[dict[st
                     "lookups_per_server_cpu_s": round(1e6 / server_cpu) if server_cpu else None,
                 }
             )
-            console.log(f"  HTTP c={conc}: {rows[-1]}")
+            console.log(f"  HTTP c={conc}, {rows[-1]['task_texts']}: {rows[-1]}")
         return rows
     finally:
         proc.terminate()
@@ -465,6 +474,7 @@ def main() -> None:
     ap.add_argument("--dims", default="256,384")
     ap.add_argument("--full", action="store_true", help="also 1,000,000 entries")
     ap.add_argument("--queries", type=int, default=2000)
+    ap.add_argument("--nprobe", type=int, default=16, help="IVF lists probed in process")
     ap.add_argument("--http-seconds", type=float, default=10.0)
     ap.add_argument("--concurrency", default="8,32")
     ap.add_argument("--milvus-rows", type=int, default=20_000)
@@ -488,7 +498,7 @@ def main() -> None:
     }
     for n in sizes:
         for d in dims:
-            result["in_process"].append(stage_in_process(n, d, args.queries))
+            result["in_process"].append(stage_in_process(n, d, args.queries, args.nprobe))
             console.log(result["in_process"][-1])
     if args.http_seconds > 0 and sizes:
         console.log("HTTP stage")
