@@ -1,17 +1,20 @@
 """Context lake benchmark. Not a test: it measures and prints a table (and --json).
 
     .venv/bin/python bench/lake.py [--sizes 100000] [--dims 256,384] [--full] [--http-seconds 10]
-                                   [--milvus-rows 20000] [--queries 2000]
+                                   [--milvus-rows 20000] [--queries 2000] [--nprobe 16]
 
 For every (size, dim), in one run, side by side:
 1. the lake's hot tier in process: full cache lookups (scope rules + signature + per-cluster
-   threshold; the query vector given) and the bare faiss search under them: p50/p99 µs, QPS;
+   threshold; the query vector given; every task text distinct, so each signature is extracted)
+   and the bare faiss search under them: p50/p99 µs, QPS, CPU per lookup; the CPU of a lookup
+   whose 32 candidates are all refused;
 2. brute force: an exact numpy scan of the same vectors (p50/p99, QPS);
 3. recall@10 of the hot tier's search against that exact scan;
 4. memory per entry (process RSS growth / entries) and the time to build (add + k-means + IVF).
 Then, at the first size and dimension 256:
 5. HTTP: `POST /v1/lookup` on a uvicorn server (its own process, the default embedder
-   embeds each task) under concurrent clients: p50/p99 ms and lookups/s;
+   embeds each task) under concurrent kept-alive clients: p50/p99 ms, lookups/s, server and
+   client CPU per lookup; every text new, then 100 texts repeated (an agent's steps);
 6. Milvus directly (milvus-lite 3.2.2, embedded, pure Python) at --milvus-rows entries,
    with the hot tier at the same size for comparison; it is the durable store, not the hot path.
 7. ingest -> answerable in process (embed + add a batch of 100 entries);
@@ -115,15 +118,34 @@ def entries(n: int, tenant: str = "bench") -> list[LakeEntry]:
     ]
 
 
+def hit_tasks(n: int) -> list[str]:
+    """`n` distinct task texts whose signature is the entries' (``refund[num=48213]``): each
+    lookup extracts its signature anew (the lake remembers the last 4,096 texts' signatures)."""
+    want = task_signature("Refund order 48213")
+    out: list[str] = []
+    i = 0
+    while len(out) < n:
+        word, j = "", i
+        while True:  # i in base 26, as a lowercase word the signature ignores
+            word, j = chr(97 + j % 26) + word, j // 26 - 1
+            if j < 0:
+                break
+        text = f"Refund order 48213, it arrived {word}."
+        if task_signature(text) == want:
+            out.append(text)
+        i += 1
+    return out
+
+
 def pct(xs: list[float], p: float) -> float:
     return float(np.percentile(np.asarray(xs), p)) if xs else float("nan")
 
 
-def build_lake(n: int, dim: int, vecs: np.ndarray) -> tuple[Lake, float, float]:
+def build_lake(n: int, dim: int, vecs: np.ndarray, nprobe: int = 16) -> tuple[Lake, float, float]:
     gc.collect()
     before = rss_bytes()
     t0 = time.perf_counter()
-    lake = Lake(FixedDim(dim), LakePolicy(), record_events=False)
+    lake = Lake(FixedDim(dim), LakePolicy(nprobe=nprobe), record_events=False)
     es = entries(n)
     step = 200_000
     for i in range(0, n, step):
@@ -134,21 +156,28 @@ def build_lake(n: int, dim: int, vecs: np.ndarray) -> tuple[Lake, float, float]:
     return lake, built, (rss_bytes() - before) / n
 
 
-def stage_in_process(n: int, dim: int, queries: int) -> dict[str, Any]:
+def stage_in_process(n: int, dim: int, queries: int, nprobe: int = 16) -> dict[str, Any]:
     console.log(f"{n:,} entries × {dim}-d: generating")
     data = synthetic(n + queries, dim, seed=dim)
     vecs, qs = data[:n], data[n:]
-    lake, built, per_entry = build_lake(n, dim, vecs)
+    lake, built, per_entry = build_lake(n, dim, vecs, nprobe)
     part = lake.hot.partition("bench")
     console.log(f"  built in {built:.1f}s ({part.clusters.k} clusters, ivf={part.is_ivf})")
-    req = LookupRequest("bench", "Refund order 48213")
-    lat, raw = [], []
+    reqs = [LookupRequest("bench", task) for task in hit_tasks(len(qs))]
+    lat, raw, hits = [], [], 0
     cpu0 = time.process_time()
-    for q in qs:
+    for req, q in zip(reqs, qs, strict=True):
         t = time.perf_counter()
-        lake.lookup(req, vector=q)
+        hits += lake.lookup(req, vector=q).hit
         lat.append((time.perf_counter() - t) * 1e6)
     cpu_lookup = (time.process_time() - cpu0) / len(qs) * 1e6
+    # the same vectors asking for another order: every candidate is refused by its signature (32
+    # checked, 10 reported), the most work a lookup does (one text: its signature is remembered)
+    miss = LookupRequest("bench", "Refund order 48214")
+    cpu0 = time.process_time()
+    for q in qs:
+        lake.lookup(miss, vector=q)
+    cpu_miss = (time.process_time() - cpu0) / len(qs) * 1e6
     for q in qs:
         t = time.perf_counter()
         part.search(q, 10, lake.policy.nprobe)
@@ -177,6 +206,8 @@ def stage_in_process(n: int, dim: int, queries: int) -> dict[str, Any]:
         # CPU time is what the machine's load does not inflate: lookups/s one free core sustains
         "lookup_cpu_us": round(cpu_lookup, 1),
         "lookups_per_cpu_s": round(1e6 / cpu_lookup) if cpu_lookup else None,
+        "lookup_hit_rate": round(hits / len(qs), 4),
+        "miss_lookup_cpu_us": round(cpu_miss, 1),
         "search_p50_us": round(pct(raw, 50), 1),
         "search_p99_us": round(pct(raw, 99), 1),
         "numpy_exact_p50_us": round(pct(brute, 50), 1),
@@ -217,27 +248,53 @@ def _cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _load(url: str, seconds: float, concurrency: int) -> tuple[list[float], int]:
-    import httpx
+async def _post(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: bytes, body: bytes
+) -> tuple[int, bytes]:
+    """One ``POST`` on a kept-alive HTTP/1.1 connection: (status, response body). The server
+    answers with a Content-Length (uvicorn does for a complete response)."""
+    writer.write(
+        b"POST %s HTTP/1.1\r\nhost: lake\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+        % (path, len(body), body)
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    i = head.lower().find(b"\r\ncontent-length:")
+    if i < 0:
+        raise RuntimeError(f"no content-length in {head!r}")
+    length = int(head[i + 17 : head.index(b"\r\n", i + 2)])
+    return status, await reader.readexactly(length)
 
-    tasks = [f"Refund order {i}, it arrived broken." for i in range(1000)]
+
+async def _load(
+    host: str, port: int, seconds: float, concurrency: int, start: int = 0, cycle: int = 0
+) -> tuple[list[float], int]:
+    """`concurrency` clients, each on one kept-alive connection, post lookups back to back for
+    `seconds`. With `cycle` 0 every task text is new (``Refund order <n>, it arrived broken.``,
+    n counting from `start`): the server's remembered signatures and embeddings never help; with
+    `cycle` c the texts repeat every c requests, as an agent's steps repeat its task. The client
+    is a few lines over asyncio streams, so its CPU per request stays small next to the server's."""
     lat: list[float] = []
     errors = 0
+    counter = start
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as c:
 
-        async def worker(w: int) -> None:
-            nonlocal errors
-            i = w
+    async def worker() -> None:
+        nonlocal errors, counter
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
             while time.perf_counter() < deadline:
+                counter += 1
+                n = start + counter % cycle if cycle else counter
+                body = json.dumps({"tenant": "bench", "task": f"Refund order {n}, it arrived broken."})
                 t = time.perf_counter()
-                r = await c.post("/v1/lookup", json={"tenant": "bench", "task": tasks[i % len(tasks)]})
+                status, _ = await _post(reader, writer, b"/v1/lookup", body.encode())
                 lat.append((time.perf_counter() - t) * 1000)
-                errors += r.status_code != 200
-                i += concurrency
+                errors += status != 200
+        finally:
+            writer.close()
 
-        await asyncio.gather(*[worker(w) for w in range(concurrency)])
+    await asyncio.gather(*[worker() for _ in range(concurrency)])
     return lat, errors
 
 
@@ -250,24 +307,27 @@ def stage_http(n: int, seconds: float, concurrencies: list[int]) -> list[dict[st
     try:
         if not ready.wait(600):
             raise RuntimeError("the lake server did not come up")
-        url = f"http://127.0.0.1:{port}"
         for _ in range(100):
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
                 time.sleep(0.1)
-        asyncio.run(_load(url, 1.0, 4))  # warm up
+        asyncio.run(_load("127.0.0.1", port, 1.0, 4, start=10**9))  # warm up
         rows = []
-        for conc in concurrencies:
+        runs = [(conc, 0) for conc in concurrencies] + [(concurrencies[0], 100)]
+        for r, (conc, cycle) in enumerate(runs):
             server_cpu0, client_cpu0 = _cpu_seconds(proc.pid), time.process_time()
-            lat, errors = asyncio.run(_load(url, seconds, conc))
+            lat, errors = asyncio.run(
+                _load("127.0.0.1", port, seconds, conc, start=(r + 2) * 10**9, cycle=cycle)
+            )
             server_cpu = (_cpu_seconds(proc.pid) - server_cpu0) / max(1, len(lat)) * 1e6
             client_cpu = (time.process_time() - client_cpu0) / max(1, len(lat)) * 1e6
             rows.append(
                 {
                     "entries": n,
                     "concurrency": conc,
+                    "task_texts": f"{cycle} repeated" if cycle else "all new",
                     "requests": len(lat),
                     "errors": errors,
                     "lookups_per_s": round(len(lat) / seconds),
@@ -278,7 +338,7 @@ def stage_http(n: int, seconds: float, concurrencies: list[int]) -> list[dict[st
                     "lookups_per_server_cpu_s": round(1e6 / server_cpu) if server_cpu else None,
                 }
             )
-            console.log(f"  HTTP c={conc}: {rows[-1]}")
+            console.log(f"  HTTP c={conc}, {rows[-1]['task_texts']}: {rows[-1]}")
         return rows
     finally:
         proc.terminate()
@@ -414,6 +474,7 @@ def main() -> None:
     ap.add_argument("--dims", default="256,384")
     ap.add_argument("--full", action="store_true", help="also 1,000,000 entries")
     ap.add_argument("--queries", type=int, default=2000)
+    ap.add_argument("--nprobe", type=int, default=16, help="IVF lists probed in process")
     ap.add_argument("--http-seconds", type=float, default=10.0)
     ap.add_argument("--concurrency", default="8,32")
     ap.add_argument("--milvus-rows", type=int, default=20_000)
@@ -437,7 +498,7 @@ def main() -> None:
     }
     for n in sizes:
         for d in dims:
-            result["in_process"].append(stage_in_process(n, d, args.queries))
+            result["in_process"].append(stage_in_process(n, d, args.queries, args.nprobe))
             console.log(result["in_process"][-1])
     if args.http_seconds > 0 and sizes:
         console.log("HTTP stage")
@@ -458,7 +519,8 @@ def main() -> None:
     t = Table(title="context lake: lookups in process (1 thread)")
     cols = [
         "entries", "dim", "index", "clusters", "build_s", "bytes_per_entry", "lookup_p50_us", "lookup_p99_us",
-        "lookup_qps_1_thread", "lookup_cpu_us", "lookups_per_cpu_s", "search_p99_us", "recall_at_10",
+        "lookup_qps_1_thread", "lookup_cpu_us", "lookups_per_cpu_s", "miss_lookup_cpu_us", "search_p50_us",
+        "search_p99_us", "recall_at_10",
         "numpy_exact_p50_us", "numpy_exact_p99_us",
     ]  # fmt: skip
     for c in cols:

@@ -32,14 +32,17 @@ from agentlake.lake.entries import LakeEntry, may_read
 from agentlake.lake.fusing import FusedPlan, Neighbour, fuse
 from agentlake.lake.hot import HotTier, Membership
 from agentlake.lake.signature import (
+    QUERY_CACHE_MAX_CHARS,
+    QUERY_CACHE_SIZE,
     TaskSignature,
+    query_signature,
     signature_difference,
     signatures_agree,
-    task_signature,
 )
 from agentlake.projections.embeddings import Embedder
 
 CrossVersion = Literal["any", "same-agent", "same-version"]
+PROVENANCE = 10  # candidates a lookup reports (the first ones the index returned, best first)
 
 
 def now_us() -> int:
@@ -185,6 +188,8 @@ class Lake:
         self._lookups: OrderedDict[str, tuple[str, str, int, int]] = OrderedDict()
         self._steps: dict[tuple[str, str, tuple[str, ...]], list[tuple[str, str]]] = defaultdict(list)
         self._seq = 0
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()  # task text -> query vector
+        self._vectors_of: Embedder = embedder
 
     # -- ingest ------------------------------------------------------------------
     def add(self, entries: list[LakeEntry], vectors: np.ndarray | None = None) -> list[Membership]:
@@ -287,6 +292,26 @@ class Lake:
         return n
 
     # -- lookup ------------------------------------------------------------------
+    def query_vector(self, task: str) -> np.ndarray:
+        """The embedding of a query's task (shape ``(dim,)``, read-only), remembered for the last
+        ``QUERY_CACHE_SIZE`` distinct texts of at most ``QUERY_CACHE_MAX_CHARS`` characters:
+        an agent asks the same task on every step, and embedders are deterministic. Replacing
+        :attr:`embedder` forgets them."""
+        if self.embedder is not self._vectors_of:
+            self._vectors.clear()
+            self._vectors_of = self.embedder
+        v = self._vectors.get(task)
+        if v is not None:
+            self._vectors.move_to_end(task)
+            return v
+        v = np.array(self.embedder.embed([task])[0], dtype=np.float32)
+        v.setflags(write=False)
+        if len(task) <= QUERY_CACHE_MAX_CHARS:
+            self._vectors[task] = v
+            if len(self._vectors) > QUERY_CACHE_SIZE:
+                self._vectors.popitem(last=False)
+        return v
+
     def _stats(self, tenant: str, version: int, cluster_id: int) -> ClusterStats:
         key = (tenant, version, cluster_id)
         s = self.clusters.get(key)
@@ -322,7 +347,7 @@ class Lake:
         """Cache lookup for `req` (see the module docstring for the rule)."""
         t0 = time.perf_counter()
         now = self.clock()
-        sig = task_signature(req.task)
+        sig = query_signature(req.task)
         self._seq += 1
         lookup_id = f"{now:x}-{self._seq:x}"
         part = self.hot.tenant(req.tenant)
@@ -330,26 +355,30 @@ class Lake:
         best: tuple[LakeEntry, float, int, int] | None = None
         reason = "empty_tenant"
         if part is not None and len(part):
-            v = self.embedder.embed([req.task])[0] if vector is None else vector
+            v = self.query_vector(req.task) if vector is None else vector
             version = part.clusters.version
             reason = "no_candidates"
-            for e, sim, cid in part.search(v, self.policy.candidates, self.policy.nprobe):
+            min_reward = self.policy.min_reward
+            for e, sim, cid in part.candidates(v, self.policy.candidates, self.policy.nprobe):
                 thr = self._stats(req.tenant, version, cid).threshold
+                if sim < thr and len(cands) >= PROVENANCE:
+                    continue  # cannot be the hit and is past the provenance: the other rules can wait
                 verdict = self._scope_refusal(e, req, now)
                 detail = ""
                 if verdict is None:
                     if not e.success:
                         verdict = "failed_trajectory"
-                    elif e.reward < self.policy.min_reward:
+                    elif e.reward < min_reward:
                         verdict = "low_reward"
                     elif sim < thr:
                         verdict = "below_threshold"
                     elif not signatures_agree(sig, e.signature):
                         verdict = "signature_mismatch"
-                        detail = signature_difference(sig, e.signature)
+                        if len(cands) < PROVENANCE:
+                            detail = signature_difference(sig, e.signature)
                     else:
                         verdict = "hit"
-                if len(cands) < 10:
+                if len(cands) < PROVENANCE:
                     cands.append(
                         Candidate(
                             e.entry_id,
@@ -490,8 +519,8 @@ class Lake:
         part = self.hot.tenant(tenant)
         if part is None:
             return []
-        v = self.embedder.embed([task])[0]
-        sig = task_signature(task)
+        v = self.query_vector(task)
+        sig = query_signature(task)
         now = self.clock()
         out = []
         for e, sim, cid in part.search(v, max(k * 4, k), self.policy.nprobe):
@@ -524,10 +553,10 @@ class Lake:
 
     def _neighbours(self, req: LookupRequest, k: int) -> tuple[list[Neighbour], TaskSignature]:
         part = self.hot.tenant(req.tenant)
-        sig = task_signature(req.task)
+        sig = query_signature(req.task)
         if part is None:
             return [], sig
-        v = self.embedder.embed([req.task])[0]
+        v = self.query_vector(req.task)
         now = self.clock()
         out = []
         for e, sim, _ in part.search(v, max(k * 4, 16), self.policy.nprobe):

@@ -12,7 +12,7 @@ lookup is routed to the ``nprobe`` nearest clusters and searched within them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,19 +144,28 @@ class TenantIndex:
     # -- reads -----------------------------------------------------------------
     def search(self, vector: np.ndarray, k: int, nprobe: int = 16) -> list[tuple[LakeEntry, float, int]]:
         """The `k` nearest entries: (entry, cosine, cluster id), best first."""
+        return list(self.candidates(vector, k, nprobe))
+
+    def candidates(
+        self, vector: np.ndarray, k: int, nprobe: int = 16
+    ) -> Iterator[tuple[LakeEntry, float, int]]:
+        """:meth:`search`'s answer one at a time: the index is searched at once, and an entry
+        is fetched only when the caller asks for it (a lookup usually stops at the first one;
+        with 100k entries, each fetch from the entry table is a cache miss)."""
         n = len(self.entries)
         if n == 0:
-            return []
+            return
         if self.is_ivf and self._nprobe != nprobe:
             self.index.nprobe = self._nprobe = nprobe  # type: ignore[attr-defined]
         q = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
         sims, ids = self.index.search(q, min(k, n))  # type: ignore[attr-defined]
-        out = []
-        for s, i in zip(sims[0], ids[0], strict=True):
-            e = self.entries.get(int(i))
+        entries, cluster_of = self.entries, self.cluster_of
+        # tolist(): one conversion to Python floats and ints instead of one per element;
+        # faiss pads a short result with id -1, which no entry has
+        for s, i in zip(sims[0].tolist(), ids[0].tolist(), strict=True):
+            e = entries.get(i)
             if e is not None:
-                out.append((e, float(s), self.cluster_of.get(int(i), -1)))
-        return out
+                yield e, s, cluster_of.get(i, -1)
 
     def vector_of(self, entry_id: str) -> np.ndarray | None:
         i = self.ids.get(entry_id)

@@ -2,6 +2,14 @@
 
 Handlers are ``async`` and run on the server's event loop next to the ingest
 task, so the hot tier is only ever touched from one thread.
+
+The query endpoints (lookup, search, plan, next) answer with JSON bytes written by
+orjson in one call: FastAPI's default path (``jsonable_encoder`` walking the result,
+then ``json.dumps``) cost more CPU than the lookup itself. ``POST /v1/lookup``, which
+agents call on every step, is served by a plain Starlette route placed in front of
+its FastAPI twin (which stays for the OpenAPI document): the body is validated by
+pydantic straight from the JSON bytes, and FastAPI's per-request dependency solving
+is skipped; answers and 422 errors are the same.
 """
 
 from __future__ import annotations
@@ -10,10 +18,38 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+import orjson
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import Response
+from pydantic import ValidationError
+from starlette.routing import Route
 
 from agentlake.lake import api
 from agentlake.lake.service import LakeService
+
+_JSON_OK: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Successful Response",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
+
+
+def json_response(body: dict[str, Any], status_code: int = 200) -> Response:
+    """`body` as an ``application/json`` response (orjson; numpy scalars become numbers).
+    Raises TypeError for a value JSON cannot hold."""
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status_code,
+        media_type="application/json",
+    )
+
+
+def validation_error(e: ValidationError) -> Response:
+    """422 with FastAPI's body: ``{"detail": [{"type", "loc": ["body", ...], "msg", "input", ...}]}``."""
+    errors = [{**err, "loc": ["body", *err["loc"]]} for err in e.errors(include_url=False)]
+    return json_response({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
 def create_app(service: LakeService, *, manage: bool = True) -> FastAPI:
@@ -59,25 +95,35 @@ def create_app(service: LakeService, *, manage: bool = True) -> FastAPI:
             "freshness_ms_max": fresh[-1] if fresh else None,
         }
 
-    @app.post("/v1/lookup")
-    async def lookup(q: api.TaskQuery) -> dict[str, Any]:
+    async def lookup_route(request: Request) -> Response:
+        try:
+            q = api.TaskQuery.model_validate_json(await request.body())
+        except ValidationError as e:
+            return validation_error(e)
+        return json_response(api.cache_lookup(lake, q))
+
+    # serves POST /v1/lookup; the FastAPI route below answers the same and documents it
+    app.router.routes.insert(0, Route("/v1/lookup", lookup_route, methods=["POST"], include_in_schema=False))
+
+    @app.post("/v1/lookup", response_class=Response, responses=_JSON_OK)
+    async def lookup(q: api.TaskQuery) -> Response:
         """Cache lookup: a hit returns a successful past trajectory's plan and result, with provenance."""
-        return api.cache_lookup(lake, q)
+        return json_response(api.cache_lookup(lake, q))
 
-    @app.post("/v1/search")
-    async def search(q: api.SearchQuery) -> dict[str, Any]:
+    @app.post("/v1/search", response_class=Response, responses=_JSON_OK)
+    async def search(q: api.SearchQuery) -> Response:
         """The k most similar past trajectories of the tenant."""
-        return api.search_trajectories(lake, q)
+        return json_response(api.search_trajectories(lake, q))
 
-    @app.post("/v1/plan")
-    async def plan(q: api.SearchQuery) -> dict[str, Any]:
+    @app.post("/v1/plan", response_class=Response, responses=_JSON_OK)
+    async def plan(q: api.SearchQuery) -> Response:
         """A fused plan from similar successful trajectories, and lessons from failed ones."""
-        return api.suggest_plan(lake, q)
+        return json_response(api.suggest_plan(lake, q))
 
-    @app.post("/v1/next")
-    async def next_step(q: api.NextQuery) -> dict[str, Any]:
+    @app.post("/v1/next", response_class=Response, responses=_JSON_OK)
+    async def next_step(q: api.NextQuery) -> Response:
         """Given the task and the calls so far, what did successful agents call next?"""
-        return api.next_tools(lake, q)
+        return json_response(api.next_tools(lake, q))
 
     @app.post("/v1/outcome")
     async def outcome(r: api.OutcomeReport) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 
 def _word_list(text: str) -> list[str]:
@@ -265,13 +266,19 @@ class TaskSignature:
         return self.action if self.polarity > 0 else f"not-{self.action}"
 
     def describe(self) -> str:
-        """A compact readable form, e.g. ``refund[num=48213]``."""
+        """A compact readable form, e.g. ``refund[num=48213]`` (computed once per signature)."""
+        return self._described
+
+    @cached_property
+    def _described(self) -> str:
+        # a lookup describes up to ten candidates' signatures; entries keep theirs for life
         return f"{self.intent}[{', '.join(f'{k}={v}' for k, v in self.params)}]"
 
     def to_dict(self) -> dict[str, object]:
         return {"action": self.action, "polarity": self.polarity, "params": [list(p) for p in self.params]}
 
 
+@lru_cache(maxsize=4096)  # a missed lookup explains up to ten candidates; their signatures repeat
 def signature_difference(asked: TaskSignature, cached: TaskSignature) -> str:
     """Why two signatures disagree, readably: ``"num 25 ≠ 24"``, ``"action refund ≠ cancel"``,
     ``"polarity not-refund ≠ refund"``, ``"id abc ≠ (none)"``; "" when they agree.
@@ -447,6 +454,25 @@ def task_signature(task: str) -> TaskSignature:
     elif action == "move" and "from" in kinds and any(k == "date" for k, _ in found):
         action = "reschedule"  # moving something in time
     return TaskSignature(action, polarity, tuple(sorted(params)))
+
+
+QUERY_CACHE_SIZE = 4096  # distinct task texts whose signature a process remembers
+QUERY_CACHE_MAX_CHARS = 1024  # longer texts are extracted every time (bounds the memory held)
+
+
+@lru_cache(maxsize=QUERY_CACHE_SIZE)
+def _cached_signature(task: str) -> TaskSignature:
+    return task_signature(task)
+
+
+def query_signature(task: str) -> TaskSignature:
+    """:func:`task_signature` of a lookup's task, remembered for the last
+    ``QUERY_CACHE_SIZE`` distinct texts of at most ``QUERY_CACHE_MAX_CHARS`` characters (an
+    agent asks the same task on every step). The extraction is pure and signatures are
+    immutable, so a remembered one is the one a new extraction would return."""
+    if len(task) > QUERY_CACHE_MAX_CHARS:
+        return task_signature(task)
+    return _cached_signature(task)
 
 
 def _intent(lows: list[str]) -> tuple[str | None, int]:
