@@ -59,7 +59,7 @@ class RebuildStats:
         rows: rows written per ClickHouse table.
         vectors: Milvus rows upserted.
         retracted: projected events taken out again because the worker's dead letters
-            reject them by a stateful rule (``after_end``, ``seq_gap``, ``duplicate_seq``).
+            reject them by a stateful rule (``after_end``, ``duplicate_seq``).
         recreated: the store was emptied (tables or collection dropped and created) first.
         seconds: wall-clock duration.
     """

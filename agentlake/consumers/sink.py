@@ -12,7 +12,7 @@ and so is every record the worker's per-record rules reject
 key, seq out of range), so what the worker dead-letters is never projected. On
 the topics only this sink reads (rewards, policy findings), it dead-letters them.
 
-The worker's stateful rules (``after_end``, ``seq_gap``, ``duplicate_seq``) can only
+The worker's stateful rules (``after_end``, ``duplicate_seq``) can only
 be decided by the worker, possibly after this sink projected the event: the sink
 also reads the trajectory topics' dead-letter topics and retracts those events
 (`agentlake.projections.retract`), each once its source record is projected.

@@ -1,10 +1,10 @@
 """Retractions: events the stream worker rejects by a stateful rule leave the projections.
 
 The sink decides per record which events it projects (`check_record`, the same
-rule the worker applies), but three of the worker's rules depend on what came
+rule the worker applies), but two of the worker's rules depend on what came
 before, which only the worker knows: ``after_end`` (a seq past the
-trajectory's end), ``seq_gap`` (a seq too far ahead of the contiguous prefix)
-and ``duplicate_seq`` (a second event at an existing seq; the loser). The
+trajectory's end) and ``duplicate_seq`` (a second event at an existing seq;
+the loser); ``seq_gap`` verdicts of earlier workers are honoured too. The
 worker dead-letters such an event, possibly after the sink has projected it
 (the sink reads the same topics in parallel). The dead letter is the verdict:
 the sink follows the trajectory topics' dead-letter topics and, for these

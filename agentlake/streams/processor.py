@@ -22,8 +22,11 @@ Well-formed but wrong events (each a dead letter with a reason):
 - ``after_end``: a seq past the trajectory's ``TrajectoryEnded`` seq, whether
   it arrives after the end, after the trajectory was scored, or before the end
   (then it is taken out of the fold when the end arrives).
-- ``seq_gap``: a seq more than ``max_seq_gap`` past the highest contiguous seq
-  of an open trajectory (it would hold the trajectory open forever).
+- (no gap rule: the three trajectory topics are consumed at independent rates,
+  so an end can legitimately arrive thousands of seqs ahead of its steps; an
+  event far ahead waits in the fold until the end makes it ``after_end``, or
+  the idle timeout ends the trajectory. Earlier workers dead-lettered such
+  events as ``seq_gap``, which wrongly dropped the ends of long trajectories.)
 - ``duplicate_seq``: a second event with an existing ``(trajectory_id, seq)``
   and another ``event_id``. The winner is the event with the smallest
   `event_rank` (the event id's first 32 bytes), whichever arrives first; the
@@ -71,7 +74,6 @@ _EXPECTED_TOPIC = {
     "ToolCallCompleted": TOOL_CALLS,
 }
 MAX_SEQ = 1_000_000  # a trajectory has fewer events than this; beyond it: seq_out_of_range
-MAX_SEQ_GAP = 10_000  # an open trajectory's seq may run this far ahead of its contiguous prefix
 FOLD_LAG = 64  # entries this far behind the contiguous prefix are folded (then the duplicate rule is final)
 DEDUP_WINDOW = 4096  # folded seqs whose event-id digest is kept (re-delivery vs duplicate_seq)
 
@@ -332,7 +334,6 @@ class RewardProcessor:
         rules: returns the reward spec and tool policy of an agent version.
         live_scores: `live()` may emit running (``is_final=false``) scores; `process()` marks them due.
         topic: maps a logical topic name to the physical one (prefixing).
-        max_seq_gap: how far past its contiguous prefix an open trajectory's seq may run.
         fold_lag: entries this many seqs behind the contiguous prefix are folded (0: at once;
             None: never, the state then grows with the trajectory). Outputs do not depend on it.
         dedup_window: how many folded seqs keep their event-id digest (8 bytes each).
@@ -345,7 +346,6 @@ class RewardProcessor:
         live_scores: bool = True,
         topic: Callable[[str], str] = lambda t: t,
         the_codec: Codec | None = None,
-        max_seq_gap: int = MAX_SEQ_GAP,
         fold_lag: int | None = FOLD_LAG,
         dedup_window: int = DEDUP_WINDOW,
     ) -> None:
@@ -353,7 +353,6 @@ class RewardProcessor:
         self.live_scores = live_scores
         self.topic = topic
         self.codec = the_codec or codec()
-        self.max_seq_gap = max_seq_gap
         self.fold_lag = fold_lag
         self.dedup_window = dedup_window
         self._logical = {topic(t): t for t in TRAJECTORY_TOPICS}
@@ -456,16 +455,6 @@ class RewardProcessor:
         if st.end_seq is not None and seq > st.end_seq:
             dl = self.dead_letter(
                 topic, key, value, "after_end", f"seq {seq} > end seq {st.end_seq}", position
-            )
-            return Result(st, [*outputs, dl], changed=bool(outputs))
-        if seq > st.contiguous + self.max_seq_gap:
-            dl = self.dead_letter(
-                topic,
-                key,
-                value,
-                "seq_gap",
-                f"seq {seq} is more than {self.max_seq_gap} past {st.contiguous}",
-                position,
             )
             return Result(st, [*outputs, dl], changed=bool(outputs))
         rules = self.rules(ev["agent_id"], ev["agent_version"])

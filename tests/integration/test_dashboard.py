@@ -82,7 +82,22 @@ async def dataset(settings: Settings, projector: Projector) -> dict[str, Any]:
         return int(rows[0]["n"]) >= LONG_STEPS * 1.5 + 2
 
     await projector.run_until(long_done, timeout=120)
-    assert await long_done()
+    if not await long_done():
+        from agentlake.cli import read_dead_letters
+
+        rows = sql(
+            projector,
+            "SELECT count() AS n, uniqExact(seq) AS seqs, max(seq) AS top FROM events "
+            "WHERE trajectory_id = {t:String}",
+            t=long_id,
+        )
+        letters = [
+            (d["reason"], d["detail"][:120])
+            for topic in ("agent.steps.dlq", "agent.tool_calls.dlq", "agent.trajectories.dlq")
+            for d in await read_dead_letters(settings, topic, 100_000, timeout=5)
+            if d["key"] == long_id
+        ]
+        raise AssertionError(f"long trajectory not projected: {rows} {projector.stats} {letters[:20]}")
     auth = await auth_data(settings, projector, long_id)
     return {
         "baseline": base["run_id"],

@@ -195,8 +195,25 @@ def test_a_seq_far_ahead_is_a_dead_letter_and_the_trajectory_still_completes() -
     gap = (topic, key, _with(value, seq=50_000, event_id="gap"))
     _, outputs = run(RewardProcessor(live_scores=False), [recs[0], far, gap, *recs[1:]])
     reasons = [dict(o.headers)["reason"] for o in outputs if o.topic.endswith(".dlq")]
-    assert reasons == [b"seq_out_of_range", b"seq_gap"]
+    # out of range at once; 50,000 waits in the fold until the end makes it after_end
+    assert reasons == [b"seq_out_of_range", b"after_end"]
     assert len(finals(outputs)) == 1
+
+
+def test_an_end_far_ahead_of_its_steps_is_not_rejected() -> None:
+    """The trajectory topics are consumed at independent rates: a 20,000-event trajectory's
+    end may be read before most of its steps (found by the dashboard's 10k-step test)."""
+    em = MemoryEmitter()
+    tracer = Tracer("bot", "1.0", emitter=em, settings=SETTINGS)
+    with tracer.trajectory("a long task") as t:
+        for i in range(20_000):
+            t.step("thought", f"step {i}")
+    recs = em.records
+    start, steps, end = recs[0], recs[1:-1], recs[-1]
+    _, outputs = run(RewardProcessor(live_scores=False), [start, *steps[:100], end, *steps[100:]])
+    assert [o for o in outputs if o.topic.endswith(".dlq")] == []
+    [final] = finals(outputs)
+    assert final.metrics["steps"] == 20_000.0
 
 
 def test_a_seq_past_the_end_that_arrives_before_the_end_leaves_the_fold() -> None:

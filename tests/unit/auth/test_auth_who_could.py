@@ -21,6 +21,14 @@ from tests.unit.auth.helpers import now, shop_server, shop_spec
 T0 = now()
 
 
+@pytest.fixture(autouse=True)
+def _now_at_each_test() -> None:
+    """T0 is when the test starts (tokens are minted with the real clock; the module may be
+    imported many minutes before its tests run in a full session)."""
+    global T0
+    T0 = now()
+
+
 @pytest.fixture
 def world(auth: Authority) -> dict[str, str]:
     """A root token for task t-1 (budget 3, orders/*, refunds need approval, one hop) and its tokens."""
