@@ -235,7 +235,9 @@ class Projector:
         for tp, msgs in verdicts.items():
             for m in msgs:
                 r = retraction_of(m.key, m.value, m.headers or (), self.codec)
+                log.debug("verdict %s@%s:%s: %s", tp.topic, tp.partition, m.offset, r)
                 if r is not None and not await self._projected(r):
+                    log.debug("verdict held: its source is not projected yet")
                     self._consumer.seek(tp, m.offset)
                     self._consumer.pause(tp)
                     self._held[tp] = time.monotonic()

@@ -111,8 +111,9 @@ def retract(client: Any, retractions: Sequence[Retraction], cluster: str | None 
             deletes then run ``ON CLUSTER`` on the ``_local`` tables).
 
     Returns:
-        Rows per table: for ``events``/``steps`` the retracted rows found, for
-        ``trajectories``/``tool_calls`` the rows re-derived.
+        Rows per table: for ``events`` the retracted rows found (0 when a merge already
+        replaced a losing duplicate by its winner), for ``trajectories``/``tool_calls``
+        the rows re-derived (always, for every trajectory named).
     """
     if not retractions:
         return {}
@@ -126,8 +127,8 @@ def retract(client: Any, retractions: Sequence[Retraction], cluster: str | None 
         params,
     )[0]["n"]
     counts = {"events": int(found)}
-    if not found:
-        return counts  # nothing of them was projected: nothing to take out or re-derive
+    # no early return when nothing is found: the events table may already have merged a
+    # losing duplicate away (same key, lower ver) while the aggregates still hold its values
     for table in _DELETED_BY_EVENT:
         _delete(client, table, _BY_EVENT, params, cluster)
     rows = query(
@@ -136,6 +137,8 @@ def retract(client: Any, retractions: Sequence[Retraction], cluster: str | None 
         "WHERE trajectory_id IN {t:Array(String)} ORDER BY trajectory_id, seq",
         params,
     )
+    if not rows:
+        return counts  # nothing of these trajectories is projected: nothing to re-derive
     located: list[Located] = []
     for r in rows:
         cls = EVENT_TYPES.get(r["record"])
