@@ -45,7 +45,9 @@ def _signature(record: logging.LogRecord) -> str:
 
 
 class RateLimitFilter(logging.Filter):
-    """Pass the first occurrence of each message, then at most one per `interval` seconds.
+    """Pass the first occurrence of each warning or error, then at most one per `interval`
+    seconds (a broker outage makes the Kafka clients log hundreds per second). INFO and DEBUG
+    lines always pass.
 
     Args:
         interval: seconds between two copies of the same message.
@@ -60,6 +62,10 @@ class RateLimitFilter(logging.Filter):
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            # informational lines (e.g. a worker's partition assignment after each rebalance)
+            # are what operators and tests read: never dropped; only repeated trouble is
+            return True
         key = _signature(record)
         now = time.monotonic()
         with self._lock:

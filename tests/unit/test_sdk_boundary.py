@@ -222,6 +222,14 @@ def test_repeated_log_lines_are_rate_limited() -> None:
     again = rec("Unable connect to node with id 1")
     assert f.filter(again) and "repeated 499 more times" in str(again.msg)
     assert f.filter(rec("something else"))
+    # information is never dropped: e.g. a stream worker's assignments, one rebalance after another
+    infos = [
+        logging.LogRecord(
+            "agentlake.streams", logging.INFO, __file__, 1, f"assigned partitions [{i}]", None, None
+        )
+        for i in range(3)
+    ]
+    assert all(f.filter(r) for r in infos)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
