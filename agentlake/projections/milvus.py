@@ -7,8 +7,11 @@ data dir by default, any Milvus/Zilliz endpoint with ``MILVUS_URI``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,19 +19,42 @@ from agentlake.projections.embeddings import Embedder
 from agentlake.schemas import RewardScored
 from agentlake.settings import Settings
 
+log = logging.getLogger("agentlake.milvus")
+
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # silence gRPC C-core chatter of milvus-lite
 
 COLLECTION = "trajectories"
 _clients: dict[str, Any] = {}
 
 
-def open_client(target: str, token: str | None = None) -> Any:
+def open_client(target: str, token: str | None = None, attempts: int = 3) -> Any:
     """A new pymilvus ``MilvusClient`` for `target` (a server URI or a milvus-lite file path; the
-    file's folder must exist), authenticated with `token` when one is set."""
+    file's folder must exist), authenticated with `token` when one is set, that answered a first
+    call. For a milvus-lite file, a client whose embedded server went away (milvus-lite may
+    stop the server of a file when another client of this process closes it, and pymilvus
+    then reconnects to the old address) is replaced, up to `attempts` times.
+
+    Raises:
+        pymilvus.exceptions.MilvusException: the server did not answer.
+    """
     from pymilvus import MilvusClient
+    from pymilvus.exceptions import MilvusException
 
     kwargs = {"token": token} if token else {}
-    return MilvusClient(target, **kwargs)
+    local = "://" not in target
+    for attempt in range(1, attempts + 1):
+        client = MilvusClient(target, **kwargs)
+        try:
+            client.list_collections()
+            return client
+        except MilvusException:
+            if not local or attempt == attempts:
+                raise
+            log.warning("milvus-lite at %s did not answer; starting a new client (%d)", target, attempt)
+            with contextlib.suppress(Exception):
+                client.close()
+            time.sleep(1.0 * attempt)
+    raise AssertionError("unreachable")
 
 
 def milvus_client(settings: Settings) -> Any:
