@@ -30,9 +30,8 @@ _clients: dict[str, Any] = {}
 def open_client(target: str, token: str | None = None, attempts: int = 3) -> Any:
     """A new pymilvus ``MilvusClient`` for `target` (a server URI or a milvus-lite file path; the
     file's folder must exist), authenticated with `token` when one is set, that answered a first
-    call. For a milvus-lite file, a client whose embedded server went away (milvus-lite may
-    stop the server of a file when another client of this process closes it, and pymilvus
-    then reconnects to the old address) is replaced, up to `attempts` times.
+    call. For a milvus-lite file, keepalive pings are slowed to what its server accepts, and
+    a client that does not answer its first call is replaced, up to `attempts` times.
 
     Raises:
         pymilvus.exceptions.MilvusException: the server did not answer.
@@ -40,10 +39,19 @@ def open_client(target: str, token: str | None = None, attempts: int = 3) -> Any
     from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
 
-    kwargs = {"token": token} if token else {}
+    kwargs: dict[str, Any] = {"token": token} if token else {}
     local = "://" not in target
+    if local:
+        # pymilvus pings every 10 s, even idle; milvus-lite's gRPC server allows one ping per
+        # 5 min and answers more with GOAWAY "too many pings", after which every client of
+        # the file in this process fails to connect (seen in CI after a few idle minutes)
+        kwargs["grpc_options"] = {
+            "grpc.keepalive_time_ms": 600_000,
+            "grpc.keepalive_permit_without_calls": False,
+        }
     for attempt in range(1, attempts + 1):
-        client = MilvusClient(target, **kwargs)
+        # pymilvus shares one channel per address in a process: a retry takes a channel of its own
+        client = MilvusClient(target, **kwargs, **({"dedicated": True} if attempt > 1 else {}))
         try:
             client.list_collections()
             return client
