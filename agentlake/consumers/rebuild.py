@@ -30,7 +30,7 @@ from typing import Any, Literal
 from agentlake.consumers.sink import SINK_TOPICS, TOPIC_WRITERS, VERDICT_TOPICS, ensure_raw_tables
 from agentlake.kafka_io import make_consumer
 from agentlake.projections.clickhouse import ClickHouseWriter, Located, connect, recreate_tables
-from agentlake.projections.retract import Retraction, retract, retraction_of
+from agentlake.projections.retract import Retraction, retract, retracted_ids, retraction_of
 from agentlake.schemas import DecodeError, RewardScored, codec
 from agentlake.settings import Settings
 from agentlake.topics import REWARDS, TRAJECTORY_TOPICS
@@ -178,6 +178,7 @@ async def rebuild(
         consumer.pause(*(set(parts) - todo))
         verdict_topics = {settings.topic(t) for t in VERDICT_TOPICS}
         retractions: list[Retraction] = []
+        gone = await asyncio.to_thread(retracted_ids, writer.client) if writer is not None else set()
         last_record = time.monotonic()
         while todo:
             batches = await consumer.getmany(timeout_ms=1000, max_records=limit)
@@ -215,7 +216,9 @@ async def rebuild(
                         stats.skipped += 1
                         continue
                     logical = trajectory_topics.get(m.topic)
-                    if logical is not None and rejects(logical, m.key, ev):
+                    if logical is not None and (
+                        rejects(logical, m.key, ev) or (ev.trajectory_id, ev.event_id) in gone
+                    ):
                         stats.skipped += 1
                         continue
                     located.append((ev, m.topic, m.partition, m.offset))

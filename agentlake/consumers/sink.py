@@ -35,7 +35,7 @@ from agentlake.lake.analytics import ensure_tables as ensure_lake_tables
 from agentlake.projections.auth import TOPIC_WRITERS as AUTH_WRITERS
 from agentlake.projections.auth import ensure_tables as ensure_auth_tables
 from agentlake.projections.clickhouse import ClickHouseWriter, Located, connect
-from agentlake.projections.retract import Retraction, retract, retraction_of
+from agentlake.projections.retract import Retraction, retract, retracted_ids, retraction_of
 from agentlake.schemas import DecodeError, RewardScored, codec
 from agentlake.settings import Settings
 from agentlake.streams.processor import check_record
@@ -107,6 +107,7 @@ class Projector:
         self._raw_writers = {settings.topic(t): w for t, w in TOPIC_WRITERS.items()}
         self._verdict_topics = {settings.topic(t) for t in VERDICT_TOPICS}
         self._held: dict[Any, float] = {}  # verdict partition -> when it was paused
+        self._retracted: set[tuple[str, str]] = set()  # (trajectory_id, event_id) never projected again
         self._last_reconcile = time.monotonic()
         self._worker_position: tuple[int, float] = (-1, time.monotonic())
 
@@ -122,6 +123,7 @@ class Projector:
     async def start(self) -> None:
         self._writer = ClickHouseWriter(await asyncio.to_thread(connect, self.settings))
         await asyncio.to_thread(ensure_raw_tables, self._writer.client)
+        self._retracted = await asyncio.to_thread(retracted_ids, self._writer.client)
         if self.with_milvus:
             from agentlake.projections.embeddings import get_embedder
             from agentlake.projections.milvus import TrajectoryIndex
@@ -197,6 +199,9 @@ class Projector:
                     if bad is not None:  # dead-lettered by the stream worker: not projected
                         await self._reject(m, *bad)
                         continue
+                if logical is not None and (ev.trajectory_id, ev.event_id) in self._retracted:
+                    self.stats.skipped += 1  # retracted once already: never projected again
+                    continue
                 located.append((ev, m.topic, m.partition, m.offset))
                 if isinstance(ev, RewardScored):
                     rewards.append(ev)
@@ -249,6 +254,7 @@ class Projector:
             counts = await asyncio.to_thread(
                 retract, self._writer.client, todo, self.settings.clickhouse_cluster
             )
+            self._retracted.update((r.trajectory_id, r.event_id) for r in todo)
             self.stats.retracted += counts.get("events", 0)
             log.info("retracted %d events the stream worker rejected (%s)", len(todo), counts)
         return consumed

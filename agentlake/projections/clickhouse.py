@@ -110,6 +110,11 @@ DDL: tuple[str, ...] = (
         ts DateTime64(6, 'UTC'), call_id String, server_id String, tool String, rule LowCardinality(String),
         detail String
     ) ENGINE = ReplacingMergeTree ORDER BY (trajectory_id, seq) {_SETTINGS}""",
+    # events the stream worker rejected after the sink projected them (agentlake.projections.retract):
+    # never projected again, whichever sink replays them
+    f"""CREATE TABLE IF NOT EXISTS retracted (
+        trajectory_id String, event_id String, reason LowCardinality(String)
+    ) ENGINE = ReplacingMergeTree ORDER BY (trajectory_id, event_id) {_SETTINGS}""",
 )
 
 

@@ -17,7 +17,9 @@ reasons, *retracts* the event:
    ``body``), so no ``any()`` or ``max()`` keeps the rejected event's values.
 
 A verdict is applied only once its source record has been projected (the sink
-holds the dead-letter partition until then), so a late insert can never bring
+holds the dead-letter partition until then), and every retracted event is
+recorded in the ``retracted`` table, which every sink and rebuild loads and
+filters by: neither a late insert nor another sink replaying the topics brings
 a retracted row back. Retracting is idempotent, and a rebuild replays the
 dead-letter topics after the events, so live and rebuilt stores agree.
 """
@@ -120,6 +122,12 @@ def retract(client: Any, retractions: Sequence[Retraction], cluster: str | None 
     tids = sorted({r.trajectory_id for r in retractions})
     eids = sorted({r.event_id for r in retractions})
     params = {"t": tids, "e": eids}
+    # remembered first: a sink that replays the event later leaves it out (`retracted_ids`)
+    client.insert(
+        "retracted",
+        [[r.trajectory_id, r.event_id, r.reason] for r in retractions],
+        column_names=["trajectory_id", "event_id", "reason"],
+    )
     found = query(
         client,
         "SELECT count() AS n FROM events WHERE trajectory_id IN {t:Array(String)} "
@@ -154,6 +162,13 @@ def retract(client: Any, retractions: Sequence[Retraction], cluster: str | None 
             written = writer.write_table(table, derived[table], f"retract-{uuid.uuid4().hex}")
             counts[table] = written
     return counts
+
+
+def retracted_ids(client: Any) -> set[tuple[str, str]]:
+    """Every retracted ``(trajectory_id, event_id)``: what a sink or a rebuild must not project
+    again (retractions are rare: the set is small)."""
+    rows = query(client, "SELECT DISTINCT trajectory_id, event_id FROM retracted")
+    return {(r["trajectory_id"], r["event_id"]) for r in rows}
 
 
 def _delete(client: Any, table: str, where: str, params: dict[str, Any], cluster: str | None) -> None:

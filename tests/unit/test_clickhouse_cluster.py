@@ -51,6 +51,7 @@ def test_one_server_keeps_the_plain_ddl() -> None:
         "rewards",
         "reward_components",
         "policy_violations",
+        "retracted",
     ]
 
 
