@@ -155,5 +155,5 @@ async def test_demo_hit_miss_and_fused_plan(settings: Settings, lake_traffic: di
     # then the hit must be about the asked order (parameters agree), never the demo's source order
     miss = out["miss"]
     assert not miss["hit"] or (miss["result"] or {}).get("entry_id") != out["hit"]["result"]["entry_id"]
-    assert out["miss"]["reason"] in ("signature_mismatch", "demoted")
+    assert miss["hit"] or miss["reason"] in ("signature_mismatch", "demoted")
     assert out["plan"]["tool_sequence"] == ["get_order", "refund_order"]
