@@ -14,6 +14,7 @@ dead-lettered as ``unknown_fingerprint``; `agentlake dlq redrive` sends them bac
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import threading
@@ -100,6 +101,9 @@ class SchemaTopicLookup:
             loop = asyncio.new_event_loop()
             threading.Thread(target=loop.run_forever, name="agentlake-schemas", daemon=True).start()
             self._loop = loop
+            # a CLI command ends without closing the process-wide codec: stop the consumer then,
+            # or asyncio reports an unclosed AIOKafkaConsumer on the user's terminal
+            atexit.register(self.close)
         return self._loop
 
     async def _catch_up(self) -> None:

@@ -109,7 +109,7 @@ def source_topic(name: str) -> str:
     name = name.removesuffix(".dlq")
     known = [t.name for t in all_topics() if not t.compacted and not t.name.endswith(".dlq")]
     if name not in known:
-        raise UserError(f"unknown topic {name!r}: dead letters exist for {', '.join(known)}")
+        raise UserError(f"unknown topic {name!r}: the topics with a dead-letter topic are {', '.join(known)}")
     return name
 
 
