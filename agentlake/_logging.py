@@ -82,6 +82,25 @@ class RateLimitFilter(logging.Filter):
         return True
 
 
+_pinned: dict[str, int] = {}
+
+
+def pin_level(name: str, level: int) -> None:
+    """Set logger `name` to `level` and remember it, so `reapply_pinned_levels` can restore it
+    after a library resets its own loggers on import."""
+    _pinned[name] = level
+    logging.getLogger(name).setLevel(level)
+
+
+def reapply_pinned_levels() -> None:
+    """Restore every level set by `pin_level`. Call right after importing a library that
+    configures its loggers at import time: pymilvus runs ``logging.config.dictConfig`` and
+    sets its logger back to WARNING, so its "failed to get mvccTs" warnings (milvus-lite has
+    no session timestamps) would reach a user's terminal."""
+    for name, level in _pinned.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def rate_limit_chatty_loggers(interval: float = 10.0) -> None:
     """Install one `RateLimitFilter` per chatty logger (idempotent).
 

@@ -13,6 +13,25 @@ DETAIL_MAX = 1000
 """Characters of a dead letter's `detail` header kept (longer details are cut)."""
 
 
+DEAD_LETTER_REASONS: dict[str, str] = {
+    "empty": "the record has no value",
+    "too_short": "shorter than an Avro single-object header",
+    "bad_magic": "not Avro single-object encoding (no c301 marker)",
+    "unknown_fingerprint": "written with a schema this reader does not know (a newer SDK?)",
+    "schema_violation": "does not decode with its writer schema, or breaks a field's rule",
+    "wrong_topic": "an event type that does not belong on this topic",
+    "null_key": "a trajectory event without a record key",
+    "key_mismatch": "the record key is not the event's trajectory_id",
+    "seq_out_of_range": "seq outside the accepted range",
+    "after_end": "seq past its trajectory's TrajectoryEnded seq",
+    "duplicate_seq": "a second event at an existing (trajectory_id, seq), the losing one",
+    "seq_gap": "seq far ahead of its trajectory (written by earlier workers only)",
+    "too_large": "an output over AGENTLAKE_MAX_MESSAGE_BYTES (a small stand-in is sent)",
+    "invalid_document": "a document event the lake's store cannot take",
+}
+"""Every reason a dead letter's ``reason`` header can carry, with what it means."""
+
+
 def dead_letter_headers(
     reason: str, detail: str, source_topic: str, source_position: str
 ) -> list[tuple[str, bytes]]:
@@ -106,9 +125,11 @@ async def read_to_end(settings: Settings, topics: list[str], timeout: float = 15
 
 
 async def group_offsets(
-    settings: Settings, group: str, topics: set[str]
+    settings: Settings, group: str, topics: set[str], *, every_partition: bool = False
 ) -> tuple[dict[Any, int], dict[Any, int]]:
-    """(committed offset, end offset) per partition of `topics` that `group` has committed on."""
+    """(committed offset, end offset) per partition of `topics` that `group` has committed on;
+    with `every_partition`, also the partitions it never committed on, at their beginning
+    offset (where a consumer of the group, reading from the earliest, would start)."""
     from aiokafka import AIOKafkaConsumer
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -119,6 +140,10 @@ async def group_offsets(
     try:
         listed = await admin.list_consumer_group_offsets(group)
         committed = {tp: meta.offset for tp, meta in listed.items() if tp.topic in topics}
+        if every_partition:
+            rest = [tp for tp in await partitions(consumer, sorted(topics)) if tp not in committed]
+            if rest:
+                committed.update(await consumer.beginning_offsets(rest))
         ends = await consumer.end_offsets(list(committed)) if committed else {}
         return committed, dict(ends)
     finally:

@@ -436,6 +436,11 @@ def up(s: Settings, *, workers: bool = True, progress: Any = None) -> dict[str, 
     if workers:
         # the worker creates nothing the check above did not, but give faust the same copies
         rf = {"AGENTLAKE_TOPIC_REPLICATION_FACTOR": str(topics.replication_factor)}
+        proc = worker_proc(s, "streams")
+        if process_state(proc) == "crashed":  # its pid file outlived it: say so, keep its log
+            info["streams_crashed_log"] = str(proc.log_file)
+            if progress is not None:
+                progress(f"the stream worker had died (its log: {proc.log_file}); starting it again")
         info["streams_pid"] = start_worker(s, "streams", extra_env=rf)
     return info
 
@@ -487,7 +492,9 @@ async def _lags(s: Settings) -> dict[str, int | None]:
         groups.append(("sink_lag", s.sink_group))
     for name, group in groups:
         try:
-            committed, ends = await asyncio.wait_for(group_offsets(s, s.topic(group), topics), 10)
+            committed, ends = await asyncio.wait_for(
+                group_offsets(s, s.topic(group), topics, every_partition=True), 10
+            )
         except Exception:
             out[name] = None
             continue

@@ -136,13 +136,14 @@ def quiet_logs(level: int = logging.WARNING, debug: bool = False) -> None:
     """Warnings and up from us; only errors from the chatty libraries underneath (all of
     their records with `debug`), and repeated messages (e.g. connection errors while the
     broker is down) rate-limited."""
-    from agentlake._logging import rate_limit_chatty_loggers
+    from agentlake._logging import pin_level, rate_limit_chatty_loggers
 
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not debug:
         os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # milvus-lite's gRPC C core
-        for name in QUIET_LIBRARIES:
-            logging.getLogger(name).setLevel(logging.CRITICAL if name.startswith("grpc") else logging.ERROR)
+    for name in QUIET_LIBRARIES:
+        quiet = logging.CRITICAL if name.startswith("grpc") else logging.ERROR
+        pin_level(name, logging.NOTSET if debug else quiet)
     rate_limit_chatty_loggers()
 
 

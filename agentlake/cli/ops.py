@@ -26,6 +26,10 @@ def up(
     if as_json:
         _print_json(info)
     else:
+        if "streams_crashed_log" in info:
+            console.print(
+                f"[yellow]restarted the stream worker[/]: it had died; see {info['streams_crashed_log']}"
+            )
         console.print(f"[green]up[/]: kafka {info['bootstrap_servers']}, data in {info['home']}")
 
 

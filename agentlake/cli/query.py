@@ -68,12 +68,33 @@ def sql(
     if not rows:
         out.print("0 rows")
         return
-    t = Table(caption=f"{len(rows)} row{'s' if len(rows) != 1 else ''}")
-    for c in rows[0]:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*[str(v) for v in r.values()])
-    out.print(t)
+    render_rows(rows)
+
+
+def render_rows(rows: list[dict[str, Any]]) -> None:
+    """Print `rows` as a table when it fits the terminal, else one record per block
+    (``column: value`` lines, like ClickHouse's ``Vertical`` format): a squeezed table of
+    many columns wraps every cell into an unreadable strip."""
+    from rich.markup import escape
+
+    caption = f"{len(rows)} row{'s' if len(rows) != 1 else ''}"
+    cells = [[str(v) for v in r.values()] for r in rows]
+    names = list(rows[0])
+    widths = [max([len(n), *(len(c[i]) for c in cells)]) for i, n in enumerate(names)]
+    if sum(widths) + 3 * len(widths) + 1 <= out.width:
+        t = Table(caption=caption)
+        for c in names:
+            t.add_column(c)
+        for row in cells:
+            t.add_row(*row)
+        out.print(t)
+        return
+    pad = max(len(n) for n in names)
+    for i, row in enumerate(cells, 1):
+        out.print(f"[bold]── row {i} ──[/]")
+        for n, v in zip(names, row, strict=True):
+            out.print(f"[cyan]{escape(n.rjust(pad))}[/]: {escape(v)}", soft_wrap=True)
+    out.print(caption, style="dim")
 
 
 def read_only_query(client: Any, statement: str) -> list[dict[str, Any]]:
@@ -169,6 +190,14 @@ def dlq_redrive(
     per dead-letter topic (consumer group `agentlake-redrive`), so a dead letter is
     re-driven once; one that fails again is dead-lettered again, with its reason.
     """
+    from agentlake.kafka_io import DEAD_LETTER_REASONS
+
+    unknown = sorted(set(reason) - DEAD_LETTER_REASONS.keys())
+    if unknown and not all_reasons:
+        raise UserError(
+            f"unknown reason {', '.join(map(repr, unknown))}: dead letters carry one of "
+            f"{', '.join(DEAD_LETTER_REASONS)} (or give --all)"
+        )
     name = source_topic(topic)
     res = asyncio.run(
         redrive(_settings(), name, None if all_reasons else set(reason), from_beginning, dry_run)

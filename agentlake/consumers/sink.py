@@ -345,11 +345,25 @@ class Projector:
         if msg.topic in self._owned:
             await send_dead_letter(self._producer, msg, reason, detail)
             self.stats.dead_letters += 1
+            log.warning(
+                "malformed record %s@%s:%s dead-lettered (%s: %s)",
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                reason,
+                detail,
+            )
         else:
+            # the stream worker dead-letters what it owns: nothing for an operator to do here
             self.stats.skipped += 1
-        log.warning(
-            "malformed record %s@%s:%s (%s: %s)", msg.topic, msg.partition, msg.offset, reason, detail
-        )
+            log.debug(
+                "skipped malformed record %s@%s:%s (%s: %s)",
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                reason,
+                detail,
+            )
 
     async def lag(self) -> int:
         """Records in the sink's topics not yet consumed by this projector."""

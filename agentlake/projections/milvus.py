@@ -39,6 +39,9 @@ def open_client(target: str, token: str | None = None, attempts: int = 3) -> Any
     from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
 
+    from agentlake._logging import reapply_pinned_levels
+
+    reapply_pinned_levels()  # importing pymilvus reset its loggers' levels
     kwargs: dict[str, Any] = {"token": token} if token else {}
     local = "://" not in target
     if local:

@@ -106,7 +106,9 @@ async def test_kill_9_the_worker_mid_stream_and_restart(settings: Settings, proj
     ids = await task
     assert await asyncio.to_thread(emitter.flush, 60)
     emitter.close(5)
-    stack.start_worker(settings, "streams")
+    assert stack.process_state(worker) == "crashed"  # its pid file outlived it
+    info = await asyncio.to_thread(stack.up, settings)  # `agentlake up` restarts it, and says so
+    assert info["streams_crashed_log"] == str(worker.log_file) and info["streams_pid"] == worker.pid()
     scored = await project_until_final(projector, run_id, n, timeout=180)
     assert scored == n, diagnose(projector, run_id, ids)
     await projector.catch_up(30)

@@ -422,3 +422,82 @@ def test_a_settings_error_raised_anywhere_is_one_line_exit_2() -> None:
         Settings(home=Path("/tmp/x"), topic_partitions=0)
     msg, code = one_line_error(info.value) or ("", 0)
     assert code == 2 and msg.startswith("bad setting AGENTLAKE_TOPIC_PARTITIONS=0:")
+
+
+def test_pymilvus_imported_after_quiet_logs_stays_quiet(tmp_path: Path) -> None:
+    """pymilvus configures its loggers when imported (back to WARNING); a lake query then
+    printed "failed to get mvccTs" on milvus-lite. Opening a client re-applies our levels."""
+    script = f"""
+import logging
+from agentlake.cli._app import quiet_logs
+quiet_logs()
+import pymilvus
+from agentlake.projections.milvus import open_client
+name = "pymilvus.client.iterator.query_iterator"
+print("after import", logging.getLogger(name).isEnabledFor(logging.WARNING))
+client = open_client({str(tmp_path / "m.db")!r})
+print("after open", logging.getLogger(name).isEnabledFor(logging.WARNING))
+client.create_collection("c", dimension=4)
+client.insert("c", [{{"id": 1, "vector": [0.1, 0.2, 0.3, 0.4]}}])
+it = client.query_iterator("c", batch_size=10, filter="id >= 0", output_fields=["id"])
+print("rows", len(it.next()))
+it.close()
+client.close()
+"""
+    r = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "after import True" in r.stdout  # what pymilvus does on import
+    assert "after open False" in r.stdout and "rows 1" in r.stdout
+    assert "mvccTs" not in r.stderr, r.stderr
+
+
+def test_dlq_redrive_rejects_an_unknown_reason(home: Path) -> None:
+    from agentlake.kafka_io import DEAD_LETTER_REASONS
+
+    bogus, ok = cli_many(
+        home,
+        [("dlq", "redrive", "--reason", "bogus"), ("dlq", "redrive", "--reason", "after_end", "--dry-run")],
+    )
+    line = one_line(bogus)
+    assert bogus.returncode == 2 and "unknown reason 'bogus'" in line and "unknown_fingerprint" in line
+    assert ok.returncode == 2 and "reason" not in one_line(ok)  # a known reason gets as far as Kafka (down)
+    assert "after_end" in DEAD_LETTER_REASONS
+
+
+def test_every_dead_letter_reason_in_the_code_is_documented() -> None:
+    """Reasons written by the decoder, the record checks and the processors are all in
+    `DEAD_LETTER_REASONS` (which `dlq redrive --reason` accepts)."""
+    import re
+
+    from agentlake.kafka_io import DEAD_LETTER_REASONS
+
+    found: set[str] = set()
+    for path in (ROOT / "agentlake").rglob("*.py"):
+        text = path.read_text()
+        found |= set(re.findall(r'DecodeError\(\s*"(\w+)"', text))
+        found |= set(re.findall(r'dead_letter\([^)]*?"(\w+)",\s*(?:f?"|detail)', text, re.S))
+        found |= set(re.findall(r'_reject\(\w+, "(\w+)"', text))
+    found |= set(re.findall(r'return "(\w+)", ', (ROOT / "agentlake/streams/processor.py").read_text()))
+    assert {"unknown_fingerprint", "after_end", "duplicate_seq", "key_mismatch", "invalid_document"} <= found
+    assert found <= DEAD_LETTER_REASONS.keys(), found - DEAD_LETTER_REASONS.keys()
+
+
+def test_a_wide_sql_result_is_printed_one_record_per_block_on_a_narrow_terminal(home: Path) -> None:
+    wide = "SELECT " + ", ".join(f"'value-{i}-{'x' * 12}' AS column_{i}" for i in range(8))
+    narrow = cli(home, "sql", "--no-catch-up", wide, env={"COLUMNS": "80"})
+    assert narrow.returncode == 0, narrow.stderr
+    lines = narrow.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for i in range(8):  # every value whole, on its column's line
+        assert f"column_{i}: value-{i}-{'x' * 12}" in narrow.stdout
+    assert lines[-1].strip() == "1 row"
+    roomy = cli(home, "sql", "--no-catch-up", wide, env={"COLUMNS": "400"})
+    assert roomy.returncode == 0 and "── row 1 ──" not in roomy.stdout
+    assert all(f"value-{i}-{'x' * 12}" in roomy.stdout for i in range(8))  # a table, cells unwrapped

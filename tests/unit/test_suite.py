@@ -471,3 +471,19 @@ def test_trials_and_suites_round_trip_through_json() -> None:
     assert Suite.model_validate_json(suite.model_dump_json()) == suite
     for trial in expand(suite, trials=2):
         assert Trial.model_validate_json(trial.model_dump_json()) == trial
+
+
+def test_a_misspelled_required_key_is_named_before_the_field_it_leaves_missing() -> None:
+    data = _suite(_scenario())
+    data["scenarioz"] = data.pop("scenarios")
+    with pytest.raises(SuiteError) as err:
+        validate_suite(data, "x.yaml")
+    assert str(err.value) == "x.yaml: scenarioz: unknown field: did you mean 'scenarios'?"
+    nested = _suite(_scenario())
+    nested["scenarios"][0]["tsk"] = nested["scenarios"][0].pop("task")
+    with pytest.raises(SuiteError, match=r"^x\.yaml: scenarios\[0\]\.tsk: unknown field: did you mean 'task'\?$"):
+        validate_suite(nested, "x.yaml")
+    unrelated = _suite(_scenario())
+    unrelated["colour"] = "blue"  # no near miss: pydantic's own words
+    with pytest.raises(SuiteError, match=r"^x\.yaml: colour: Extra inputs are not permitted$"):
+        validate_suite(unrelated, "x.yaml")
