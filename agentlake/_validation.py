@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-
 from difflib import get_close_matches
 
 from pydantic import ValidationError
@@ -56,8 +55,8 @@ def first_error(error: ValidationError) -> tuple[str, str]:
     if typo is not None:
         i, name = typo
         rest = len(errors) - 2  # the typo and the missing field it causes are one mistake
-        more = f" (and {rest} more error{'s' if rest > 1 else ''})" if rest > 0 else ""
-        return field_path(errors[i]["loc"]), f"unknown field: did you mean {name!r}?{more}"
+        tail = f" (and {rest} more error{'s' if rest > 1 else ''})" if rest > 0 else ""
+        return field_path(errors[i]["loc"]), f"unknown field: did you mean {name!r}?{tail}"
     first = errors[0]
     reason = str(first["msg"])
     for prefix in _PREFIXES:

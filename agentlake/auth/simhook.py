@@ -91,14 +91,15 @@ class SimAuth:
         """Calls through the gateway and denials, per tool (for the run report)."""
         return {"decisions": self.decisions, "denied": self.denied, "denied_tools": dict(self.denied_tools)}
 
-    def wrap(self, trial: Any, client: Any) -> AuthorizedClient:
-        """The trial's MCP client behind a gateway (the runner's ``wrap_client`` hook)."""
+    def wrap(self, trial: Any, client: Any, trajectory_id: str | None = None) -> AuthorizedClient:
+        """The trial's MCP client behind a gateway (the runner's ``wrap_client`` hook); its
+        decisions carry the trial id as their task and `trajectory_id`."""
         budgets = getattr(trial, "budgets", None)
         timeout = getattr(budgets, "timeout_s", None) or 300
         token = self.token_for(trial.trial_id, timedelta(seconds=float(timeout) + 60), None)
         config = GatewayConfig(trial.server or "shop", gateway_id="sim")
         gw = Gateway(client, config, self.verifier, self.events)
-        return AuthorizedClient(self, gw, token, trial.trial_id)
+        return AuthorizedClient(self, gw, token, trial.trial_id, trajectory_id)
 
 
 def _ok(name: str) -> bool:
@@ -110,18 +111,23 @@ def _ok(name: str) -> bool:
 class AuthorizedClient:
     """An MCP client whose ``call_tool`` goes through the gateway; a denial is a failed tool result."""
 
-    def __init__(self, owner: SimAuth, gateway: Gateway, token: str | None, task: str) -> None:
+    def __init__(
+        self, owner: SimAuth, gateway: Gateway, token: str | None, task: str, trajectory_id: str | None = None
+    ) -> None:
         self._owner = owner
         self._gateway = gateway
         self._token = token
         self._task = task
+        self._trajectory_id = trajectory_id
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any] | None = None, **_: Any
     ) -> types.CallToolResult:
         self._owner.decisions += 1
         try:
-            return await self._gateway.call(self._token, name, arguments or {}, task=self._task)
+            return await self._gateway.call(
+                self._token, name, arguments or {}, task=self._task, trajectory_id=self._trajectory_id
+            )
         except MCPError as e:
             if e.code != DENIED_CODE:
                 raise

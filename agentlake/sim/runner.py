@@ -408,7 +408,7 @@ async def run_trial(
     tracer: Tracer,
     run_id: str,
     staging: StagingFactory,
-    wrap_client: Callable[[Any], Any] | None = None,
+    wrap_client: Callable[..., Any] | None = None,
     attributes: Mapping[str, str] | None = None,
 ) -> TrialResult:
     """Run, observe and grade one trial; its events go through `tracer`.
@@ -416,7 +416,8 @@ async def run_trial(
     The agent runs under `agentlake.sim.harness` (a worker thread, or its own
     process group for ``cmd:``) with the trial's ``timeout_s`` (default
     `DEFAULT_TIMEOUT_S`); nothing it raises or does ends the runner.
-    `wrap_client` sits between the recorder and the live MCP client (replay uses it).
+    `wrap_client(client, trajectory_id=...)` sits between the recorder and the live MCP
+    client (e.g. the auth gateway, which records the trajectory on its decisions).
     `attributes` are added to the trajectory's (e.g. ``auth=gateway`` under ``sim run --auth``).
     """
     t0 = time.perf_counter()
@@ -460,7 +461,9 @@ async def run_trial(
             assert target.fn is not None
             fenced = _Fenced(t)
             async with Client(server.server) as client:
-                inner = wrap_client(client) if wrap_client is not None else client
+                inner = (
+                    wrap_client(client, trajectory_id=t.trajectory_id) if wrap_client is not None else client
+                )
                 bridge = LoopBridge(inner, asyncio.get_running_loop())
                 session = TracedSession(bridge, fenced, server_name)  # type: ignore[arg-type]
                 tools = _BudgetedTools(session, trial.budgets.max_tool_calls)
@@ -593,7 +596,7 @@ async def run_suite(
     early_stop: tuple[int, float] | None = None,
     stop_on_pass: bool = False,
     progress: Callable[[TrialResult | None], None] | None = None,
-    wrap_client: Callable[[Trial, Any], Any] | None = None,
+    wrap_client: Callable[..., Any] | None = None,
     attributes: Mapping[str, str] | None = None,
 ) -> RunOutcome:
     """Run the trials concurrently.
@@ -606,8 +609,8 @@ async def run_suite(
             one check — certain to pass. Skipped trials count as failures in the
             metrics (over the planned trials), so skipping never raises a metric.
         progress: called with each result (None for a skipped trial).
-        wrap_client: ``(trial, client) -> client`` around each trial's MCP client (in-process
-            agents; e.g. an auth gateway).
+        wrap_client: ``(trial, client, trajectory_id=...) -> client`` around each trial's MCP
+            client (in-process agents; e.g. an auth gateway).
         attributes: added to every trial's trajectory attributes.
     """
     from agentlake.sim.metrics import suite_decided
@@ -727,7 +730,7 @@ async def replay(
     trial = replay_trial(recorded, suite, fork_at, server)
     holder: dict[str, ReplayClient] = {}
 
-    def wrap(client: Any) -> Any:
+    def wrap(client: Any, trajectory_id: str | None = None) -> Any:
         holder["c"] = ReplayClient(client, recorded.calls, fork_at)
         return holder["c"]
 

@@ -481,7 +481,9 @@ def test_a_misspelled_required_key_is_named_before_the_field_it_leaves_missing()
     assert str(err.value) == "x.yaml: scenarioz: unknown field: did you mean 'scenarios'?"
     nested = _suite(_scenario())
     nested["scenarios"][0]["tsk"] = nested["scenarios"][0].pop("task")
-    with pytest.raises(SuiteError, match=r"^x\.yaml: scenarios\[0\]\.tsk: unknown field: did you mean 'task'\?$"):
+    with pytest.raises(
+        SuiteError, match=r"^x\.yaml: scenarios\[0\]\.tsk: unknown field: did you mean 'task'\?$"
+    ):
         validate_suite(nested, "x.yaml")
     unrelated = _suite(_scenario())
     unrelated["colour"] = "blue"  # no near miss: pydantic's own words

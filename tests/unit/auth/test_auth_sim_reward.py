@@ -154,7 +154,10 @@ async def test_the_runner_with_the_auth_hook_records_the_denial_and_the_pipeline
     trial = next(
         t for t in expand(load_suite(examples / "suite.yaml"), 1) if t.scenario_id == "refund-delivered"
     )
-    hook = SimAuth("support-bot", (Grant("shop", "get_order"), Grant("shop", "get_order", "write")))
+    decisions = MemoryEmitter()
+    hook = SimAuth(
+        "support-bot", (Grant("shop", "get_order"), Grant("shop", "get_order", "write")), emitter=decisions
+    )
     em = MemoryEmitter()
     tracer = Tracer("support-bot", "1.0", tenant="sim", emitter=em, settings=SETTINGS)
     out = await run_suite(
@@ -171,6 +174,11 @@ async def test_the_runner_with_the_auth_hook_records_the_denial_and_the_pipeline
     evs = [codec().decode(v) for _, _, v in em.records]
     start = evs[0]
     assert isinstance(start, TrajectoryStarted) and start.attributes["auth"] == "gateway"
+    # each decision names the trial (its task) and the trajectory it was made in
+    recorded = [codec().decode_dict(v) for _, _, v in decisions.records]
+    auth = [body for record, body in recorded if record == "AuthDecision"]
+    assert [(d["tool"], d["allowed"]) for d in auth] == [("get_order", True), ("refund_order", False)]
+    assert {(d["task_id"], d["trajectory_id"]) for d in auth} == {(trial.trial_id, start.trajectory_id)}
     done = [e for e in evs if isinstance(e, ToolCallCompleted)]
     assert [(d.tool, d.error_kind) for d in done] == [("get_order", None), ("refund_order", "unauthorized")]
     final = final_reward(em.records)
