@@ -3,8 +3,13 @@
 A record on the checkpoint topic (compacted, keyed by trajectory id) is either
 the state of an *open* trajectory (the fold of its settled prefix, its
 remaining entries by seq, what its start and end said) or a *done marker* (its
-end seq and when it was scored: what makes a re-delivered event idempotent),
-or a tombstone (``None``) once the marker's retention has passed.
+end seq, when it was scored, and the 8-byte event-id digest of each scored seq:
+what tells a re-delivered event, a no-op, from another event at a scored seq,
+``duplicate_seq``), or a tombstone (``None``) once the marker's retention has
+passed. A done marker carries its digests in the ``fold`` field, whose other
+fields are then empty (``upto`` = end seq + 1, ``ids`` as in an open fold), so
+workers that predate them still read it; a marker without them (written before)
+restores with no digests: every seq up to its end then counts as a re-delivery.
 
 Encoding: ``b"\x00\x02"`` then the Avro record (`SCHEMA`). A record without
 that prefix is the first version (entries only, no fold; an Avro string comes
@@ -252,14 +257,31 @@ def encode_open(st: TrajState, at_ms: int) -> bytes:
     )
 
 
-def encode_done(tid: str, end_seq: int, at_ms: int) -> bytes:
-    """A done marker: the trajectory was scored through `end_seq` at `at_ms` (wall clock, ms)."""
+def encode_done(tid: str, end_seq: int, at_ms: int, ids: bytes = b"") -> bytes:
+    """A done marker: the trajectory was scored through `end_seq` at `at_ms` (wall clock, ms);
+    `ids`: the scored event-id digests of seqs ``[end_seq + 1 - len(ids) / 8, end_seq]``
+    (`agentlake.streams.fold.seq_digests`; 8 bytes per seq, the marker's only part that grows)."""
     rec = {"tid": tid, "done": True, "end_seq": end_seq, "at_ms": at_ms, "ident": []}
-    return _write({**rec, "started": None, "end": None, "fold": None, "entries": []})
+    fold: dict[str, Any] | None = None
+    if ids:
+        fold = {
+            "upto": end_seq + 1, "steps": 0, "tool_calls": 0, "errors": 0, "invalid": 0,
+            "out_of_scope": 0, "unauthorized": 0, "tokens_in": None, "tokens_out": None, "cost": None,
+            "latency": [], "first_ts": None, "last_ts": None, "tool_names": [], "tool_seq": [],
+            "keys": b"", "flags": [], "ids": ids,
+        }  # fmt: skip
+    return _write({**rec, "started": None, "end": None, "fold": fold, "entries": []})
 
 
 def decode(value: bytes) -> tuple[TrajState | None, int | None, int]:
     """(open state or None, end seq of a done marker or None, at_ms)."""
+    st, done, at_ms = read(value)
+    return st, None if done is None else done[0], at_ms
+
+
+def read(value: bytes) -> tuple[TrajState | None, tuple[int, bytes] | None, int]:
+    """(open state or None, (end seq, scored digests as in `encode_done`) of a done marker or None,
+    at_ms). Reads every version written so far."""
     v2 = value[:2] == MAGIC
     buf = io.BytesIO(value)
     if v2:
@@ -267,7 +289,9 @@ def decode(value: bytes) -> tuple[TrajState | None, int | None, int]:
     rec = fastavro.schemaless_reader(buf, _PARSED if v2 else _PARSED_V1, None)
     assert isinstance(rec, dict)
     if rec["done"]:
-        return None, int(rec["end_seq"]), int(rec["at_ms"])
+        end_seq, fold = int(rec["end_seq"]), rec.get("fold")
+        ids = bytes(fold["ids"]) if fold is not None and fold["upto"] == end_seq + 1 else b""
+        return None, (end_seq, ids), int(rec["at_ms"])
     st = TrajState(rec["tid"])
     ident = rec["ident"]
     st.ident = (ident[0], ident[1], ident[2], ident[3]) if len(ident) == 4 else None
