@@ -393,3 +393,27 @@ def test_live_scores_do_not_depend_on_folding() -> None:
                 out.append(live.value if live is not None else None)
         lives.append(out)
     assert lives[0] == lives[1] == lives[2] and any(lives[0])
+
+
+def test_a_done_marker_is_the_avro_record_of_its_schema() -> None:
+    """`encode_done` splices the digests in by hand: it must equal what fastavro writes."""
+    import io
+
+    import fastavro
+
+    for end, ids in ((0, b"\x01" * 8), (9, bytes(range(80))), (70_000, b"\xff" * 8 * 70_001), (3, b"")):
+        rec = {
+            "tid": "t-1", "done": True, "end_seq": end, "at_ms": 1_700_000_000_000, "ident": [],
+            "started": None, "end": None, "entries": [],
+            "fold": None if not ids else {
+                "upto": end + 1, "steps": 0, "tool_calls": 0, "errors": 0, "invalid": 0,
+                "out_of_scope": 0, "unauthorized": 0, "tokens_in": None, "tokens_out": None, "cost": None,
+                "latency": [], "first_ts": None, "last_ts": None, "tool_names": [], "tool_seq": [],
+                "keys": b"", "flags": [], "ids": ids,
+            },
+        }  # fmt: skip
+        buf = io.BytesIO()
+        buf.write(state.MAGIC)
+        fastavro.schemaless_writer(buf, fastavro.parse_schema(state.SCHEMA), rec)
+        assert state.encode_done("t-1", end, 1_700_000_000_000, ids) == buf.getvalue()
+        assert state.read(buf.getvalue())[1] == (end, ids)
