@@ -31,11 +31,10 @@ Well-formed but wrong events (each a dead letter with a reason):
   and another ``event_id``. The winner is the event with the smallest
   `event_rank` (the event id's first 32 bytes), whichever arrives first; the
   ClickHouse tables hold a row per event until the loser's dead letter retracts
-  it (`agentlake.projections.retract`). Once a seq is folded
-  (``fold_lag`` seqs behind the contiguous prefix) or the trajectory scored,
-  the event folded there stays: a competitor arriving later loses whatever its
-  rank. Re-delivery vs.
-  another event is decided exactly, by the 8-byte event-id digest of every
+  it (`agentlake.projections.retract`). Once a seq is folded (``fold_lag``
+  seqs behind the contiguous prefix) or the trajectory scored, the event folded
+  there stays: a competitor arriving later loses whatever its rank. Re-delivery
+  vs. another event is decided exactly, by the 8-byte event-id digest of every
   folded seq, kept in the open state and, once scored, in the done marker
   (`agentlake.streams.fold.seq_digests`); the same event id again is a no-op.
 """
