@@ -186,6 +186,7 @@ async def fill_checkpoints(settings: Settings, markers: int, open_trajectories: 
     from aiokafka import AIOKafkaProducer
 
     from agentlake.streams import state
+    from agentlake.streams.fold import digest
     from agentlake.streams.processor import RewardProcessor, TrajState
     from tests.unit.test_processor import record_trajectory
 
@@ -196,13 +197,17 @@ async def fill_checkpoints(settings: Settings, markers: int, open_trajectories: 
     t0 = time.perf_counter()
     proc = RewardProcessor(live_scores=False)
     recs = record_trajectory()[:5]
+    digests = b"".join(digest(f"{q:032x}") for q in range(10))
     try:
         futs = []
         for i in range(markers):
             tid = f"hist-{i:08d}"
             futs.append(
                 await producer.send(
-                    topic, state.encode_done(tid, 9, now_ms), key=tid.encode(), partition=i % parts
+                    topic,
+                    state.encode_done(tid, 9, now_ms, digests),  # 10 scored seqs
+                    key=tid.encode(),
+                    partition=i % parts,
                 )
             )
         for i in range(open_trajectories):

@@ -6,8 +6,10 @@ server when ``CLICKHOUSE_URL`` is set. Same DDL, same SQL.
 
 Idempotence under replay: every table is keyed so that re-inserting an event
 replaces itself — ``ReplacingMergeTree`` keyed by the event's position in its
-trajectory, or ``AggregatingMergeTree`` whose columns merge the two halves of a
-pair (started/ended, requested/completed) with ``any``/``min``/``max``. Readers
+trajectory and its id (``events``, ``steps``: a second event at a seq is a second
+row until the stream worker's verdict retracts the loser), or
+``AggregatingMergeTree`` whose columns merge the two halves of a pair
+(started/ended, requested/completed) with ``any``/``min``/``max``. Readers
 use ``FINAL``. A retried batch is also dropped at insert time by its
 ``insert_deduplication_token``.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import sys
@@ -36,14 +39,15 @@ from agentlake.schemas import (
 )
 from agentlake.settings import Settings
 
+log = logging.getLogger("agentlake.clickhouse")
+
 _SETTINGS = "SETTINGS non_replicated_deduplication_window = 1000"
 _AGG = "SimpleAggregateFunction"
-# Two events with one (trajectory_id, seq): the one with the smallest event_id (its first 32
-# bytes) wins, as in the stream worker (`agentlake.streams.processor.event_rank`).
-_WINNER = (
-    "ver UInt256 MATERIALIZED "
-    "bitNot(reinterpretAsUInt256(reverse(rightPad(substring(event_id, 1, 32), 32, '\\0'))))"
-)
+# Two events with one (trajectory_id, seq) are two rows (event_id is in the sorting key): only
+# the stream worker knows which one its reward folded (the smaller event_id, unless the other
+# was folded or scored first), and its verdict retracts the loser (`agentlake.projections.retract`).
+# With the winner picked by the table instead, a merge could drop the row the worker kept.
+_EVENT_KEY = "ORDER BY (trajectory_id, seq, event_id)"
 _FINAL_VERSION = 1 << 40
 
 DDL: tuple[str, ...] = (
@@ -51,8 +55,8 @@ DDL: tuple[str, ...] = (
         trajectory_id String, seq Int64, event_id String, record LowCardinality(String),
         tenant LowCardinality(String), agent_id LowCardinality(String), agent_version LowCardinality(String),
         ts DateTime64(6, 'UTC'), trace_id String, span_id String, parent_span_id Nullable(String),
-        topic LowCardinality(String), partition Int32, offset Int64, body String, {_WINNER}
-    ) ENGINE = ReplacingMergeTree(ver) ORDER BY (trajectory_id, seq) {_SETTINGS}""",
+        topic LowCardinality(String), partition Int32, offset Int64, body String
+    ) ENGINE = ReplacingMergeTree {_EVENT_KEY} {_SETTINGS}""",
     f"""CREATE TABLE IF NOT EXISTS trajectories (
         trajectory_id String,
         tenant {_AGG}(any, String), agent_id {_AGG}(any, String), agent_version {_AGG}(any, String),
@@ -70,9 +74,8 @@ DDL: tuple[str, ...] = (
         trajectory_id String, seq Int64, event_id String,
         tenant LowCardinality(String), agent_id LowCardinality(String), agent_version LowCardinality(String),
         ts DateTime64(6, 'UTC'), kind LowCardinality(String), content String, content_truncated UInt8,
-        tokens_in Nullable(Int64), tokens_out Nullable(Int64), cost_usd Nullable(Float64), span_id String,
-        {_WINNER}
-    ) ENGINE = ReplacingMergeTree(ver) ORDER BY (trajectory_id, seq) {_SETTINGS}""",
+        tokens_in Nullable(Int64), tokens_out Nullable(Int64), cost_usd Nullable(Float64), span_id String
+    ) ENGINE = ReplacingMergeTree {_EVENT_KEY} {_SETTINGS}""",
     f"""CREATE TABLE IF NOT EXISTS tool_calls (
         trajectory_id String, call_id String,
         tenant {_AGG}(any, String), agent_id {_AGG}(any, String), agent_version {_AGG}(any, String),
@@ -189,8 +192,27 @@ def connect(settings: Settings, *, create: bool = True) -> Any:
     if create:
         for stmt in schema_ddl(settings.clickhouse_cluster):
             client.command(stmt)
+        _warn_old_event_key(client)
     _clients[target] = client
     return client
+
+
+def _warn_old_event_key(client: Any) -> None:
+    """Tables created before event_id joined their sorting key keep one row per seq (a merge may
+    drop the event the worker kept for a late duplicate's retracted one): say how to fix it."""
+    old = query(
+        client,
+        "SELECT name FROM system.tables WHERE database = currentDatabase() "
+        "AND name IN ('events', 'steps', 'events_local', 'steps_local') "
+        "AND sorting_key = 'trajectory_id, seq'",
+    )
+    if old:
+        log.warning(
+            "tables %s predate event_id in their sorting key (a seq whose late duplicate is "
+            "retracted can lose its row): `agentlake projections rebuild --target clickhouse "
+            "--recreate` re-creates them",
+            ", ".join(sorted(r["name"] for r in old)),
+        )
 
 
 # -- cluster mode ----------------------------------------------------------------

@@ -11,7 +11,11 @@ the sink follows the trajectory topics' dead-letter topics and, for these
 reasons, *retracts* the event:
 
 1. its rows in ``events`` and ``steps`` are deleted (by trajectory and event id;
-   a ClickHouse lightweight ``DELETE``), and
+   a ClickHouse lightweight ``DELETE``). Those tables keep one row per event
+   (``event_id`` is in their sorting key), so the event the worker kept at that
+   seq keeps its row whatever ClickHouse merged meanwhile — also when the loser
+   has the smaller event id and lost only because its seq was folded or scored
+   first — and
 2. the aggregated tables built from it (``trajectories``, ``tool_calls``) are
    re-derived for its trajectory from the events that remain (their JSON
    ``body``), so no ``any()`` or ``max()`` keeps the rejected event's values.
@@ -113,9 +117,9 @@ def retract(client: Any, retractions: Sequence[Retraction], cluster: str | None 
             deletes then run ``ON CLUSTER`` on the ``_local`` tables).
 
     Returns:
-        Rows per table: for ``events`` the retracted rows found (0 when a merge already
-        replaced a losing duplicate by its winner), for ``trajectories``/``tool_calls``
-        the rows re-derived (always, for every trajectory named).
+        Rows per table: for ``events`` the retracted rows found (0 when they were retracted
+        before or never projected), for ``trajectories``/``tool_calls`` the rows re-derived
+        (always, for every trajectory named).
     """
     if not retractions:
         return {}
@@ -135,8 +139,8 @@ def retract(client: Any, retractions: Sequence[Retraction], cluster: str | None 
         params,
     )[0]["n"]
     counts = {"events": int(found)}
-    # no early return when nothing is found: the events table may already have merged a
-    # losing duplicate away (same key, lower ver) while the aggregates still hold its values
+    # no early return when nothing is found: the aggregates are re-derived anyway (cheap, and
+    # right even for events tables created before event_id joined their sorting key)
     for table in _DELETED_BY_EVENT:
         _delete(client, table, _BY_EVENT, params, cluster)
     rows = query(

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentlake.streams import state as ckpt
+from agentlake.streams.fold import DIGEST_BYTES, seq_digests
 from agentlake.streams.processor import Output, RewardProcessor, TrajState
 
 log = logging.getLogger("agentlake.streams")
@@ -63,12 +64,16 @@ class Engine:
         checkpoint_every_s: how often changed open trajectories are checkpointed.
         idle_timeout_s: an open trajectory with no event for this long is scored with outcome ``timeout``.
         live_every_s: at most one live score per trajectory per this interval.
-        done_retention_s: how long a done marker is kept (re-delivered events within it are idempotent).
+        done_retention_s: how long a done marker is kept (re-delivered events within it are idempotent,
+            another event at a scored seq is ``duplicate_seq``).
         max_checkpoint_bytes: a checkpoint larger than this is not written. The settled prefix
-            of a trajectory is folded, so only one with ~100k distinct tool calls gets there
-            (`agentlake.streams.fold`); it then holds its partition's low watermark at its first
+            of a trajectory is folded to ~8 bytes per event (its event-id digest) plus 1 byte per
+            tool call and 8 per distinct call key (`agentlake.streams.fold`), so only one with
+            ~100k events gets there; it then holds its partition's low watermark at its first
             event since its last checkpoint until it finishes, so a restart re-reads those events
-            from the source topic instead (correct, only slower to restore). None: no limit.
+            from the source topic instead (correct, only slower to restore). A done marker over
+            it keeps the digests of only as many of the last seqs as fit (older seqs of that
+            trajectory then count as re-deliveries). None: no limit.
         clock: monotonic seconds; wall_ms: wall clock in ms (both injectable for tests).
     """
 
@@ -96,7 +101,8 @@ class Engine:
         self.clock = clock
         self.wall_ms = wall_ms
         self.open: dict[str, TrajState] = {}
-        self.done: dict[str, tuple[int, float, int]] = {}  # tid -> (end seq, scored at (clock), partition)
+        # tid -> (end seq, scored at (clock), partition, scored event-id digests as in `ckpt.encode_done`)
+        self.done: dict[str, tuple[int, float, int, bytes]] = {}
         self.restored: set[int] = set()
         self.next_offset: dict[TP, int] = {}  # end of the contiguous run of processed offsets
         self.ahead: dict[TP, set[int]] = {}  # processed offsets past a gap
@@ -117,15 +123,15 @@ class Engine:
                 self.open.pop(tid, None)
                 self.done.pop(tid, None)
                 continue
-            st, end_seq, at_ms = ckpt.decode(value)
+            st, done, at_ms = ckpt.read(value)
             if st is not None:
                 st.partition, st.touched = partition, now
                 self.open[tid] = st
                 self.done.pop(tid, None)
             else:
-                assert end_seq is not None
+                assert done is not None
                 self.open.pop(tid, None)
-                self.done[tid] = (end_seq, now - max(0.0, (wall - at_ms) / 1000), partition)
+                self.done[tid] = (done[0], now - max(0.0, (wall - at_ms) / 1000), partition, done[1])
         self.restored.add(partition)
         return sum(1 for st in self.open.values() if st.partition == partition)
 
@@ -181,7 +187,14 @@ class Engine:
             st = open_.get(tid)
             d = done.get(tid) if st is None else None
             res = proc.process(
-                st, topic, key, value, f"{partition}:{offset}", done_end_seq=d[0] if d else None, now=now
+                st,
+                topic,
+                key,
+                value,
+                f"{partition}:{offset}",
+                done_end_seq=d[0] if d else None,
+                done_ids=d[3] if d else b"",
+                now=now,
             )
             if res.outputs:
                 outs.extend(res.outputs)
@@ -208,15 +221,25 @@ class Engine:
         self.oversized.discard(tid)
         self.live_due.discard(tid)
         end = st.end_seq if st.end_seq is not None else st.max_seq
-        self.done[tid] = (end, now, partition)
-        outs.append(
-            Output(
-                self.checkpoint_topic,
-                tid.encode(),
-                ckpt.encode_done(tid, end, self.wall_ms()),
-                partition=partition,
+        wall, ids = self.wall_ms(), seq_digests(st.fold, st.entries, end)
+        marker = ckpt.encode_done(tid, end, wall, ids)
+        limit = self.max_checkpoint_bytes
+        if limit is not None and len(marker) > limit:
+            # keep the digests of the last seqs that fit (16: the length prefix, with room to spare)
+            room = max(0, limit - len(ckpt.encode_done(tid, end, wall)) - 16) // DIGEST_BYTES
+            log.warning(
+                "trajectory %s: done marker of %d bytes is over %d; it keeps the digests of its "
+                "last %d of %d seqs (another event at an older one will count as a re-delivery)",
+                tid,
+                len(marker),
+                limit,
+                room,
+                len(ids) // DIGEST_BYTES,
             )
-        )
+            ids = ids[max(0, len(ids) - room * DIGEST_BYTES) :]
+            marker = ckpt.encode_done(tid, end, wall, ids)
+        self.done[tid] = (end, now, partition, ids)
+        outs.append(Output(self.checkpoint_topic, tid.encode(), marker, partition=partition))
         self.stats.finals += 1
 
     # -- time ---------------------------------------------------------------
@@ -246,7 +269,7 @@ class Engine:
                 self._finish(st, st.partition or 0, now, outs)
                 self.stats.timeouts += 1
             while self.done:
-                tid, (_, at, partition) = next(iter(self.done.items()))
+                tid, (_, at, partition, _) = next(iter(self.done.items()))
                 if now - at < self.done_retention_s:
                     break
                 del self.done[tid]

@@ -19,14 +19,16 @@ so the result depends neither on arrival order nor on when folding happened:
   BLAKE2b digests, in the fold and in the entries alike (same arithmetic).
 
 What the fold keeps per seq, for re-delivery: the 8-byte digest of the event
-id of the last ``dedup_window`` folded seqs (`Fold.ids`). A folded seq
-re-delivered with the same event id is a no-op; with another event id it is a
-``duplicate_seq`` dead letter (the folded event stays, whatever the ranks);
-further back than the window it is taken for a re-delivery and ignored.
+id of every folded seq (`Fold.ids`, indexed by seq; `seq_digests` extends it
+through the end for the done marker). A folded seq re-delivered with the same
+event id is a no-op; with another event id it is a ``duplicate_seq`` dead
+letter (the folded event stays, whatever the ranks). Only a fold restored from
+a checkpoint written before digests were kept for every seq (which kept the
+last 4,096) lacks the older ones: an event there is taken for a re-delivery.
 
-State size: O(``fold_lag`` + ``dedup_window``) plus, per folded tool call, its
-index in the tool sequence (1–2 bytes; the reward carries the sequence) and
-8 bytes per *distinct* call key.
+State size: O(``fold_lag``) plus 8 bytes per folded seq (its event-id digest),
+per folded tool call its index in the tool sequence (1–2 bytes; the reward
+carries the sequence), and 8 bytes per *distinct* call key.
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ class Fold:
         tools: the tool of each request, in seq order; made: requests per tool.
         keys: digests of the distinct call keys; flags: the distinct policy flags (and
             ``unauthorized:<tool>`` of calls an auth gateway denied; `unauthorized` counts them).
-        ids: event-id digests of seqs ``[upto - len(ids) / 8, upto)``.
+        ids: event-id digests of seqs ``[upto - len(ids) / 8, upto)`` (8 bytes each; from seq 0
+            unless restored from an older checkpoint).
     """
 
     __slots__ = (
@@ -186,12 +189,30 @@ class Fold:
         return c
 
     def digest_at(self, seq: int) -> bytes | None:
-        """The event-id digest of folded `seq`, or None when it is older than the dedup window."""
-        off = (seq - self.upto) * DIGEST_BYTES + len(self.ids)
-        return bytes(self.ids[off : off + DIGEST_BYTES]) if 0 <= off < len(self.ids) else None
+        """The event-id digest of folded `seq`, or None when the fold does not know it (see `ids`)."""
+        return digest_in(self.ids, self.upto, seq)
 
 
-def fold_entries(entries: dict[int, Entry], f: Fold, upto: int, window: int) -> None:
+NO_EVENT = bytes(DIGEST_BYTES)  # in a done marker's digests: no event had that seq (a timed-out gap)
+
+
+def digest_in(ids: bytes | bytearray, upto: int, seq: int) -> bytes | None:
+    """The digest of `seq` in `ids`, the 8-byte digests of seqs ``[upto - len(ids) / 8, upto)``;
+    None when `seq` is outside that range."""
+    off = (seq - upto) * DIGEST_BYTES + len(ids)
+    return bytes(ids[off : off + DIGEST_BYTES]) if 0 <= off < len(ids) else None
+
+
+def seq_digests(f: Fold, entries: dict[int, Entry], end: int) -> bytes:
+    """The event-id digests of seqs ``[f.upto - len(f.ids) / 8, end]``: the fold's, then the
+    entries' (`NO_EVENT` for a seq without one). ``len(...) / 8`` seqs; what a done marker keeps."""
+    if end + 1 < f.upto:
+        return bytes(f.ids[: max(0, len(f.ids) - (f.upto - end - 1) * DIGEST_BYTES)])
+    rest = (digest(entries[q][E_ID]) if q in entries else NO_EVENT for q in range(f.upto, end + 1))
+    return bytes(f.ids) + b"".join(rest)
+
+
+def fold_entries(entries: dict[int, Entry], f: Fold, upto: int) -> None:
     """Move the entries of seqs ``[f.upto, upto)`` (all present) into `f`, in seq order."""
     ids = f.ids
     for q in range(f.upto, upto):
@@ -199,6 +220,3 @@ def fold_entries(entries: dict[int, Entry], f: Fold, upto: int, window: int) -> 
         f.add(e)
         ids += digest(e[E_ID])
     f.upto = max(f.upto, upto)
-    extra = len(ids) - window * DIGEST_BYTES
-    if extra > 0:
-        del ids[:extra]

@@ -30,10 +30,13 @@ Well-formed but wrong events (each a dead letter with a reason):
 - ``duplicate_seq``: a second event with an existing ``(trajectory_id, seq)``
   and another ``event_id``. The winner is the event with the smallest
   `event_rank` (the event id's first 32 bytes), whichever arrives first; the
-  ClickHouse tables keep the same one (``ver`` column). Once a seq is folded
-  (``fold_lag`` seqs behind the contiguous prefix) the folded event stays: a
-  competitor arriving later loses whatever its rank, and one arriving more
-  than ``dedup_window`` seqs later is taken for a re-delivery (ignored).
+  ClickHouse tables hold a row per event until the loser's dead letter retracts
+  it (`agentlake.projections.retract`). Once a seq is folded (``fold_lag``
+  seqs behind the contiguous prefix) or the trajectory scored, the event folded
+  there stays: a competitor arriving later loses whatever its rank. Re-delivery
+  vs. another event is decided exactly, by the 8-byte event-id digest of every
+  folded seq, kept in the open state and, once scored, in the done marker
+  (`agentlake.streams.fold.seq_digests`); the same event id again is a no-op.
 """
 
 from __future__ import annotations
@@ -57,9 +60,11 @@ from agentlake.streams.fold import (
     E_RANK,
     E_TOOL,
     E_TS,
+    NO_EVENT,
     Entry,
     Fold,
     digest,
+    digest_in,
     fold_entries,
 )
 from agentlake.streams.rewards import DEFAULT_SPEC, UNAUTHORIZED, RewardSpec, TrajectorySummary, score
@@ -75,7 +80,6 @@ _EXPECTED_TOPIC = {
 }
 MAX_SEQ = 1_000_000  # a trajectory has fewer events than this; beyond it: seq_out_of_range
 FOLD_LAG = 64  # entries this far behind the contiguous prefix are folded (then the duplicate rule is final)
-DEDUP_WINDOW = 4096  # folded seqs whose event-id digest is kept (re-delivery vs duplicate_seq)
 
 
 class ToolPolicy(Protocol):
@@ -335,8 +339,8 @@ class RewardProcessor:
         live_scores: `live()` may emit running (``is_final=false``) scores; `process()` marks them due.
         topic: maps a logical topic name to the physical one (prefixing).
         fold_lag: entries this many seqs behind the contiguous prefix are folded (0: at once;
-            None: never, the state then grows with the trajectory). Outputs do not depend on it.
-        dedup_window: how many folded seqs keep their event-id digest (8 bytes each).
+            None: never, the state then grows with the trajectory). Outputs do not depend on it,
+            nor do verdicts on a competitor that arrives after its seq settled or was scored.
     """
 
     def __init__(
@@ -347,14 +351,12 @@ class RewardProcessor:
         topic: Callable[[str], str] = lambda t: t,
         the_codec: Codec | None = None,
         fold_lag: int | None = FOLD_LAG,
-        dedup_window: int = DEDUP_WINDOW,
     ) -> None:
         self.rules = rules
         self.live_scores = live_scores
         self.topic = topic
         self.codec = the_codec or codec()
         self.fold_lag = fold_lag
-        self.dedup_window = dedup_window
         self._logical = {topic(t): t for t in TRAJECTORY_TOPICS}
         self._rewards = topic(REWARDS)
         self._policy = topic(POLICY)
@@ -403,6 +405,7 @@ class RewardProcessor:
         position: str = "",
         *,
         done_end_seq: int | None = None,
+        done_ids: bytes = b"",
         now: float = 0.0,
     ) -> Result:
         """Fold one record into its trajectory's state.
@@ -411,6 +414,8 @@ class RewardProcessor:
             state: the open trajectory's state, or None when there is none.
             done_end_seq: when the trajectory was already scored, its last seq
                 (a re-delivered event then changes nothing; a later seq is ``after_end``).
+            done_ids: the scored event-id digests of seqs ``[done_end_seq + 1 - len / 8,
+                done_end_seq]`` (`seq_digests`): another event at one of them is ``duplicate_seq``.
             now: monotonic time, recorded as the trajectory's last activity.
         """
         decoded = self.decode(topic, key, value, position)
@@ -424,13 +429,22 @@ class RewardProcessor:
                     topic, key, value, "after_end", f"seq {seq} > end seq {done_end_seq} (scored)", position
                 )
                 return Result(state, [dl], changed=False)
-            return Result(state, [], changed=False)  # a re-delivery of a scored trajectory
+            scored = digest_in(done_ids, done_end_seq + 1, seq)
+            if scored is None or scored == NO_EVENT or scored == digest(ev["event_id"]):
+                return Result(state, [], changed=False)  # a re-delivery of a scored trajectory
+            detail = (
+                f"seq {seq} of {ev['trajectory_id']} was scored with another event; {ev['event_id']} loses"
+            )
+            dl = self.dead_letter(topic, key, value, "duplicate_seq", detail, position)
+            return Result(state, [dl], changed=False)
         st = state if state is not None else TrajState(ev["trajectory_id"])
         outputs: list[Output] = []
         if seq < st.fold.upto:
             folded = st.fold.digest_at(seq)
             if folded is None or folded == digest(ev["event_id"]):
-                return Result(state, [], changed=False)  # a re-delivery (or too old to tell)
+                return Result(
+                    state, [], changed=False
+                )  # a re-delivery (or older than an old checkpoint knew)
             detail = f"seq {seq} of {st.tid} is folded already; {ev['event_id']} loses"
             dl = self.dead_letter(topic, key, value, "duplicate_seq", detail, position)
             return Result(state, [dl], changed=False)
@@ -546,7 +560,7 @@ class RewardProcessor:
             st._advance()
             lag = self.fold_lag
             if lag is not None and st.contiguous - st.fold.upto > 2 * lag:
-                fold_entries(st.entries, st.fold, st.contiguous - lag, self.dedup_window)
+                fold_entries(st.entries, st.fold, st.contiguous - lag)
         return out
 
     def _policy_verdict(

@@ -3,8 +3,13 @@
 A record on the checkpoint topic (compacted, keyed by trajectory id) is either
 the state of an *open* trajectory (the fold of its settled prefix, its
 remaining entries by seq, what its start and end said) or a *done marker* (its
-end seq and when it was scored: what makes a re-delivered event idempotent),
-or a tombstone (``None``) once the marker's retention has passed.
+end seq, when it was scored, and the 8-byte event-id digest of each scored seq:
+what tells a re-delivered event, a no-op, from another event at a scored seq,
+``duplicate_seq``), or a tombstone (``None``) once the marker's retention has
+passed. A done marker carries its digests in the ``fold`` field, whose other
+fields are then empty (``upto`` = end seq + 1, ``ids`` as in an open fold), so
+workers that predate them still read it; a marker without them (written before)
+restores with no digests: every seq up to its end then counts as a re-delivery.
 
 Encoding: ``b"\x00\x02"`` then the Avro record (`SCHEMA`). A record without
 that prefix is the first version (entries only, no fold; an Avro string comes
@@ -252,14 +257,46 @@ def encode_open(st: TrajState, at_ms: int) -> bytes:
     )
 
 
-def encode_done(tid: str, end_seq: int, at_ms: int) -> bytes:
-    """A done marker: the trajectory was scored through `end_seq` at `at_ms` (wall clock, ms)."""
+def encode_done(tid: str, end_seq: int, at_ms: int, ids: bytes = b"") -> bytes:
+    """A done marker: the trajectory was scored through `end_seq` at `at_ms` (wall clock, ms);
+    `ids`: the scored event-id digests of seqs ``[end_seq + 1 - len(ids) / 8, end_seq]``
+    (`agentlake.streams.fold.seq_digests`; 8 bytes per seq, the marker's only part that grows)."""
     rec = {"tid": tid, "done": True, "end_seq": end_seq, "at_ms": at_ms, "ident": []}
-    return _write({**rec, "started": None, "end": None, "fold": None, "entries": []})
+    bare = _write({**rec, "started": None, "end": None, "fold": None, "entries": []})
+    if not ids:
+        return bare
+    # one is written per finished trajectory: splice the fold in rather than have fastavro walk
+    # its 18 fields (4x the time). The record ends with the fold union (0: null) and the empty
+    # entries array; a fold of only upto and ids is union branch 1, upto, 16 empty fields, ids.
+    assert bare[-2:] == b"\x00\x00"
+    return b"".join(
+        (bare[:-2], b"\x02", _long(end_seq + 1), _EMPTY_FOLD_FIELDS, _long(len(ids)), ids, b"\x00")
+    )
+
+
+_EMPTY_FOLD_FIELDS = bytes(16)  # steps .. flags of `_FOLD`: zeros, nulls, empty arrays and bytes
+
+
+def _long(n: int) -> bytes:
+    """An Avro long: zigzag, then a little-endian base-128 varint."""
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
 
 
 def decode(value: bytes) -> tuple[TrajState | None, int | None, int]:
     """(open state or None, end seq of a done marker or None, at_ms)."""
+    st, done, at_ms = read(value)
+    return st, None if done is None else done[0], at_ms
+
+
+def read(value: bytes) -> tuple[TrajState | None, tuple[int, bytes] | None, int]:
+    """(open state or None, (end seq, scored digests as in `encode_done`) of a done marker or None,
+    at_ms). Reads every version written so far."""
     v2 = value[:2] == MAGIC
     buf = io.BytesIO(value)
     if v2:
@@ -267,7 +304,9 @@ def decode(value: bytes) -> tuple[TrajState | None, int | None, int]:
     rec = fastavro.schemaless_reader(buf, _PARSED if v2 else _PARSED_V1, None)
     assert isinstance(rec, dict)
     if rec["done"]:
-        return None, int(rec["end_seq"]), int(rec["at_ms"])
+        end_seq, fold = int(rec["end_seq"]), rec.get("fold")
+        ids = bytes(fold["ids"]) if fold is not None and fold["upto"] == end_seq + 1 else b""
+        return None, (end_seq, ids), int(rec["at_ms"])
     st = TrajState(rec["tid"])
     ident = rec["ident"]
     st.ident = (ident[0], ident[1], ident[2], ident[3]) if len(ident) == 4 else None

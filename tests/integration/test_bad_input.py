@@ -364,19 +364,22 @@ def encode_future(schema: Any, data: dict[str, Any]) -> bytes:
 async def test_well_formed_but_wrong_events_are_dead_lettered_and_never_stay_projected(
     settings: Settings, projector: Projector
 ) -> None:
-    """after_end (after the score, far ahead, and before the end) and duplicate_seq: the worker
-    dead-letters each, and what the sink had projected of them is retracted, aggregated
-    tables included (tool_calls, trajectories)."""
+    """after_end (after the score, far ahead, and before the end) and duplicate_seq (sent before
+    the winner, after the score, and more than 4,096 seqs behind): the worker dead-letters each,
+    and what the sink had projected of them is retracted, aggregated tables included
+    (tool_calls, trajectories), while the event the reward was computed from keeps its rows."""
     run_id = f"wrong-{uuid.uuid4().hex[:8]}"
     c = codec()
 
-    def trajectory() -> list[Any]:
+    def trajectory(thoughts: int = 0) -> list[Any]:
         em = MemoryEmitter()
         tracer = Tracer("bad-input", "1", emitter=em, settings=settings)
         with tracer.trajectory("wrong but well-formed", run_id=run_id, expected_tool_calls=1) as t:
             t.step("plan", "go")
             with t.tool_call("shop", "get_order", {"order_id": 7}) as call:
                 call.result({"order_id": 7})
+            for i in range(thoughts):
+                t.step("thought", f"thinking {i}")
             t.step("final", "done")
             t.end("success")
         return [c.decode(v) for _, _, v in em.records]
@@ -407,6 +410,9 @@ async def test_well_formed_but_wrong_events_are_dead_lettered_and_never_stay_pro
     await produce(settings, records(late))
     assert await project_until_final(projector, run_id, 1) >= 1
     late_call = late[2].model_copy(update={"event_id": new_id(), "seq": 40, "call_id": "late-call"})
+    # scored: another step at seq 1 of that scored trajectory, with a smaller event id than the
+    # scored one (the tables would prefer it): the scored one wins
+    scored_dup = late[1].model_copy(update={"event_id": "0" * 31 + "1", "content": "rewritten"})
     # gap: a step far ahead of the contiguous prefix of an open trajectory (after_end once it ends)
     far = gap[1].model_copy(update={"event_id": new_id(), "seq": 50_000})
     # dup: a second request at seq 2 that loses (largest event id), sent before the original
@@ -415,13 +421,12 @@ async def test_well_formed_but_wrong_events_are_dead_lettered_and_never_stay_pro
     past = early[1].model_copy(update={"event_id": new_id(), "seq": 9})
     await produce(
         settings,
-        records([late_call])
+        records([late_call, scored_dup])
         + records([gap[0], far, *gap[1:]])
         + records([dup[0], dup[1], loser, *dup[2:]])
         + records([early[0], past, *early[1:]]),
     )
     tids = [x[0].trajectory_id for x in (late, gap, dup, early)]
-    GOOD[run_id] = tids
     expected = [
         ("agent.tool_calls", "after_end"),
         ("agent.steps", "after_end"),  # held in the fold until the end at 5 arrives
@@ -430,7 +435,26 @@ async def test_well_formed_but_wrong_events_are_dead_lettered_and_never_stay_pro
     ]
     for tid, (topic, reason) in zip(tids, expected, strict=True):
         assert (await dead_letter_with(settings, topic, tid))["reason"] == reason
-    wrong_ids = [late_call.event_id, far.event_id, loser.event_id, past.event_id]
+    assert (await dead_letter_with(settings, "agent.steps", tids[0]))["reason"] == "duplicate_seq"
+    # far behind: another step at seq 1 of a trajectory once 4,200 later seqs have arrived
+    long = trajectory(thoughts=4200)
+    far_dup = long[1].model_copy(update={"event_id": "0" * 31 + "2", "content": "rewritten"})
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=20)
+    await producer.start()
+    try:
+        sent = [
+            await producer.send(settings.topic(topic), value, key=key)
+            for topic, key, value in records([*long[:-1], far_dup, long[-1]])
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    long_tid = long[0].trajectory_id
+    GOOD[run_id] = [*tids, long_tid]
+    assert (await dead_letter_with(settings, "agent.steps", long_tid))["reason"] == "duplicate_seq"
+    wrong_ids = [late_call.event_id, far.event_id, loser.event_id, past.event_id, scored_dup.event_id]
+    wrong_ids.append(far_dup.event_id)
+    kept = {tids[0]: late[1].event_id, long_tid: long[1].event_id}  # the scored events at seq 1
 
     async def clean() -> bool:
         rows = await asyncio.to_thread(
@@ -443,11 +467,11 @@ async def test_well_formed_but_wrong_events_are_dead_lettered_and_never_stay_pro
             "(SELECT count() FROM rewards FINAL WHERE is_final = 1 AND run_id = {r:String}) AS finals, "
             "(SELECT count() FROM events FINAL WHERE trajectory_id IN {t:Array(String)}) AS projected",
             w=wrong_ids,
-            t=tids,
+            t=[*tids, long_tid],
             r=run_id,
         )
         seen.update(rows[0])
-        return rows[0] == {"events": 0, "steps": 0, "calls": 0, "finals": 4, "projected": 4 * 6}
+        return rows[0] == {"events": 0, "steps": 0, "calls": 0, "finals": 5, "projected": 4 * 6 + len(long)}
 
     seen: dict[str, int] = {}
 
@@ -478,6 +502,17 @@ async def test_well_formed_but_wrong_events_are_dead_lettered_and_never_stay_pro
         t=tids,
     )
     assert {r["trajectory_id"]: sorted(r["seqs"]) for r in per} == {t: [0, 1, 2, 3, 4, 5] for t in tids}
+    for table in ("events", "steps"):  # the scored event at seq 1, not the later one with a smaller id
+        rows = sql(
+            projector,
+            f"SELECT trajectory_id, event_id FROM {table} FINAL "
+            "WHERE trajectory_id IN {t:Array(String)} AND seq = 1",
+            t=list(kept),
+        )
+        assert {r["trajectory_id"]: r["event_id"] for r in rows} == kept, table
+    assert len(
+        sql(projector, "SELECT seq FROM events FINAL WHERE trajectory_id = {t:String}", t=long_tid)
+    ) == len(long)
     calls = sql(
         projector,
         "SELECT trajectory_id, count() AS n, any(request_seq) AS rq, any(complete_seq) AS cq "

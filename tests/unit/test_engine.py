@@ -7,7 +7,7 @@ from typing import Any
 from agentlake.schemas import RewardScored, codec
 from agentlake.streams.engine import Engine
 from agentlake.streams.processor import RewardProcessor
-from tests.unit.test_processor import record_trajectory
+from tests.unit.test_processor import _with, record_trajectory
 
 
 class Clock:
@@ -50,6 +50,10 @@ def test_a_finished_trajectory_leaves_a_done_marker_and_a_restore_makes_redelive
     e2 = engine(clock)
     e2.load(0, [(m.key, m.value) for m in markers])
     assert feed(e2, recs) == []  # re-delivered after a crash: nothing new
+    # another event at a scored seq loses to the scored one, in the restored engine too
+    for eng in (e, e2):
+        [dl] = feed(eng, [(recs[2][0], recs[2][1], _with(recs[2][2], event_id="0" * 32))], start=50)
+        assert dict(dl.headers)["reason"] == b"duplicate_seq" and dl.topic.endswith(".dlq")
     clock.t += 601
     tomb = e2.tick()
     assert [(o.topic, o.value) for o in tomb] == [("streams.checkpoints", None)]
@@ -120,19 +124,38 @@ def test_a_checkpoint_over_the_size_limit_is_not_sent_and_holds_the_watermark() 
     assert not e.oversized
 
 
+def test_a_done_marker_over_the_size_limit_keeps_the_digests_of_its_last_seqs() -> None:
+    from tests.unit.test_fold import long_trajectory
+
+    clock = Clock()
+    recs = long_trajectory(100, [0.01], set())  # 302 events: 2.4 KB of digests
+    e = engine(clock, max_checkpoint_bytes=1024)
+    [marker] = [o for o in feed(e, recs) if o.topic == "streams.checkpoints"]
+    assert marker.value is not None and len(marker.value) <= 1024
+    e2 = engine(clock)
+    e2.load(0, [(marker.key, marker.value)])
+    kept = len(e2.done[marker.key.decode()][3]) // 8
+    assert 50 < kept < len(recs)
+    late, early = recs[len(recs) - kept], recs[len(recs) - kept - 1]
+    [dl] = feed(e2, [(late[0], late[1], _with(late[2], event_id="0" * 32))], start=400)
+    assert dict(dl.headers)["reason"] == b"duplicate_seq"
+    assert feed(e2, [(early[0], early[1], _with(early[2], event_id="0" * 32))], start=401) == []
+
+
 def test_a_long_open_trajectory_stays_under_the_checkpoint_limit_and_restores_to_the_same_reward() -> None:
-    """12k events: the settled prefix is folded, so every checkpoint is written and commits follow."""
+    """12k events: the settled prefix is folded (to ~8 bytes per event: its event-id digest), so every
+    checkpoint is written and commits follow."""
     from tests.unit.test_fold import long_trajectory
 
     clock = Clock()
     recs = long_trajectory(4000, [0.001, 0.25], {7, 1234})
-    e = engine(clock, max_checkpoint_bytes=64 * 1024, checkpoint_every_s=0)
+    e = engine(clock, max_checkpoint_bytes=128 * 1024, checkpoint_every_s=0)
     last: Any = None
     for start in range(0, len(recs) - 1, 1000):
         feed(e, recs[start : min(start + 1000, len(recs) - 1)], start=start)
         clock.t += 1
         ckpts = [o for o in e.tick() if o.topic == "streams.checkpoints"]
-        assert len(ckpts) == 1 and len(ckpts[0].value) < 64 * 1024
+        assert len(ckpts) == 1 and len(ckpts[0].value) < 9 * (start + 1000) + 16 * 1024
         last = ckpts[0]
         assert not e.oversized and not e.dirty
     assert e.committable()  # nothing holds the watermark

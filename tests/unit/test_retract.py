@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from agentlake.projections.retract import RETRACTED_REASONS, Retraction, retraction_of
 from agentlake.schemas import codec
 from agentlake.streams.processor import RewardProcessor
 from tests.unit.test_processor import record_trajectory, run
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _with(value: bytes, **changes: object) -> bytes:
@@ -75,3 +83,52 @@ def test_a_verdict_whose_key_is_not_its_events_trajectory_retracts_nothing() -> 
     assert retraction_of(None, value, headers, c) is None
     own = c.decode(value).trajectory_id.encode()
     assert retraction_of(own, value, headers, c) is not None
+
+
+_MERGED_AWAY = """
+import json, sys
+from agentlake.projections.clickhouse import ClickHouseWriter, connect, query
+from agentlake.projections.retract import Retraction, retract
+from agentlake.schemas import codec
+from agentlake.settings import Settings
+from tests.unit.test_processor import record_trajectory
+
+c = codec()
+recs = [c.decode(v) for _, _, v in record_trajectory()]
+folded = recs[1].model_copy(update={"event_id": "9" * 32})  # the worker folded this one
+late = recs[1].model_copy(update={"event_id": "0" * 32, "content": "late"})  # smaller id, arrives late
+client = connect(Settings(home=sys.argv[1]))
+w = ClickHouseWriter(client)
+w.write([(e, e.topic, 0, i) for i, e in enumerate([recs[0], folded, *recs[2:]])], "first")
+w.write([(late, late.topic, 0, 99)], "late")
+for table in ("events", "steps"):  # the merge that used to leave only the smaller id
+    client.command(f"OPTIMIZE TABLE {table} FINAL")
+before = query(client, "SELECT event_id FROM events FINAL WHERE seq = 1")
+retract(client, [Retraction(late.trajectory_id, late.event_id, "duplicate_seq")])
+out = {
+    t: [r["event_id"] for r in query(client, f"SELECT event_id FROM {t} FINAL WHERE seq = 1")]
+    for t in ("events", "steps")
+}
+out["before"] = sorted(r["event_id"] for r in before)
+out["seqs"] = [r["seq"] for r in query(client, "SELECT seq FROM events FINAL ORDER BY seq")]
+out["n"] = len(recs)
+print(json.dumps(out))
+"""
+
+
+def test_the_folded_event_keeps_its_rows_when_a_late_smaller_duplicate_is_retracted(tmp_path: Path) -> None:
+    """A duplicate with the smaller event id, losing only because its seq was folded (or scored):
+    both rows stay until the verdict, whatever ClickHouse merges, so retracting it leaves the
+    folded event's rows (chdb: one data dir per process, hence the subprocess)."""
+    r = subprocess.run(
+        [sys.executable, "-c", _MERGED_AWAY, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["before"] == ["0" * 32, "9" * 32]  # a merge keeps both until the verdict
+    assert got["events"] == ["9" * 32] and got["steps"] == ["9" * 32]
+    assert got["seqs"] == list(range(got["n"]))  # one row per seq again
