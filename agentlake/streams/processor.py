@@ -116,7 +116,8 @@ def event_rank(event_id: str) -> bytes:
     """The duplicate-seq rule: of two events with one (trajectory_id, seq), the smaller rank wins.
 
     The rank is the event id's first 32 bytes, compared as bytes (the lexicographically
-    smallest id wins); the ClickHouse tables compute the same (``ver`` column).
+    smallest id wins). The ClickHouse tables keep a row per event until the worker's
+    verdict retracts the loser (`agentlake.projections.retract`).
     """
     return event_id.encode()[:32]
 
