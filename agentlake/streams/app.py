@@ -2,8 +2,11 @@
 
 faust does what it is sound at: consumer-group membership, partition
 assignment (the three trajectory topics are co-partitioned by
-``trajectory_id``), the agent and its batches (`take_events`). Correctness is
-kept here, not in faust's tables or its commit path:
+``trajectory_id``), rebalance callbacks, flow control and the agent. Records
+reach the agent a fetch round at a time (`agentlake.streams.transport`: one
+list of messages per round, through an in-memory channel), not one event at a
+time through faust's stream path. Correctness is kept here, not in faust's
+tables or its commit path:
 
 - the source topics are declared with ``acks=False``, so faust never commits
   them (its flush before a commit is not a barrier, and it commits past a
@@ -29,6 +32,7 @@ from agentlake.kafka_io import make_producer
 from agentlake.settings import Settings
 from agentlake.streams.engine import Engine, Record
 from agentlake.streams.processor import Output, RewardProcessor, RulesLookup, default_rules
+from agentlake.streams.transport import BatchApp
 from agentlake.topics import STREAM_CHECKPOINTS, STREAMS_GROUP, TOPICS, TRAJECTORY_TOPICS, dlq
 
 log = logging.getLogger("agentlake.streams")
@@ -163,8 +167,9 @@ def create_app(
     name: str = "streams",
 ) -> faust.App:
     """Build the faust app. Tests replace ``app.io`` (send/read) and ``app.commit_offsets``
-    and drive the agent with `test_context()`, which never connects to `broker`."""
-    app = faust.App(
+    and drive the agent with `test_context()` (each value a list of faust `Message`s, as one
+    fetch round delivers them), which never connects to `broker`."""
+    app = BatchApp(
         settings.topic(app_id),
         broker=broker or f"kafka://{settings.bootstrap_servers}",
         store="memory://",
@@ -185,7 +190,9 @@ def create_app(
         broker_commit_every=10_000_000,
         broker_commit_interval=3600.0,
         stream_wait_empty=False,
-        stream_buffer_maxsize=8192,
+        # a batch is one fetch round: at most this many records, or what the broker has after
+        # `fetch_max_wait_ms` (below)
+        broker_max_poll_records=settings.stream_batch_size,
         key_serializer="raw",
         value_serializer="raw",
     )
@@ -199,6 +206,16 @@ def create_app(
         value_serializer="raw",
         acks=False,
     )
+    # fetch rounds waiting for the agent (back-pressure: the fetch loop waits when it is full)
+    batches = app.channel(maxsize=4)
+    app.topics.add(source)  # subscribed by faust's consumer, drained in batches by ours
+    app.batch_topics = frozenset(source.topics)
+    app.fetch_max_wait_ms = settings.stream_batch_ms
+
+    async def to_agent(messages: list[Any]) -> None:
+        await batches.send(value=messages)
+
+    app.batch_sink = to_agent
 
     async def commit_offsets(offsets: dict[Any, int]) -> bool:
         # faust's commit() only commits what its own acks allow (none here), and its driver crashes
@@ -284,8 +301,7 @@ def create_app(
         if gen != generation["id"]:
             generation["id"], generation["seen"] = gen, set()
         records: list[Record] = []
-        for event in batch:
-            m = event.message
+        for m in batch:
             if m.generation_id != gen or not app.is_assigned(m.tp):  # type: ignore[attr-defined]
                 continue  # fetched before a rebalance: re-delivered to whoever owns it now
             records.append((m.tp, m.offset, m.key, m.value))
@@ -302,11 +318,9 @@ def create_app(
         outputs += engine.tick()
         return await flush(outputs)
 
-    @app.agent(source, name="score")
+    @app.agent(batches, name="score")
     async def score(stream: Any) -> Any:
-        async for batch in stream.take_events(
-            settings.stream_batch_size, within=settings.stream_batch_ms / 1000
-        ):
+        async for batch in stream:
             async with lock:
                 offsets = await handle(batch)
             await commit(offsets)
