@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 
@@ -36,6 +37,7 @@ from agentlake.streams.transport import BatchApp
 from agentlake.topics import STREAM_CHECKPOINTS, STREAMS_GROUP, TOPICS, TRAJECTORY_TOPICS, dlq
 
 log = logging.getLogger("agentlake.streams")
+T = TypeVar("T")
 
 
 def create_engine(settings: Settings, rules: RulesLookup | None = None) -> Engine:
@@ -296,6 +298,18 @@ def create_app(
         if offsets and await app.commit_offsets(offsets):  # type: ignore[attr-defined]
             engine.committed_to(offsets)
 
+    async def asking(what: str, ask: Callable[[], Awaitable[T]]) -> T:
+        # A batch is never dropped for a broker that is briefly away (e.g. just restarted): its
+        # records would leave a gap that no commit passes until the next rebalance.
+        backoff = 0.2
+        while True:
+            try:
+                return await ask()
+            except Exception as e:
+                log.warning("%s failed (%r); retrying in %.1fs", what, e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
     async def handle(batch: list[Any]) -> dict[Any, int]:
         gen = getattr(app, "consumer_generation_id", 0)
         if gen != generation["id"]:
@@ -306,11 +320,18 @@ def create_app(
                 continue  # fetched before a rebalance: re-delivered to whoever owns it now
             records.append((m.tp, m.offset, m.key, m.value))
         for partition in sorted({r[0][1] for r in records} - engine.restored):
-            loaded = engine.load(partition, await app.io.read_checkpoints(partition))  # type: ignore[attr-defined]
+            read = await asking(
+                f"reading the checkpoints of partition {partition}",
+                lambda p=partition: app.io.read_checkpoints(p),  # type: ignore[attr-defined,misc]
+            )
+            loaded = engine.load(partition, read)
             log.info("partition %d restored: %d open trajectories", partition, loaded)
         new = sorted({r[0] for r in records} - generation["seen"])
         if new:
-            committed = await app.io.committed(app.conf.id, new)  # type: ignore[attr-defined]
+            committed = await asking(
+                "asking for the committed offsets",
+                lambda: app.io.committed(app.conf.id, new),  # type: ignore[attr-defined]
+            )
             for tp in new:
                 generation["seen"].add(tp)
                 engine.expect(tp, committed.get(tp))
