@@ -33,7 +33,7 @@ from typing import Any, cast
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as driver
-from faust.types import TP, Message
+from faust.types import Message
 from mode import Service
 
 BatchSink = Callable[[list[Message]], Awaitable[None]]
@@ -122,4 +122,4 @@ class BatchTransport(driver.Transport):
     Consumer = BatchConsumer
 
 
-__all__ = ["TP", "BatchApp", "BatchConsumer", "BatchSink", "BatchTransport"]
+__all__ = ["BatchApp", "BatchConsumer", "BatchSink", "BatchTransport"]
