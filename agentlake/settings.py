@@ -135,8 +135,8 @@ class Settings(BaseSettings):
     reconcile_after_s: float = Field(default=30.0, ge=0)
     worker_session_timeout_s: float = Field(default=10.0, gt=0)
     # --- stream worker (agentlake/streams: engine.py, app.py) ---------------
-    stream_batch_size: int = Field(default=2000, ge=1)  # events per faust take_events batch
-    stream_batch_ms: int = Field(default=50, ge=1)  # ... or this long, whichever comes first
+    stream_batch_size: int = Field(default=2000, ge=1)  # at most this many events per fetch round (batch)
+    stream_batch_ms: int = Field(default=50, ge=1)  # a fetch is answered after this long (or at 64 KiB)
     stream_checkpoint_every_s: float = Field(
         default=1.0, gt=0
     )  # changed open trajectories are checkpointed this often

@@ -2,8 +2,11 @@
 
 faust does what it is sound at: consumer-group membership, partition
 assignment (the three trajectory topics are co-partitioned by
-``trajectory_id``), the agent and its batches (`take_events`). Correctness is
-kept here, not in faust's tables or its commit path:
+``trajectory_id``), rebalance callbacks, flow control and the agent. Records
+reach the agent a fetch round at a time (`agentlake.streams.transport`: one
+list of messages per round, through an in-memory channel), not one event at a
+time through faust's stream path. Correctness is kept here, not in faust's
+tables or its commit path:
 
 - the source topics are declared with ``acks=False``, so faust never commits
   them (its flush before a commit is not a barrier, and it commits past a
@@ -20,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 
@@ -29,9 +33,11 @@ from agentlake.kafka_io import make_producer
 from agentlake.settings import Settings
 from agentlake.streams.engine import Engine, Record
 from agentlake.streams.processor import Output, RewardProcessor, RulesLookup, default_rules
+from agentlake.streams.transport import BatchApp
 from agentlake.topics import STREAM_CHECKPOINTS, STREAMS_GROUP, TOPICS, TRAJECTORY_TOPICS, dlq
 
 log = logging.getLogger("agentlake.streams")
+T = TypeVar("T")
 
 
 def create_engine(settings: Settings, rules: RulesLookup | None = None) -> Engine:
@@ -163,8 +169,9 @@ def create_app(
     name: str = "streams",
 ) -> faust.App:
     """Build the faust app. Tests replace ``app.io`` (send/read) and ``app.commit_offsets``
-    and drive the agent with `test_context()`, which never connects to `broker`."""
-    app = faust.App(
+    and drive the agent with `test_context()` (each value a list of faust `Message`s, as one
+    fetch round delivers them), which never connects to `broker`."""
+    app = BatchApp(
         settings.topic(app_id),
         broker=broker or f"kafka://{settings.bootstrap_servers}",
         store="memory://",
@@ -185,7 +192,9 @@ def create_app(
         broker_commit_every=10_000_000,
         broker_commit_interval=3600.0,
         stream_wait_empty=False,
-        stream_buffer_maxsize=8192,
+        # a batch is one fetch round: at most this many records, or what the broker has after
+        # `fetch_max_wait_ms` (below)
+        broker_max_poll_records=settings.stream_batch_size,
         key_serializer="raw",
         value_serializer="raw",
     )
@@ -199,6 +208,16 @@ def create_app(
         value_serializer="raw",
         acks=False,
     )
+    # fetch rounds waiting for the agent (back-pressure: the fetch loop waits when it is full)
+    batches = app.channel(maxsize=4)
+    app.topics.add(source)  # subscribed by faust's consumer, drained in batches by ours
+    app.batch_topics = frozenset(source.topics)
+    app.fetch_max_wait_ms = settings.stream_batch_ms
+
+    async def to_agent(messages: list[Any]) -> None:
+        await batches.send(value=messages)
+
+    app.batch_sink = to_agent
 
     async def commit_offsets(offsets: dict[Any, int]) -> bool:
         # faust's commit() only commits what its own acks allow (none here), and its driver crashes
@@ -279,22 +298,40 @@ def create_app(
         if offsets and await app.commit_offsets(offsets):  # type: ignore[attr-defined]
             engine.committed_to(offsets)
 
+    async def asking(what: str, ask: Callable[[], Awaitable[T]]) -> T:
+        # A batch is never dropped for a broker that is briefly away (e.g. just restarted): its
+        # records would leave a gap that no commit passes until the next rebalance.
+        backoff = 0.2
+        while True:
+            try:
+                return await ask()
+            except Exception as e:
+                log.warning("%s failed (%r); retrying in %.1fs", what, e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
     async def handle(batch: list[Any]) -> dict[Any, int]:
         gen = getattr(app, "consumer_generation_id", 0)
         if gen != generation["id"]:
             generation["id"], generation["seen"] = gen, set()
         records: list[Record] = []
-        for event in batch:
-            m = event.message
+        for m in batch:
             if m.generation_id != gen or not app.is_assigned(m.tp):  # type: ignore[attr-defined]
                 continue  # fetched before a rebalance: re-delivered to whoever owns it now
             records.append((m.tp, m.offset, m.key, m.value))
         for partition in sorted({r[0][1] for r in records} - engine.restored):
-            loaded = engine.load(partition, await app.io.read_checkpoints(partition))  # type: ignore[attr-defined]
+            read = await asking(
+                f"reading the checkpoints of partition {partition}",
+                lambda p=partition: app.io.read_checkpoints(p),  # type: ignore[attr-defined,misc]
+            )
+            loaded = engine.load(partition, read)
             log.info("partition %d restored: %d open trajectories", partition, loaded)
         new = sorted({r[0] for r in records} - generation["seen"])
         if new:
-            committed = await app.io.committed(app.conf.id, new)  # type: ignore[attr-defined]
+            committed = await asking(
+                "asking for the committed offsets",
+                lambda: app.io.committed(app.conf.id, new),  # type: ignore[attr-defined]
+            )
             for tp in new:
                 generation["seen"].add(tp)
                 engine.expect(tp, committed.get(tp))
@@ -302,11 +339,9 @@ def create_app(
         outputs += engine.tick()
         return await flush(outputs)
 
-    @app.agent(source, name="score")
+    @app.agent(batches, name="score")
     async def score(stream: Any) -> Any:
-        async for batch in stream.take_events(
-            settings.stream_batch_size, within=settings.stream_batch_ms / 1000
-        ):
+        async for batch in stream:
             async with lock:
                 offsets = await handle(batch)
             await commit(offsets)
