@@ -42,6 +42,8 @@ Operation = Literal["read", "write"]
 OPERATIONS: tuple[str, ...] = ("read", "write")
 ANY_TOOL = "*"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.:@/+-]{1,200}$")
+MAX_BUDGET = 2**63 - 1
+"""The largest per-task call budget: Datalog integers are signed 64-bit."""
 
 # The authorizer's policies: allowed when the authority block grants the call's
 # (server, tool, operation), or (server, "*", operation).
@@ -132,8 +134,8 @@ class TokenSpec:
             _task(self.task)
         if not 0 <= self.max_depth <= 16:
             raise PolicyError(f"max_depth {self.max_depth} out of range 0..16")
-        if self.budget is not None and self.budget < 1:
-            raise PolicyError("budget must be at least 1 call")
+        if self.budget is not None and not 1 <= self.budget <= MAX_BUDGET:
+            raise PolicyError(f"budget {self.budget} out of range: use 1..{MAX_BUDGET} calls")
         for t in self.approval_tools:
             _name(t, "tool")
         if self.approval_tools and not self.approver_key:
@@ -223,9 +225,11 @@ def authority_block(spec: TokenSpec) -> tuple[str, dict[str, Any], dict[str, str
     if spec.task is not None:
         lines.append("check if task($k), $k == {task};")
         params["task"] = spec.task
-    lines.append(f"check if depth($d), $d <= {int(spec.max_depth)};")
+    lines.append("check if depth($d), $d <= {max_depth};")
+    params["max_depth"] = spec.max_depth
     if spec.budget is not None:
-        lines.append(f"check if calls($n), $n < {int(spec.budget)};")
+        lines.append("check if calls($n), $n < {budget};")
+        params["budget"] = spec.budget
     checks, p = _resource_checks(spec.resources, "res")
     lines += checks
     params.update(p)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,10 +15,12 @@ from typer.testing import CliRunner
 from agentlake.auth.authority import Authority
 from agentlake.auth.keys import KeyRing, KeyStoreError
 from agentlake.auth.policy import (
+    MAX_BUDGET,
     Attenuation,
     Grant,
     PolicyError,
     TokenSpec,
+    attenuation_block,
     authority_block,
     derive_resource,
     glob_regex,
@@ -53,9 +57,109 @@ def test_the_authority_block_holds_expiry_audience_task_and_depth_as_checks() ->
     assert "check if time($t), $t <= {exp};" in code
     assert "check if server($s), $s == {aud0} || $s == {aud1};" in code
     assert "check if task($k), $k == {task};" in code
-    assert "check if depth($d), $d <= 1;" in code
-    assert "check if calls($n), $n < 3;" in code
+    assert "check if depth($d), $d <= {max_depth};" in code
+    assert "check if calls($n), $n < {budget};" in code
     assert params["aud0"] == "s1" and params["task"] == "k"  # values are parameters, never spliced
+    assert params["max_depth"] == 1 and params["budget"] == 3
+
+
+def test_a_budget_beyond_datalog_integers_is_refused_and_the_largest_one_mints(auth: Authority) -> None:
+    with pytest.raises(PolicyError, match=r"budget 99999999999999999999 out of range: use 1\.\.9223372036854775807"):
+        shop_spec(budget=99999999999999999999)
+    with pytest.raises(PolicyError, match="budget 0 out of range"):
+        shop_spec(budget=0)
+    token = auth.mint(shop_spec(budget=MAX_BUDGET))
+    assert auth.verify(token, call()).allowed
+    assert f"$n < {MAX_BUDGET};" in auth.parse(token).block_source(0)
+
+
+# Datalog text is fixed text plus `{name}` parameter slots. An f-string may only make a
+# slot's name (`{{gs{i}}}` -> `{gs0}`) or join fragments built the same way (`body`,
+# `var`, `" || ".join(...)`); any other hole in Datalog text splices a value.
+_DATALOG = re.compile(r"check if|allow if|deny if|reject if|trusting|<-|\$[a-z]\b|\w\([^()\s]*\x00|\.matches\(")
+_FRAGMENTS = {"body", "var"}
+
+
+def _hole_ok(before: str, hole: ast.FormattedValue, after: str) -> bool:
+    if re.search(r"\{\w*$", before) and re.match(r"^\w*\}", after):
+        return True  # inside a parameter slot's name
+    v = hole.value
+    if isinstance(v, ast.Name) and v.id in _FRAGMENTS:
+        return True
+    return isinstance(v, ast.Call) and isinstance(v.func, ast.Attribute) and v.func.attr == "join"
+
+
+def _spliced_datalog(source: str) -> list[int]:
+    """Line numbers where `source` formats a value into Datalog text (f-string, .format, %)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.JoinedStr):
+            parts = node.values
+            text = "".join(str(p.value) if isinstance(p, ast.Constant) else "\x00" for p in parts)
+            if not _DATALOG.search(text):
+                continue
+            for j, part in enumerate(parts):
+                if not isinstance(part, ast.FormattedValue):
+                    continue
+                prev, nxt = parts[j - 1] if j else None, parts[j + 1] if j + 1 < len(parts) else None
+                before = prev.value if isinstance(prev, ast.Constant) else ""
+                after = nxt.value if isinstance(nxt, ast.Constant) else ""
+                if not _hole_ok(str(before), part, str(after)):
+                    found.append(node.lineno)
+                    break
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format":
+            base = node.func.value
+            if isinstance(base, ast.Constant) and isinstance(base.value, str) and _DATALOG.search(base.value):
+                found.append(node.lineno)
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
+            left = node.left
+            if isinstance(left, ast.Constant) and isinstance(left.value, str) and _DATALOG.search(left.value):
+                found.append(node.lineno)
+    return found
+
+
+def test_no_value_is_spliced_into_datalog_text() -> None:
+    auth_dir = Path(__file__).resolve().parents[3] / "agentlake" / "auth"
+    found = {p.name: _spliced_datalog(p.read_text()) for p in sorted(auth_dir.glob("*.py"))}
+    assert {k: v for k, v in found.items() if v} == {}
+    # the scanner sees the splices it must (the budget was one) and lets slot names through
+    assert _spliced_datalog('x = f"check if calls($n), $n < {int(spec.budget)};"\n') == [1]
+    assert _spliced_datalog('x = f"user({name});"\n') == [1]
+    assert _spliced_datalog('x = "check if a({n});".format(n=1)\n') == [1]
+    assert _spliced_datalog('x = "check if a(%d);" % 1\n') == [1]
+    assert _spliced_datalog('x = f"arg({{ak{i}}}, {{av{i}}});"\n') == []
+    assert _spliced_datalog('x = f"check if server($s), {body};"\n') == []
+
+
+def test_no_spec_value_appears_in_the_datalog_text() -> None:
+    """Every value of a spec, an attenuation and a request reaches Datalog as a parameter."""
+    spec = TokenSpec(
+        "user-sentinel",
+        "agent-sentinel",
+        (Grant("srv-sentinel", "tool-sentinel", "write"),),
+        now(),
+        task='task "sentinel"; allow if true',
+        max_depth=13,
+        budget=987654321,
+        resources=("res-sentinel/*",),
+        approval_tools=("approve-sentinel",),
+        approver_key="ed25519/" + "ab" * 32,
+    )
+    code, params, _ = authority_block(spec)
+    for value in ("sentinel", "987654321", "13", "write"):
+        assert value not in code, value
+    assert params["budget"] == 987654321 and params["max_depth"] == 13
+    att = Attenuation(
+        delegate="delegate-sentinel",
+        tools=(("srv-sentinel", "tool-sentinel"),),
+        operations=("write",),
+        servers=("srv-sentinel",),
+        resources=("res-sentinel",),
+        expires=now(),
+        task="task-sentinel",
+    )
+    att_code, _ = attenuation_block(att)
+    assert "sentinel" not in att_code and "write" not in att_code
 
 
 def test_resources_are_derived_from_arguments() -> None:
