@@ -35,7 +35,7 @@ import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 Operation = Literal["read", "write"]
@@ -44,6 +44,8 @@ ANY_TOOL = "*"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.:@/+-]{1,200}$")
 MAX_BUDGET = 2**63 - 1
 """The largest per-task call budget: Datalog integers are signed 64-bit."""
+MAX_TOKEN_TTL = timedelta(days=365)
+"""The longest lifetime a token is minted (or attenuated) with."""
 
 # The authorizer's policies: allowed when the authority block grants the call's
 # (server, tool, operation), or (server, "*", operation).
@@ -188,6 +190,24 @@ class Attenuation:
         fields = (self.delegate, self.tools, self.operations, self.servers, self.expires, self.task)
         if all(f is None for f in fields) and not self.resources:
             raise PolicyError("an attenuation must narrow something or name a delegate")
+
+
+def beyond_parent(att: Attenuation, rights: set[tuple[str, str, str]]) -> list[str]:
+    """What `att` names that the parent's `rights` (``(server, tool, operation)``) never grant:
+    ``SERVER:TOOL`` for tools, ``server SERVER`` for audiences, ``operation OP``. Empty when
+    everything it names is granted. Naming them makes a token that allows less than intended
+    (often nothing), so callers refuse it."""
+    missing: list[str] = []
+    for s, t in att.tools or ():
+        if not any(rs == s and rt in (t, ANY_TOOL) for rs, rt, _ in rights):
+            missing.append(f"{s}:{t}")
+    for s in att.servers or ():
+        if not any(rs == s for rs, _, _ in rights):
+            missing.append(f"server {s}")
+    for op in att.operations or ():
+        if not any(ro == op for _, _, ro in rights):
+            missing.append(f"operation {op}")
+    return missing
 
 
 def glob_regex(pattern: str) -> str:

@@ -15,6 +15,7 @@ skipped and counted apart. Pure: it takes the recorded rows.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -157,10 +158,34 @@ def replay(policy_text: str, calls: Iterable[RecordedCall]) -> ReplayReport:
     return report
 
 
-def parse_since(text: str) -> timedelta:
-    """``7d`` / ``12h`` / ``30m`` / ``45s`` -> timedelta. Raises ValueError."""
-    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+MAX_DURATION = timedelta(days=36500)
+"""The longest duration `parse_since` accepts (100 years: beyond it dates overflow)."""
+
+_DURATION_RE = re.compile(r"^(\d+)([dhms])$", re.ASCII)
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def format_duration(d: timedelta) -> str:
+    """A duration in the largest unit that divides it: ``365d``, ``12h``, ``90s``."""
+    seconds = int(d.total_seconds())
+    for unit, size in _UNITS.items():
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def parse_since(text: str, maximum: timedelta = MAX_DURATION) -> timedelta:
+    """``7d`` / ``12h`` / ``30m`` / ``45s`` -> timedelta, at most `maximum`.
+
+    Raises:
+        ValueError: not ``<digits><d|h|m|s>``, or longer than `maximum` (the message says
+            which, and the limit).
+    """
     text = text.strip().lower()
-    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
-        raise ValueError(f"bad duration {text!r}: expected e.g. 7d, 12h, 30m")
-    return timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    m = _DURATION_RE.match(text)
+    if m is None:
+        raise ValueError(f"bad duration {text!r}: expected a whole number and a unit, e.g. 7d, 12h, 30m, 45s")
+    digits = m.group(1).lstrip("0") or "0"
+    if len(digits) > 15 or int(digits) * _UNITS[m.group(2)] > maximum.total_seconds():
+        raise ValueError(f"duration {text!r} is too long: at most {format_duration(maximum)}")
+    return timedelta(seconds=int(digits) * _UNITS[m.group(2)])

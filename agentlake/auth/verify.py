@@ -324,8 +324,38 @@ def _principals(authorizer: ba.Authorizer) -> tuple[str | None, str | None]:
         return None, None
 
 
+_RIGHTS = ba.Rule("granted($s, $t, $o) <- right($s, $t, $o)")
+
+
+def granted_rights(token: ba.Biscuit, limits: Limits = DEFAULT_LIMITS) -> set[tuple[str, str, str]]:
+    """The ``right(server, tool, operation)`` facts of the token's authority block.
+
+    Later blocks can only narrow these (their facts are not trusted by the policies).
+
+    Raises:
+        TokenError: the rights cannot be read (Datalog limits, library error).
+    """
+    try:
+        authorizer = authorizer_builder("allow if true;", limits).build(token)
+        rows = authorizer.query(_RIGHTS)
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt | SystemExit):
+            raise
+        raise TokenError(f"cannot read the token's grants: {str(e).splitlines()[0][:300]}") from None
+    return {tuple(str(x) for x in r.terms) for r in rows}  # type: ignore[misc]
+
+
 def _since(t0: int) -> int:
     return (time.perf_counter_ns() - t0) // 1000
 
 
-__all__ = ["DEFAULT_LIMITS", "Decision", "Limits", "RevocationSet", "TaskBudgets", "Verifier", "explain"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "Decision",
+    "Limits",
+    "RevocationSet",
+    "TaskBudgets",
+    "Verifier",
+    "explain",
+    "granted_rights",
+]

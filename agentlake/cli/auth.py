@@ -157,8 +157,11 @@ def auth_replay(
     from agentlake.projections.auth import recorded_decisions
 
     try:
-        text = policy.read_text()
         window = parse_since(since)
+    except ValueError as e:
+        raise UserError(f"--since: {e}") from e
+    try:
+        text = policy.read_text()
         load_policy(text)
     except OSError as e:
         raise UserError(f"cannot read {policy}: {e.strerror}") from e

@@ -40,13 +40,31 @@ def read_token(value: str) -> str:
     return value
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_ttl(text: str) -> timedelta:
+    """A ``--ttl`` value (``15m``, ``2h``): 1 s up to `MAX_TOKEN_TTL`, else a `UserError`."""
+    from agentlake.auth.policy import MAX_TOKEN_TTL
     from agentlake.auth.replay import parse_since
 
     try:
-        return parse_since(text)
+        life = parse_since(text, maximum=MAX_TOKEN_TTL)
     except ValueError as e:
-        raise UserError(str(e)) from e
+        raise UserError(f"--ttl: {e}") from e
+    if life < timedelta(seconds=1):
+        raise UserError(f"--ttl: duration {text!r} is too short: at least 1s")
+    return life
+
+
+def default_ttl(seconds: int) -> timedelta:
+    """AGENTLAKE_AUTH_TOKEN_TTL_S as a lifetime, refused beyond `MAX_TOKEN_TTL`."""
+    from agentlake.auth.policy import MAX_TOKEN_TTL
+    from agentlake.auth.replay import format_duration
+
+    if seconds > MAX_TOKEN_TTL.total_seconds():
+        raise UserError(
+            f"bad setting AGENTLAKE_AUTH_TOKEN_TTL_S={seconds}: a token lives at most "
+            f"{int(MAX_TOKEN_TTL.total_seconds())} s ({format_duration(MAX_TOKEN_TTL)}); lower it or pass --ttl"
+        )
+    return timedelta(seconds=seconds)
 
 
 @contextmanager
@@ -130,10 +148,11 @@ async def read_revocations(settings: Any) -> list[str]:
     return ids
 
 
-def show_token(info: Any, token: str | None = None) -> None:
-    """Readable blocks: index, revocation id, third-party signer, Datalog."""
+def show_token(info: Any, token: str | None = None, why: str | None = None) -> None:
+    """Readable blocks: index, revocation id, third-party signer, Datalog (`why`: why the
+    signature was not verified)."""
     kid = "?" if info.root_key_id is None else info.root_key_id
-    state = "signature verified" if info.verified else "NOT verified (no matching root key)"
+    state = "signature verified" if info.verified else f"NOT verified: {why or 'no matching root key'}"
     console.print(
         f"token {info.token_id[:16]}…  root key id {kid}  depth {info.depth}  {state}",
         highlight=False,
@@ -184,7 +203,7 @@ def token_mint(
     from agentlake.auth.tokens import describe
 
     s = _settings()
-    life = parse_duration(ttl) if ttl else timedelta(seconds=s.auth_token_ttl_s)
+    life = parse_ttl(ttl) if ttl else default_ttl(s.auth_token_ttl_s)
     with authority(offline) as auth:
         try:
             spec = TokenSpec(
@@ -223,8 +242,9 @@ def token_attenuate(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Append a block that narrows the token, offline (emits AuthTokenAttenuated)."""
-    from agentlake.auth.policy import Attenuation, PolicyError
-    from agentlake.auth.tokens import TokenError, describe
+    from agentlake.auth.policy import Attenuation, PolicyError, beyond_parent
+    from agentlake.auth.tokens import TokenError, describe, root_key_id_of
+    from agentlake.auth.verify import granted_rights
 
     tools = []
     for t in tool:
@@ -239,17 +259,27 @@ def token_attenuate(
             operations=tuple(operation) or None,
             servers=tuple(server) or None,
             resources=tuple(resource),
-            expires=datetime.now(UTC) + parse_duration(ttl) if ttl else None,
+            expires=datetime.now(UTC) + parse_ttl(ttl) if ttl else None,
             task=task,
         )
     except PolicyError as e:
         raise UserError(str(e)) from e
     with authority(offline) as auth:
+        raw = read_token(token)
         try:
-            child = auth.attenuate(read_token(token), att)
+            parent = auth.parse(raw)
+            rights = granted_rights(parent)
+            missing = beyond_parent(att, rights)
+            if missing:
+                granted = ", ".join(f"{s}:{t}:{o}" for s, t, o in sorted(rights))
+                raise UserError(
+                    f"the parent token does not grant {', '.join(missing)} (it grants {granted}): "
+                    "an attenuation can only narrow; name what the parent grants"
+                )
+            child = auth.attenuate(parent, att)
         except (TokenError, PolicyError) as e:
             raise UserError(str(e)) from e
-        info = describe(auth.parse(child))
+        info = describe(auth.parse(child), root_key_id_of(raw))
     if as_json:
         _print_json({"token": child, **info.to_json()})
     else:
@@ -259,7 +289,7 @@ def token_attenuate(
 @token_app.command("inspect")
 def token_inspect(token: str = TOKEN_ARG, as_json: bool = JSON_OPT) -> None:
     """Show the blocks, their Datalog and revocation ids (verifies the signature when the key is here)."""
-    from agentlake.auth.keys import keyring_for
+    from agentlake.auth.keys import KeyStoreError, keyring_for
     from agentlake.auth.tokens import TokenError, describe, parse, parse_unverified
 
     raw = read_token(token)
@@ -267,16 +297,24 @@ def token_inspect(token: str = TOKEN_ARG, as_json: bool = JSON_OPT) -> None:
     try:
         unverified = parse_unverified(raw)
         kid = unverified.root_key_id()
+        why = None
         try:
-            info = describe(parse(raw, keys.public_key(kid)), kid)
-        except Exception:
+            root = keys.public_key(kid)
+        except KeyStoreError:
+            why = f"no root key with id {'?' if kid is None else kid} here"
+        else:
+            try:
+                info = describe(parse(raw, root), kid)
+            except TokenError:
+                why = f"bad signature for root key {kid} (the token was altered, or signed by another key)"
+        if why is not None:
             info = describe(unverified)
     except TokenError as e:
         raise UserError(str(e)) from e
     if as_json:
-        _print_json(info.to_json())
+        _print_json({**info.to_json(), "not_verified_because": why})
     else:
-        show_token(info)
+        show_token(info, why=why)
 
 
 def _parseable(raw: str) -> None:
@@ -306,8 +344,10 @@ def token_verify(
     """Authorize one call offline, through the gateway's own path.
 
     Exit 0 allowed, 1 denied, 2 for a token that cannot be parsed at all."""
-    from agentlake.auth.policy import Request, derive_resource
+    from agentlake.auth.policy import OPERATIONS, Request, derive_resource
 
+    if operation not in OPERATIONS:
+        raise UserError(f"bad --operation {operation!r}: expected {' or '.join(OPERATIONS)}")
     args: dict[str, Any] = {}
     for a in arg:
         k, sep, v = a.partition("=")
