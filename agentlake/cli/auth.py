@@ -214,6 +214,10 @@ def gateway_serve(
     """Run the gateway in front of an MCP server until interrupted."""
     if (upstream is None) == (staging is None):
         raise UserError("give exactly one of --upstream URL or --staging FILE")
+    if not stdio:  # the gateway listens on 127.0.0.1 only
+        from agentlake.cli._bind import check_bind
+
+        check_bind("127.0.0.1", port, what="the gateway", allow_remote=False)
     asyncio.run(
         _serve(
             server_id, upstream, staging, port, stdio, _pairs(op, "op"), _pairs(resource, "resource"), offline
@@ -275,7 +279,12 @@ async def _serve(
                 gw.default_task = s.auth_task
                 await serve_stdio(gw)
                 return
-            served = await serve(gw, port=port)
+            try:
+                served = await serve(gw, port=port)
+            except OSError as e:  # taken between the check and now
+                from agentlake.cli._bind import bind_error
+
+                raise UserError(bind_error("127.0.0.1", port, e)) from None
             console.print(
                 f"gateway for {server_id!r} at {served.url} (metadata: "
                 f"{served.base_url}/.well-known/oauth-protected-resource/mcp); Ctrl-C to stop"

@@ -38,13 +38,22 @@ def serve(
     ),
     mcp: bool = typer.Option(True, help="also serve the MCP tools at /mcp (streamable HTTP)"),
     kafka: bool = typer.Option(True, help="follow the log (off: serve what Milvus holds)"),
+    allow_remote: bool = typer.Option(
+        False, "--allow-remote", help="allow binding beyond loopback (the lake has no authentication)"
+    ),
 ) -> None:
-    """Serve the lake: rebuild the hot tier from Milvus, follow the log, answer over HTTP (+ MCP)."""
+    """Serve the lake: rebuild the hot tier from Milvus, follow the log, answer over HTTP (+ MCP).
+
+    Binds to loopback unless --allow-remote. Exit code 2 on a refused address, a port in
+    use, or a bad setting."""
     import uvicorn
 
+    from agentlake.cli._bind import check_bind
     from agentlake.lake.http_api import create_app
 
     s = _settings()
+    bind_host, bind_port = host or s.lake_host, s.lake_port if port is None else port
+    check_bind(bind_host, bind_port, what="the lake", allow_remote=allow_remote)
     svc = _service(kafka)
     web = create_app(svc)
     if mcp:
@@ -52,9 +61,15 @@ def serve(
 
         mcp_app = build_mcp(svc).streamable_http_app()
         web.mount("/mcp", mcp_app)
-    bind_host, bind_port = host or s.lake_host, s.lake_port if port is None else port
     console.log(f"context lake on http://{bind_host}:{bind_port} (OpenAPI at /docs; MCP at /mcp: {mcp})")
-    uvicorn.run(web, host=bind_host, port=bind_port, log_level="warning", access_log=False)
+    try:
+        uvicorn.run(web, host=bind_host, port=bind_port, log_level="warning", access_log=False)
+    except SystemExit as e:  # uvicorn exits 1 when the bind fails, 3 when startup fails
+        if e.code:
+            raise UserError(
+                f"the lake did not start on {bind_host}:{bind_port} (uvicorn exit {e.code}); "
+                "the line above says why, or rerun with --debug"
+            ) from e
 
 
 async def _in_process(fn: Any, catch_up: bool) -> Any:
@@ -109,8 +124,8 @@ def query(
                     "lookup": c.lookup(tenant, task, **scope),
                     "plan": c.suggest_plan(tenant, task, **scope),
                 }
-        except (LakeError, OSError) as e:
-            raise UserError(f"lake server at {target}: {e}") from None
+        except LakeError as e:
+            raise UserError(str(e)) from None
     else:
         result = asyncio.run(
             _in_process(

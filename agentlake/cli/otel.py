@@ -29,13 +29,17 @@ def serve(
     host: str = typer.Option(None, help="bind address [default: AGENTLAKE_OTEL_HOST, 127.0.0.1]"),
     port: int = typer.Option(None, min=0, max=65535, help="port [default: AGENTLAKE_OTEL_PORT, 4318]"),
     log_level: str = typer.Option("warning", help="uvicorn log level"),
+    allow_remote: bool = typer.Option(
+        False, "--allow-remote", help="allow binding beyond loopback (the endpoint has no authentication)"
+    ),
 ) -> None:
     """Serve OTLP/HTTP traces (POST /v1/traces, protobuf or JSON) until interrupted.
 
     Spans following the GenAI semantic conventions (invoke_agent, execute_tool, chat, ...)
     become AgentLake events on Kafka, one trajectory per trace. Accepted spans are logged
     to a spool (AGENTLAKE_OTEL_SPOOL_DIR) and replayed after a crash. Exit code 0 on Ctrl-C,
-    2 when the port is taken, the spool is in use by another endpoint, or a setting is bad.
+    2 when the port is taken, the address is not loopback (without --allow-remote), the
+    spool is in use by another endpoint, or a setting is bad.
     """
     import uvicorn
 
@@ -43,6 +47,9 @@ def serve(
 
     s = _settings()
     h, p = host or s.otel_host, s.otel_port if port is None else port
+    from agentlake.cli._bind import check_bind
+
+    check_bind(h, p, what="the OTLP endpoint", allow_remote=allow_remote)
     try:  # before uvicorn: a spool in use by another endpoint is one line, not a lifespan traceback
         ingest = OtlpIngest(s)
     except (SpoolLocked, OSError) as e:

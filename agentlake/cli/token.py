@@ -62,7 +62,7 @@ def default_ttl(seconds: int) -> timedelta:
     if seconds > MAX_TOKEN_TTL.total_seconds():
         raise UserError(
             f"bad setting AGENTLAKE_AUTH_TOKEN_TTL_S={seconds}: a token lives at most "
-            f"{int(MAX_TOKEN_TTL.total_seconds())} s ({format_duration(MAX_TOKEN_TTL)}); lower it or pass --ttl"
+            f"{int(MAX_TOKEN_TTL.total_seconds())} ({format_duration(MAX_TOKEN_TTL)}); lower it or pass --ttl"
         )
     return timedelta(seconds=seconds)
 

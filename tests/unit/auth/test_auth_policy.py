@@ -64,7 +64,9 @@ def test_the_authority_block_holds_expiry_audience_task_and_depth_as_checks() ->
 
 
 def test_a_budget_beyond_datalog_integers_is_refused_and_the_largest_one_mints(auth: Authority) -> None:
-    with pytest.raises(PolicyError, match=r"budget 99999999999999999999 out of range: use 1\.\.9223372036854775807"):
+    with pytest.raises(
+        PolicyError, match=r"budget 99999999999999999999 out of range: use 1\.\.9223372036854775807"
+    ):
         shop_spec(budget=99999999999999999999)
     with pytest.raises(PolicyError, match="budget 0 out of range"):
         shop_spec(budget=0)
@@ -76,7 +78,9 @@ def test_a_budget_beyond_datalog_integers_is_refused_and_the_largest_one_mints(a
 # Datalog text is fixed text plus `{name}` parameter slots. An f-string may only make a
 # slot's name (`{{gs{i}}}` -> `{gs0}`) or join fragments built the same way (`body`,
 # `var`, `" || ".join(...)`); any other hole in Datalog text splices a value.
-_DATALOG = re.compile(r"check if|allow if|deny if|reject if|trusting|<-|\$[a-z]\b|\w\([^()\s]*\x00|\.matches\(")
+_DATALOG = re.compile(
+    r"check if|allow if|deny if|reject if|trusting|<-|\$[a-z]\b|\w\([^()\s]*\x00|\.matches\("
+)
 _FRAGMENTS = {"body", "var"}
 
 
@@ -107,7 +111,9 @@ def _spliced_datalog(source: str) -> list[int]:
                 if not _hole_ok(str(before), part, str(after)):
                     found.append(node.lineno)
                     break
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format":
+        elif (
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format"
+        ):
             base = node.func.value
             if isinstance(base, ast.Constant) and isinstance(base.value, str) and _DATALOG.search(base.value):
                 found.append(node.lineno)
