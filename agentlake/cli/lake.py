@@ -119,7 +119,11 @@ def query(
 
         scope = {"toolset": toolset, "user_id": user, "agent_id": agent, "agent_version": agent_version}
         try:
-            with LakeClient(target) as c:
+            client = LakeClient(target)
+        except LakeError as e:
+            raise UserError(f"{e}{'' if url else ' (from AGENTLAKE_LAKE_URL)'}") from None
+        try:
+            with client as c:
                 result = {
                     "lookup": c.lookup(tenant, task, **scope),
                     "plan": c.suggest_plan(tenant, task, **scope),
