@@ -42,7 +42,7 @@ def serve(
     """Serve the lake: rebuild the hot tier from Milvus, follow the log, answer over HTTP (+ MCP)."""
     import uvicorn
 
-    from agentlake.lake.http_api import create_app
+    from agentlake.lake.http_api import create_app, uvicorn_impl
 
     s = _settings()
     svc = _service(kafka)
@@ -54,7 +54,10 @@ def serve(
         web.mount("/mcp", mcp_app)
     bind_host, bind_port = host or s.lake_host, s.lake_port if port is None else port
     console.log(f"context lake on http://{bind_host}:{bind_port} (OpenAPI at /docs; MCP at /mcp: {mcp})")
-    uvicorn.run(web, host=bind_host, port=bind_port, log_level="warning", access_log=False)
+    http, loop = uvicorn_impl()
+    uvicorn.run(
+        web, host=bind_host, port=bind_port, log_level="warning", access_log=False, http=http, loop=loop
+    )
 
 
 async def _in_process(fn: Any, catch_up: bool) -> Any:

@@ -9,7 +9,8 @@ then ``json.dumps``) cost more CPU than the lookup itself. ``POST /v1/lookup``, 
 agents call on every step, is served by a plain Starlette route placed in front of
 its FastAPI twin (which stays for the OpenAPI document): the body is validated by
 pydantic straight from the JSON bytes, and FastAPI's per-request dependency solving
-is skipped; answers and 422 errors are the same.
+is skipped; answers and 422 errors are the same. Concurrent lookups on that route are
+answered in batches (:mod:`batcher`): one embedding call and one faiss search per tenant.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 from starlette.routing import Route
 
 from agentlake.lake import api
+from agentlake.lake.batcher import LookupBatcher
 from agentlake.lake.service import LakeService
 
 _JSON_OK: dict[int | str, dict[str, Any]] = {
@@ -52,12 +54,25 @@ def validation_error(e: ValidationError) -> Response:
     return json_response({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
-def create_app(service: LakeService, *, manage: bool = True) -> FastAPI:
+def uvicorn_impl() -> tuple[str, str]:
+    """uvicorn's ``(http, loop)``: its C HTTP parser and event loop (``uvicorn[standard]``:
+    httptools, uvloop) when installed, else its pure-Python h11 and asyncio."""
+    import importlib.util
+
+    return (
+        "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+    )
+
+
+def create_app(service: LakeService, *, manage: bool = True, batch: bool = True) -> FastAPI:
     """The HTTP app over `service`.
 
     Args:
         manage: start the service (rebuild from Milvus, follow Kafka) with the app and stop it after.
+        batch: answer concurrent ``POST /v1/lookup`` requests in batches (:class:`LookupBatcher`).
     """
+    batcher = LookupBatcher(service.lake) if batch else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,7 +115,9 @@ def create_app(service: LakeService, *, manage: bool = True) -> FastAPI:
             q = api.TaskQuery.model_validate_json(await request.body())
         except ValidationError as e:
             return validation_error(e)
-        return json_response(api.cache_lookup(lake, q))
+        if batcher is None:
+            return json_response(api.cache_lookup(lake, q))
+        return json_response((await batcher.lookup(q.request())).to_dict())
 
     # serves POST /v1/lookup; the FastAPI route below answers the same and documents it
     app.router.routes.insert(0, Route("/v1/lookup", lookup_route, methods=["POST"], include_in_schema=False))
