@@ -238,7 +238,7 @@ def _serve(n: int, port: int, ready: Any, batch: bool = True, h11: bool = False)
     svc.lake.record_events = False
     ready.set()
     uvicorn.run(
-        create_app(svc, manage=False, batch=batch),
+        create_app(svc, manage=False, batch=batch, freeze_gc=True),
         host="127.0.0.1",
         port=port,
         log_level="error",

@@ -46,7 +46,7 @@ def serve(
 
     s = _settings()
     svc = _service(kafka)
-    web = create_app(svc)
+    web = create_app(svc, freeze_gc=True)
     if mcp:
         from agentlake.lake.mcp_server import build_mcp
 

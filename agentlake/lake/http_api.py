@@ -79,12 +79,17 @@ def uvicorn_impl() -> tuple[str, str]:
     )
 
 
-def create_app(service: LakeService, *, manage: bool = True, batch: bool = True) -> FastAPI:
+def create_app(
+    service: LakeService, *, manage: bool = True, batch: bool = True, freeze_gc: bool = False
+) -> FastAPI:
     """The HTTP app over `service`.
 
     Args:
         manage: start the service (rebuild from Milvus, follow Kafka) with the app and stop it after.
         batch: answer concurrent ``POST /v1/lookup`` requests in batches (:class:`LookupBatcher`).
+        freeze_gc: once started, move every object of the process out of the cyclic garbage
+            collector's sight (``gc.freeze``) — for a process that only serves the lake (the
+            CLI's ``lake serve``): ``gc.get_referrers`` no longer sees frozen objects.
     """
     batcher = LookupBatcher(service.lake) if batch else None
 
@@ -93,10 +98,11 @@ def create_app(service: LakeService, *, manage: bool = True, batch: bool = True)
         if manage:
             await service.start()
             service.run_in_background()
-        # the hot tier built so far (100k entries: about a million objects) leaves the cyclic
-        # GC's sight: under load each full collection over it stalled every lookup ≈ 130 ms,
-        # a few times in 10 s (lookups' remembered signatures keep promoting objects)
-        gc.freeze()
+        if freeze_gc:
+            # the hot tier built so far (100k entries: about a million objects) leaves the
+            # cyclic GC's sight: under load each full collection over it stalled every lookup
+            # ≈ 130 ms, a few times in 10 s (lookups' remembered signatures keep promoting objects)
+            gc.freeze()
         try:
             yield
         finally:

@@ -5,6 +5,7 @@ the answers of the same lookups one at a time: `Lake.lookup_many` and the HTTP s
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import numpy as np
@@ -140,3 +141,21 @@ async def test_batcher_hands_an_error_to_every_waiting_request(
 def test_max_batch_must_be_positive(lakes: tuple[Lake, Lake]) -> None:
     with pytest.raises(ValueError, match="max_batch"):
         LookupBatcher(lakes[0], max_batch=0)
+
+
+async def test_app_freezes_the_gc_only_when_asked(lakes: tuple[Lake, Lake], tmp_path: Any) -> None:
+    from agentlake.lake.http_api import create_app
+    from agentlake.lake.service import LakeService
+    from agentlake.settings import Settings
+
+    svc = LakeService(Settings(home=tmp_path), embedder=lakes[0].embedder, kafka=False, milvus=False)
+    gc.unfreeze()
+    try:
+        app = create_app(svc, manage=False)
+        async with app.router.lifespan_context(app):
+            assert gc.get_freeze_count() == 0
+        app = create_app(svc, manage=False, freeze_gc=True)
+        async with app.router.lifespan_context(app):
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # the rest of the test process keeps its collector
