@@ -50,6 +50,7 @@ from agentlake._net import free_port, free_port_pair
 from agentlake.cli import quiet_logs
 from agentlake.lake.cache import Lake, LakePolicy, LookupRequest
 from agentlake.lake.entries import LakeEntry
+from agentlake.lake.http_api import uvicorn_impl
 from agentlake.lake.signature import task_signature
 
 console = Console(stderr=True)
@@ -221,7 +222,7 @@ def stage_in_process(n: int, dim: int, queries: int, nprobe: int = 16) -> dict[s
 
 
 # -- HTTP --------------------------------------------------------------------------
-def _serve(n: int, port: int, ready: Any) -> None:
+def _serve(n: int, port: int, ready: Any, batch: bool = True, h11: bool = False) -> None:
     import uvicorn
 
     from agentlake.lake.http_api import create_app
@@ -237,7 +238,13 @@ def _serve(n: int, port: int, ready: Any) -> None:
     svc.lake.record_events = False
     ready.set()
     uvicorn.run(
-        create_app(svc, manage=False), host="127.0.0.1", port=port, log_level="error", access_log=False
+        create_app(svc, manage=False, batch=batch, freeze_gc=True),
+        host="127.0.0.1",
+        port=port,
+        log_level="error",
+        access_log=False,
+        http="h11" if h11 else uvicorn_impl()[0],
+        loop="asyncio" if h11 else uvicorn_impl()[1],
     )
 
 
@@ -298,11 +305,13 @@ async def _load(
     return lat, errors
 
 
-def stage_http(n: int, seconds: float, concurrencies: list[int]) -> list[dict[str, Any]]:
+def stage_http(
+    n: int, seconds: float, concurrencies: list[int], batch: bool = True, h11: bool = False
+) -> list[dict[str, Any]]:
     port = free_port()
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
-    proc = ctx.Process(target=_serve, args=(n, port, ready), daemon=True)
+    proc = ctx.Process(target=_serve, args=(n, port, ready, batch, h11), daemon=True)
     proc.start()
     try:
         if not ready.wait(600):
@@ -326,6 +335,8 @@ def stage_http(n: int, seconds: float, concurrencies: list[int]) -> list[dict[st
             rows.append(
                 {
                     "entries": n,
+                    "server": "+".join(("h11", "asyncio") if h11 else uvicorn_impl())
+                    + (", batched" if batch else ""),
                     "concurrency": conc,
                     "task_texts": f"{cycle} repeated" if cycle else "all new",
                     "requests": len(lat),
@@ -477,6 +488,8 @@ def main() -> None:
     ap.add_argument("--nprobe", type=int, default=16, help="IVF lists probed in process")
     ap.add_argument("--http-seconds", type=float, default=10.0)
     ap.add_argument("--concurrency", default="8,32")
+    ap.add_argument("--no-batch", action="store_true", help="HTTP: one lookup at a time (no micro-batching)")
+    ap.add_argument("--h11", action="store_true", help="HTTP: uvicorn's pure-Python h11 and asyncio")
     ap.add_argument("--milvus-rows", type=int, default=20_000)
     ap.add_argument("--freshness", type=int, default=200, help="trajectories through Kafka (0: skip)")
     ap.add_argument("--freshness-rate", type=float, default=20.0, help="trajectories/s in that stage")
@@ -503,7 +516,11 @@ def main() -> None:
     if args.http_seconds > 0 and sizes:
         console.log("HTTP stage")
         result["http"] = stage_http(
-            sizes[0], args.http_seconds, [int(c) for c in args.concurrency.split(",")]
+            sizes[0],
+            args.http_seconds,
+            [int(c) for c in args.concurrency.split(",")],
+            batch=not args.no_batch,
+            h11=args.h11,
         )
     if args.milvus_rows > 0:
         console.log(f"Milvus stage ({args.milvus_rows:,} rows)")

@@ -49,21 +49,24 @@ def serve(
     import uvicorn
 
     from agentlake.cli._bind import check_bind
-    from agentlake.lake.http_api import create_app
+    from agentlake.lake.http_api import create_app, uvicorn_impl
 
     s = _settings()
     bind_host, bind_port = host or s.lake_host, s.lake_port if port is None else port
     check_bind(bind_host, bind_port, what="the lake", allow_remote=allow_remote)
     svc = _service(kafka)
-    web = create_app(svc)
+    web = create_app(svc, freeze_gc=True)
     if mcp:
         from agentlake.lake.mcp_server import build_mcp
 
         mcp_app = build_mcp(svc).streamable_http_app()
         web.mount("/mcp", mcp_app)
     console.log(f"context lake on http://{bind_host}:{bind_port} (OpenAPI at /docs; MCP at /mcp: {mcp})")
+    http, loop = uvicorn_impl()
     try:
-        uvicorn.run(web, host=bind_host, port=bind_port, log_level="warning", access_log=False)
+        uvicorn.run(
+            web, host=bind_host, port=bind_port, log_level="warning", access_log=False, http=http, loop=loop
+        )
     except SystemExit as e:  # uvicorn exits 1 when the bind fails, 3 when startup fails
         if e.code:
             raise UserError(

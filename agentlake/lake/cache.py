@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -30,7 +30,7 @@ import numpy as np
 
 from agentlake.lake.entries import LakeEntry, may_read
 from agentlake.lake.fusing import FusedPlan, Neighbour, fuse
-from agentlake.lake.hot import HotTier, Membership
+from agentlake.lake.hot import HotTier, Membership, TenantIndex
 from agentlake.lake.signature import (
     QUERY_CACHE_MAX_CHARS,
     QUERY_CACHE_SIZE,
@@ -297,14 +297,22 @@ class Lake:
         ``QUERY_CACHE_SIZE`` distinct texts of at most ``QUERY_CACHE_MAX_CHARS`` characters:
         an agent asks the same task on every step, and embedders are deterministic. Replacing
         :attr:`embedder` forgets them."""
+        v = self._remembered(task)
+        if v is not None:
+            return v
+        return self._remember(task, self.embedder.embed([task])[0])
+
+    def _remembered(self, task: str) -> np.ndarray | None:
         if self.embedder is not self._vectors_of:
             self._vectors.clear()
             self._vectors_of = self.embedder
         v = self._vectors.get(task)
         if v is not None:
             self._vectors.move_to_end(task)
-            return v
-        v = np.array(self.embedder.embed([task])[0], dtype=np.float32)
+        return v
+
+    def _remember(self, task: str, vector: np.ndarray) -> np.ndarray:
+        v = np.array(vector, dtype=np.float32)
         v.setflags(write=False)
         if len(task) <= QUERY_CACHE_MAX_CHARS:
             self._vectors[task] = v
@@ -344,22 +352,80 @@ class Lake:
         return None
 
     def lookup(self, req: LookupRequest, vector: np.ndarray | None = None) -> LookupResult:
-        """Cache lookup for `req` (see the module docstring for the rule)."""
+        """Cache lookup for `req` (see the module docstring for the rule); `vector` is the task's
+        embedding when the caller has it."""
         t0 = time.perf_counter()
+        part = self.hot.tenant(req.tenant)
+        found = None
+        if part is not None and len(part):
+            v = self.query_vector(req.task) if vector is None else vector
+            sims, ids = part.search_batch(v.reshape(1, -1), self.policy.candidates, self.policy.nprobe)
+            found = (sims[0], ids[0])
+        return self._decide(req, part, found, t0)
+
+    def lookup_many(
+        self, reqs: Sequence[LookupRequest], vectors: Sequence[np.ndarray | None] | None = None
+    ) -> list[LookupResult]:
+        """:meth:`lookup` for each request, answered together: the tasks not remembered are
+        embedded in one embedder call, each tenant's index is searched once for all its
+        requests, then each request's candidates are checked in order. Every result (hit,
+        reason, candidates, lookup id, event) is the one `lookup` gives for the same requests
+        in the same order when the embedder embeds a text alike alone and in a batch (wordllama
+        does; a transformer's padding may move the last bits); `latency_us` counts from the
+        start of the batch. `vectors`, when given, holds each request's task embedding or None."""
+        t0 = time.perf_counter()
+        parts: list[TenantIndex | None] = []
+        vecs: list[np.ndarray | None] = []
+        for i, req in enumerate(reqs):
+            part = self.hot.tenant(req.tenant)
+            parts.append(part if part is not None and len(part) else None)
+            v = vectors[i] if vectors is not None else None
+            vecs.append(v if v is not None or parts[-1] is None else self._remembered(req.task))
+        todo = list(
+            dict.fromkeys(
+                r.task for r, v, p in zip(reqs, vecs, parts, strict=True) if v is None and p is not None
+            )
+        )
+        if todo:
+            new = {t: self._remember(t, v) for t, v in zip(todo, self.embedder.embed(todo), strict=True)}
+            vecs = [
+                new[r.task] if v is None and p is not None else v
+                for r, v, p in zip(reqs, vecs, parts, strict=True)
+            ]
+        rows: dict[int, list[int]] = {}  # partition -> its requests
+        for i, p in enumerate(parts):
+            if p is not None:
+                rows.setdefault(id(p), []).append(i)
+        found: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(reqs)
+        for idx in rows.values():
+            part = parts[idx[0]]
+            assert part is not None
+            q = np.stack([vecs[i] for i in idx])  # type: ignore[misc]
+            sims, ids = part.search_batch(q, self.policy.candidates, self.policy.nprobe)
+            for j, i in enumerate(idx):
+                found[i] = (sims[j], ids[j])
+        return [self._decide(req, part, hits, t0) for req, part, hits in zip(reqs, parts, found, strict=True)]
+
+    def _decide(
+        self,
+        req: LookupRequest,
+        part: TenantIndex | None,
+        found: tuple[np.ndarray, np.ndarray] | None,
+        t0: float,
+    ) -> LookupResult:
+        """The hit rule over the searched candidates `found` (cosines, internal ids) of `req`."""
         now = self.clock()
         sig = query_signature(req.task)
         self._seq += 1
         lookup_id = f"{now:x}-{self._seq:x}"
-        part = self.hot.tenant(req.tenant)
         cands: list[Candidate] = []
         best: tuple[LakeEntry, float, int, int] | None = None
         reason = "empty_tenant"
-        if part is not None and len(part):
-            v = self.query_vector(req.task) if vector is None else vector
+        if part is not None and found is not None:
             version = part.clusters.version
             reason = "no_candidates"
             min_reward = self.policy.min_reward
-            for e, sim, cid in part.candidates(v, self.policy.candidates, self.policy.nprobe):
+            for e, sim, cid in part.hits(*found):
                 thr = self._stats(req.tenant, version, cid).threshold
                 if sim < thr and len(cands) >= PROVENANCE:
                     continue  # cannot be the hit and is past the provenance: the other rules can wait

@@ -24,6 +24,8 @@ import numpy as np
 ZERO_CLUSTER = -1
 
 
+TRAIN_POINTS_PER_CENTROID = 32  # k-means sample per centroid (faiss's max_points_per_centroid)
+ASSIGN_CELLS = 1 << 25  # rows × centroids per slice of an assignment (128 MB of float32)
 IVF_SPLIT = 4096  # from this many distinct points on, 4·sqrt(n) clusters (they route IVF searches)
 
 
@@ -69,9 +71,14 @@ class TenantClusters:
     def needs_refit(self, n_total: int) -> bool:
         return self.k == 0 or n_total >= 2 * max(1, self.fitted_on) or n_total < self.fitted_on // 2
 
-    def fit(self, vectors: np.ndarray) -> None:
-        """(Re)fit on all of a tenant's vectors (zero rows ignored). Raises nothing on
-        degenerate input: empty input leaves no clusters."""
+    def fit(self, vectors: np.ndarray) -> np.ndarray:
+        """(Re)fit on all of a tenant's vectors (zero rows ignored) and return each row's
+        cluster (:meth:`assign` after the fit, shape ``(n,)``). Raises nothing on degenerate
+        input: empty input leaves no clusters.
+
+        faiss's k-means trains on a random sample of at most ``TRAIN_POINTS_PER_CENTROID``
+        points per centroid: at 1M entries and 4,000 clusters, 128k points instead of 1M
+        (the centroids route IVF searches; recall is measured by ``bench/lake.py``)."""
         x = (
             np.ascontiguousarray(vectors[nonzero_rows(vectors)], dtype=np.float32)
             if len(vectors)
@@ -83,7 +90,7 @@ class TenantClusters:
         if len(x) == 0:
             self.centroids = np.zeros((0, self.dim), dtype=np.float32)
             self.sizes = np.zeros(0, dtype=np.int64)
-            return
+            return np.full(len(vectors), ZERO_CLUSTER, dtype=np.int64)
         distinct = np.unique(x, axis=0) if len(x) <= 200_000 else x
         k = target_k(len(distinct), self.max_k)
         if k == 1:
@@ -104,7 +111,8 @@ class TenantClusters:
                 niter=12,
                 spherical=True,
                 seed=self.seed,
-                max_points_per_centroid=64,
+                max_points_per_centroid=TRAIN_POINTS_PER_CENTROID,
+                min_points_per_centroid=1,  # the branch above keeps >= 39 distinct points per cluster
                 verbose=False,
             )
             # duplicates would let faiss seed two centroids on one point: train on distinct rows
@@ -115,7 +123,9 @@ class TenantClusters:
             finally:
                 faiss.omp_set_num_threads(threads)
             self.centroids = np.asarray(km.centroids, dtype=np.float32).copy()
-        self.sizes = np.bincount(self.assign(x), minlength=self.k).astype(np.int64)
+        assigned = self.assign(vectors)
+        self.sizes = np.bincount(assigned[assigned >= 0], minlength=self.k).astype(np.int64)
+        return assigned
 
     def partial_fit(self, vectors: np.ndarray) -> None:
         """Move the centroids toward a new mini-batch (scikit-learn ``MiniBatchKMeans``)."""
@@ -148,10 +158,14 @@ class TenantClusters:
         out = np.full(len(vectors), ZERO_CLUSTER, dtype=np.int64)
         if self.k == 0 or len(vectors) == 0:
             return out
-        mask = nonzero_rows(vectors)
-        if mask.any():
-            sims = np.asarray(vectors[mask], dtype=np.float32) @ self.centroids.T
-            out[mask] = np.argmax(sims, axis=1)
+        # in slices: 1M rows × 4,000 centroids at once would be a 16 GB matrix
+        step = max(1, ASSIGN_CELLS // self.k)
+        for i in range(0, len(vectors), step):
+            rows = np.asarray(vectors[i : i + step], dtype=np.float32)
+            mask = nonzero_rows(rows)
+            if mask.any():
+                part = out[i : i + step]
+                part[mask] = np.argmax(rows[mask] @ self.centroids.T, axis=1)
         return out
 
     def nearest(self, vector: np.ndarray, n: int) -> list[int]:

@@ -20,6 +20,9 @@ import numpy as np
 from agentlake.lake.clusters import TenantClusters
 from agentlake.lake.entries import LakeEntry
 
+# queries per faiss call: below faiss's BLAS threshold (distance_compute_blas_threshold, 20)
+SEARCH_BATCH = 16
+
 
 @dataclass(frozen=True)
 class Membership:
@@ -120,18 +123,21 @@ class TenantIndex:
 
     def _refit(self) -> list[Membership]:
         ids, x = self.vectors()
-        self.clusters.fit(x)
+        # one assignment of every vector serves the clusters' sizes, the memberships and the
+        # IVF's lists (faiss would otherwise assign all of them again to add them)
+        assigned = self.clusters.fit(x)
         if len(ids) >= self.ivf_min and self.clusters.k >= 2:
             faiss = self._faiss
             quantizer = faiss.IndexFlatIP(self.dim)
             quantizer.add(self.clusters.centroids)
             ivf = faiss.IndexIVFFlat(quantizer, self.dim, self.clusters.k, faiss.METRIC_INNER_PRODUCT)
             ivf.is_trained = True
-            ivf.add_with_ids(np.ascontiguousarray(x), ids)
+            lists = np.ascontiguousarray(np.maximum(assigned, 0), dtype=np.int64)  # zero rows: any list
+            xs, xids = np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64)
+            ivf.add_core(len(xs), faiss.swig_ptr(xs), faiss.swig_ptr(xids), faiss.swig_ptr(lists))
             ivf.own_fields = True
             quantizer.this.disown()
             self.index, self.is_ivf, self._nprobe = ivf, True, 1
-        assigned = self.clusters.assign(x)
         v = self.clusters.version
         out = []
         for i, c in zip(ids, assigned, strict=True):
@@ -152,17 +158,39 @@ class TenantIndex:
         """:meth:`search`'s answer one at a time: the index is searched at once, and an entry
         is fetched only when the caller asks for it (a lookup usually stops at the first one;
         with 100k entries, each fetch from the entry table is a cache miss)."""
-        n = len(self.entries)
-        if n == 0:
-            return
+        sims, ids = self.search_batch(vector.reshape(1, -1), k, nprobe)
+        return self.hits(sims[0], ids[0])
+
+    def search_batch(self, vectors: np.ndarray, k: int, nprobe: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        """The `k` nearest internal ids of each row of `vectors` (shape ``(m, dim)``) and their
+        cosines: two ``(m, min(k, len(self)))`` arrays, best first; a short row is padded with
+        id -1.
+
+        Queries go to faiss at most :data:`SEARCH_BATCH` at a time: below faiss's BLAS threshold
+        (20 queries) each query's distances are computed by the same kernel as a lone query's,
+        so a query's answer does not depend on the batch it came in."""
+        m, n = len(vectors), len(self.entries)
+        if n == 0 or m == 0:
+            return np.zeros((m, 0), dtype=np.float32), np.zeros((m, 0), dtype=np.int64)
         if self.is_ivf and self._nprobe != nprobe:
             self.index.nprobe = self._nprobe = nprobe  # type: ignore[attr-defined]
-        q = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
-        sims, ids = self.index.search(q, min(k, n))  # type: ignore[attr-defined]
+        q = np.ascontiguousarray(vectors, dtype=np.float32)
+        if m <= SEARCH_BATCH:
+            sims, ids = self.index.search(q, min(k, n))  # type: ignore[attr-defined]
+            return sims, ids
+        parts = [
+            self.index.search(q[i : i + SEARCH_BATCH], min(k, n))  # type: ignore[attr-defined]
+            for i in range(0, m, SEARCH_BATCH)
+        ]
+        return np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])
+
+    def hits(self, sims: np.ndarray, ids: np.ndarray) -> Iterator[tuple[LakeEntry, float, int]]:
+        """One row of :meth:`search_batch` as (entry, cosine, cluster id), best first; entries
+        removed since the search are skipped."""
         entries, cluster_of = self.entries, self.cluster_of
         # tolist(): one conversion to Python floats and ints instead of one per element;
         # faiss pads a short result with id -1, which no entry has
-        for s, i in zip(sims[0].tolist(), ids[0].tolist(), strict=True):
+        for s, i in zip(sims.tolist(), ids.tolist(), strict=True):
             e = entries.get(i)
             if e is not None:
                 yield e, s, cluster_of.get(i, -1)

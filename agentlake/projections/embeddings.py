@@ -47,6 +47,8 @@ class WordLlamaEmbedder:
         ValueError: `dim` is not between 1 and 256.
     """
 
+    SMALL_BATCH = 64  # texts embedded one by one below this many (the same vectors either way)
+
     def __init__(self, cache_dir: Path, dim: int = 256) -> None:
         if not 1 <= dim <= 256:
             raise ValueError(
@@ -77,8 +79,10 @@ class WordLlamaEmbedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if len(texts) == 1:
-            return _normalize(self._embed_one(texts[0])[None])
+        if len(texts) <= self.SMALL_BATCH:
+            # a few texts (a lookup's task, a batch of concurrent lookups): one at a time is
+            # cheaper than wordllama's batch path, which hands them to a thread pool
+            return _normalize(np.stack([self._embed_one(t) for t in texts]))
         return _normalize(self._model.embed(texts))
 
     def _embed_one(self, text: str) -> np.ndarray:

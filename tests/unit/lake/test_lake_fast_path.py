@@ -95,9 +95,11 @@ def test_hit_past_the_reported_candidates_is_still_found() -> None:
 
 def test_one_text_embeds_as_in_a_batch(embedder: Embedder) -> None:
     texts = ["Refund order 48213, it arrived broken.", "", "Überweise 50 € an Zoë ✓", "ok " * 300]
-    batch = embedder.embed(texts)
-    for i, text in enumerate(texts):
-        assert np.array_equal(embedder.embed([text])[0], batch[i])
+    texts += [f"Refund order {n}, it arrived broken." for n in range(100)]  # wordllama's batch path
+    for batch in (texts[:4], texts):
+        vectors = embedder.embed(batch)
+        for i, text in enumerate(batch):
+            assert np.array_equal(embedder.embed([text])[0], vectors[i])
 
 
 @pytest.fixture
