@@ -237,7 +237,7 @@ def test_integer_version_becomes_a_string_but_a_float_is_refused() -> None:
         ),
         (
             {"agents": [{**AGENT, "reward": {"id": "r", "components": [{"name": "speed"}]}}]},
-            "registry.yaml: agents[0].reward.components: unknown reward function 'speed': use one of "
+            "registry.yaml: agents[0].reward.components[0]: unknown reward function 'speed': use one of "
             f"{sorted(BUILTIN_COMPONENTS)} or 'module:function'",
         ),
         (
