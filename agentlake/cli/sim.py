@@ -93,8 +93,15 @@ def sim_run(
             f"the gate of {suite_file} checks pass^{max(gate_ks)}/pass@{max(gate_ks)}, which needs at least "
             f"{max(gate_ks)} trials per case: use --trials {max(gate_ks)} or more"
         )
+    from agentlake._files import UserFileError, check_writable
     from agentlake.sim.runner import RunnerError, StagingFactory
 
+    for option, path in (("--junit", junit), ("--markdown", markdown_file)):
+        if path is not None:  # a report path that cannot be written fails now, not after every trial
+            try:
+                check_writable(path, option)
+            except UserFileError as e:
+                raise UserError(str(e)) from e
     for f in staging:  # fail fast, before the stack starts
         try:
             StagingFactory().add_spec_file(str(f))
@@ -125,14 +132,17 @@ def sim_run(
             auth=auth,
         )
     )
-    if junit:
-        from agentlake.sim.gate import junit_xml
+    from agentlake.sim.gate import junit_xml, markdown
 
-        junit.write_text(junit_xml(report))
-    if markdown_file:
-        from agentlake.sim.gate import markdown
-
-        markdown_file.write_text(markdown(report))
+    for path, render in ((junit, junit_xml), (markdown_file, markdown)):
+        if path is None:
+            continue
+        try:  # checked before the run; if it fails now anyway, keep the gate's verdict and say so
+            path.write_text(render(report), encoding="utf-8")
+        except OSError as e:
+            msg = escape(f"{path}: cannot write the report: {e.strerror or e}")
+            console.print(f"[red]error:[/] {msg}", soft_wrap=True, highlight=False)
+            code = code or 2
     if as_json:
         _print_json(report)
     else:

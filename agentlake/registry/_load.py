@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Iterable, Mapping
-from pathlib import Path
 from typing import Any, Literal, overload
 
 import yaml
 from pydantic import ValidationError
 
+from agentlake._files import UserFileError, read_user_text
 from agentlake._validation import first_error
 from agentlake.registry._models import AgentSpec, ServerSpec, Spec, SpecKind, version_key
 
@@ -75,11 +75,9 @@ def load_registry_file(path: str | os.PathLike[str], known_servers: Iterable[Ser
     """
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise RegistryError(source, f"cannot read the file: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise RegistryError(source, f"not UTF-8 text: {e.reason} at byte {e.start}") from None
+        text = read_user_text(path)
+    except UserFileError as e:
+        raise RegistryError(source, e.reason) from None
     try:
         documents = list(yaml.load_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as e:

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from agentlake.schemas import codec, new_id, new_span_id, new_trace_id, now_us
 from agentlake.schemas._bounds import (
@@ -38,6 +38,7 @@ from agentlake.settings import Settings, get_settings
 from agentlake.topics import SCHEMAS
 
 log = logging.getLogger("agentlake.sdk")
+_N = TypeVar("_N", int | None, float | None)
 
 
 class Tracer:
@@ -49,6 +50,12 @@ class Tracer:
         tenant: tenant the traffic belongs to.
         emitter: where encoded events go; defaults to a `KafkaEmitter` built from settings.
         settings: overrides the environment-derived settings.
+
+    Raises:
+        ValueError: `agent_id`, `agent_version` or `tenant` is empty (or not a string): a
+            setup error of the caller, raised at construction. Recording never raises on data:
+            a count or cost that is negative, NaN or out of range is recorded as null and
+            counted in `invalid_values`.
     """
 
     def __init__(
@@ -60,6 +67,10 @@ class Tracer:
         emitter: Emitter | None = None,
         settings: Settings | None = None,
     ) -> None:
+        for name, value in (("agent_id", agent_id), ("agent_version", agent_version), ("tenant", tenant)):
+            if not isinstance(value, str) or not value.strip():
+                # the caller's own setup, not recorded data: a report row with no agent is useless
+                raise ValueError(f"Tracer: {name} must be a non-empty string (got {value!r})")
         self.settings = settings or get_settings()
         self.agent_id = ident(agent_id)
         self.agent_version = ident(agent_version)
@@ -77,6 +88,25 @@ class Tracer:
         self.max_payload = self.settings.max_payload_bytes
         self._codec = codec()
         self.unrecordable = 0  # events that could not be encoded at all (logged, never raised)
+        # numbers recorded as null: NaN, +/-Inf, negative counts/costs, not integral, out of range
+        self.invalid_values = 0
+
+    def count(self, value: Any) -> int | None:
+        """A token count as recorded: an int >= 0, else None (counted in `invalid_values`)."""
+        clean = long_or_none(value)
+        return self._kept(value, clean if clean is None or clean >= 0 else None)
+
+    def amount(self, value: Any) -> float | None:
+        """A cost (USD) as recorded: a finite float >= 0, else None (counted in `invalid_values`)."""
+        clean = finite(value)
+        return self._kept(value, clean if clean is None or clean >= 0 else None)
+
+    def _kept(self, value: Any, clean: _N) -> _N:
+        if value is not None and clean is None:
+            self.invalid_values += 1
+            if self.invalid_values == 1:  # once per tracer: a bad value is usually repeated
+                log.warning("agentlake: recorded %r as null (counts and costs are finite and >= 0)", value)
+        return clean
 
     def trajectory(
         self,
@@ -107,11 +137,15 @@ class Tracer:
                 "run_id": opt_ident(run_id),
                 "trial": long_or_none(trial, 32),
                 "seed": long_or_none(seed),
-                "expected_tool_calls": long_or_none(expected_tool_calls, 32),
+                "expected_tool_calls": self._expected(expected_tool_calls),
                 "user_id": opt_ident(user_id),
                 "attributes": string_map(attributes, self.max_payload),
             },
         )
+
+    def _expected(self, value: Any) -> int | None:
+        clean = long_or_none(value, 32)
+        return self._kept(value, clean if clean is None or clean >= 0 else None)
 
     def flush(self, timeout: float = 30.0) -> bool:
         return self.emitter.flush(timeout)
@@ -197,9 +231,9 @@ class Trajectory:
                 "kind": kind,
                 "content": text,
                 "content_truncated": size > self.tracer.max_payload,
-                "tokens_in": long_or_none(tokens_in),
-                "tokens_out": long_or_none(tokens_out),
-                "cost_usd": finite(cost_usd),
+                "tokens_in": self.tracer.count(tokens_in),
+                "tokens_out": self.tracer.count(tokens_out),
+                "cost_usd": self.tracer.amount(cost_usd),
             },
         )
 
@@ -234,9 +268,9 @@ class Trajectory:
             "outcome": outcome,
             "final_answer": opt_text(final_answer, limit),
             "error": opt_text(error, limit),
-            "tokens_in": long_or_none(tokens_in),
-            "tokens_out": long_or_none(tokens_out),
-            "cost_usd": finite(cost_usd),
+            "tokens_in": self.tracer.count(tokens_in),
+            "tokens_out": self.tracer.count(tokens_out),
+            "cost_usd": self.tracer.amount(cost_usd),
             "checks": {},
             "attribution": None,
             "verdict": None,
@@ -395,7 +429,7 @@ class ToolCall:
                 "is_error": bool(is_error),
                 "error": opt_text(error, self.trajectory.tracer.max_payload),
                 "latency_ms": latency_ms,
-                "cost_usd": finite(cost_usd),
+                "cost_usd": self.trajectory.tracer.amount(cost_usd),
                 "error_kind": opt_ident(error_kind) if is_error else None,
             },
             span_id=self.span_id,

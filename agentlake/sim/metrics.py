@@ -468,17 +468,38 @@ class Threshold(_Frozen):
     ``candidate - baseline <= max_increase``.
     """
 
-    min: float | None = None
-    max: float | None = None
-    max_drop: float | None = Field(default=None, ge=0)
-    max_increase: float | None = Field(default=None, ge=0)
+    min: float | None = Field(default=None, allow_inf_nan=False)
+    max: float | None = Field(default=None, allow_inf_nan=False)
+    max_drop: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    max_increase: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     k: PositiveInt | None = Field(default=None, description="for pass_hat_k / pass_at_k")
 
     @model_validator(mode="after")
     def _some_bound(self) -> Threshold:
         if all(getattr(self, b) is None for b in _BOUNDS):
             raise ValueError("set at least one of min, max, max_drop, max_increase")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}: no value can pass")
         return self
+
+    def check_range(self, name: str, low: float, high: float) -> None:
+        """Refuse bounds no value of a metric in [`low`, `high`] can meet, or that can never fail.
+
+        Raises:
+            ValueError: ``<name>.<bound>: must be in [low, high] ... (got x)``.
+        """
+        span = high - low
+        for bound in _BOUNDS:
+            value = getattr(self, bound)
+            if value is None:
+                continue
+            top = span if bound in ("max_drop", "max_increase") else high
+            bottom = 0.0 if bound in ("max_drop", "max_increase") else low
+            if not bottom <= value <= top:
+                what = "a share" if high == 1.0 else "a count"
+                raise ValueError(
+                    f"{name}.{bound}: must be in [{bottom:g}, {top:g}], {name} is {what} (got {value:g})"
+                )
 
 
 class GateSpec(RootModel[dict[str, Threshold]]):
@@ -510,6 +531,8 @@ class GateSpec(RootModel[dict[str, Threshold]]):
                 raise ValueError(f"{name}: k only applies to pass_hat_k / pass_at_k")
             elif not (_REWARD_NAME.fullmatch(name) or name == "tool_calls"):
                 raise ValueError(f"unknown gate metric {name!r}; {_METRIC_HELP}")
+            # pass^k, pass@k and rewards are shares in [0, 1]; tool calls per trial a count >= 0
+            t.check_range(name, 0.0, math.inf if name == "tool_calls" else 1.0)
         return self
 
     def resolved(self) -> list[tuple[str, Threshold]]:

@@ -48,6 +48,7 @@ import jsonschema
 import jsonschema.exceptions
 import yaml
 
+from agentlake._files import UserFileError, read_user_text
 from agentlake.sim.staging import ForwardBehaviour, ToolDef, WireParam
 
 __all__ = ["OpenAPIError", "load_openapi", "openapi_to_server_spec", "tools_from_openapi"]
@@ -118,7 +119,10 @@ def load_openapi(source: Mapping[str, Any] | str | Path) -> dict[str, Any]:
         where = str(path)
         if not path.is_file():
             raise OpenAPIError(f"OpenAPI file {path} does not exist")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = read_user_text(path)
+        except UserFileError as e:
+            raise OpenAPIError(str(e)) from None
         try:
             doc = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
         except (ValueError, yaml.YAMLError) as e:

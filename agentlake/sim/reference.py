@@ -16,8 +16,10 @@ from typing import Any
 import jsonschema
 import mcp_types as types
 from mcp.server.lowlevel.server import Server
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agentlake.sdk import TracedSession, Trajectory
+from agentlake.sim.suite import state_generator
 
 SHOP_TOOLS: list[dict[str, Any]] = [
     {
@@ -65,8 +67,37 @@ SHOP_TOOLS: list[dict[str, Any]] = [
 CUSTOMERS = ["ada", "grace", "linus", "barbara", "ken", "margaret"]
 
 
+MAX_ORDERS = 100_000
+"""Most orders `shop_state` generates: a state is built per trial and kept in memory."""
+
+
+class ShopStateArgs(BaseModel):
+    """The ``args`` of the `shop_state` generator, checked when a suite loads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 0
+    n_orders: int = Field(default=60, ge=0, le=MAX_ORDERS, description="orders 1..n_orders")
+    ensure: dict[int, str] | None = Field(default=None, description="order id -> pinned status")
+
+    @model_validator(mode="after")
+    def _ensured_orders_exist(self) -> ShopStateArgs:
+        for oid in self.ensure or {}:
+            if not 1 <= oid <= self.n_orders:
+                raise ValueError(f"ensure: order {oid} is not among orders 1..{self.n_orders} (n_orders)")
+        return self
+
+
+@state_generator(ShopStateArgs)
 def shop_state(seed: int = 0, n_orders: int = 60, ensure: dict[int, str] | None = None) -> dict[str, Any]:
-    """A seeded shop; `ensure` pins the status of some orders (so a task is feasible)."""
+    """A seeded shop of orders 1..`n_orders`; `ensure` pins the status of some orders (so a
+    task is feasible).
+
+    Raises:
+        ValueError: args outside `ShopStateArgs` (n_orders not in 0..`MAX_ORDERS`, an
+            ensured order that does not exist); a suite reports these at load.
+    """
+    ShopStateArgs(seed=seed, n_orders=n_orders, ensure=ensure)
     rng = random.Random(seed)
     orders = {}
     for i in range(1, n_orders + 1):

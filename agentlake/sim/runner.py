@@ -79,8 +79,8 @@ def _import(ref: str) -> AgentCallable:
     module, _, attr = ref.partition(":")
     try:
         obj = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise RunnerError(f"cannot import agent {ref!r}: {e}") from e
+    except Exception as e:  # missing, or failing on import: either way it cannot run
+        raise RunnerError(f"cannot import agent {ref!r}: {type(e).__name__}: {e}") from e
     if inspect.isclass(obj):
         obj = obj()
     if not callable(obj):
@@ -103,7 +103,15 @@ def _openai_agent(model: str) -> AgentCallable:
 
 
 def resolve_agent(ref: str, registry: Any = None) -> AgentTarget:
-    """Turn ``NAME@VERSION`` / ``module:callable`` / ``openai:MODEL`` / ``cmd:COMMAND`` into a target."""
+    """Turn ``NAME@VERSION`` / ``module:callable`` / ``openai:MODEL`` / ``cmd:COMMAND`` into a target.
+
+    ``NAME@VERSION`` runs the registered entrypoint when `registry` has one (even over a
+    built-in reference agent of the same name), else the built-in.
+
+    Raises:
+        RunnerError: one line: an unknown agent, no entrypoint, or one that cannot be
+            imported (the registry checks only its form), before any trial runs.
+    """
     if ref.startswith("cmd:"):
         command = ref[4:].strip()
         if not command:
@@ -130,9 +138,11 @@ def resolve_agent(ref: str, registry: Any = None) -> AgentTarget:
         return AgentTarget(name.split(":")[-1], "local", fn=_import(name))
     if not version:
         raise RunnerError(f"agent {ref!r}: give NAME@VERSION, module:callable, openai:MODEL or cmd:COMMAND")
+    spec = registry.agent(name, version) if registry is not None else None
+    if spec is not None and spec.entrypoint:  # what is registered runs, even over a built-in
+        return AgentTarget(name, version, fn=_import(spec.entrypoint))
     if (name, version) in REFERENCE_AGENTS:
         return AgentTarget(name, version, fn=REFERENCE_AGENTS[(name, version)])
-    spec = registry.agent(name, version) if registry is not None else None
     if spec is None:
         raise RunnerError(f"agent {ref} is neither built in nor registered (agentlake registry list)")
     if not spec.entrypoint:

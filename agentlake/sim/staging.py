@@ -75,6 +75,7 @@ from pydantic import (
     model_validator,
 )
 
+from agentlake._files import UserFileError, read_user_text
 from agentlake._validation import first_error
 from agentlake.sim.behaviours import (
     ERROR_KIND_KEY,
@@ -317,7 +318,9 @@ def load_staging_spec(source: StagingSpec | Mapping[str, Any] | str | Path) -> S
     if not path.is_file():
         raise ValueError(f"staging spec {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_user_text(path))
+    except UserFileError as e:
+        raise ValueError(f"staging spec {e}") from None
     except yaml.YAMLError as e:
         raise ValueError(" ".join(f"staging spec {path}: YAML error: {e}".split())) from None
     if not isinstance(data, Mapping):

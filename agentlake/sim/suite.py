@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 import itertools
 import json
 import math
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -51,6 +52,7 @@ from pydantic import (
     model_validator,
 )
 
+from agentlake._files import UserFileError, read_user_text
 from agentlake._validation import first_error
 from agentlake.sim.metrics import GateSpec
 from agentlake.sim.perturb import Distractor, Paraphrase, Perturbation, Reorder, Typos, apply_perturbations
@@ -433,9 +435,67 @@ def validate_suite(data: Any, source: str = "<suite>") -> Suite:
     if not isinstance(data, Mapping):
         raise SuiteError(f"{source}: a suite must be a mapping with id and scenarios")
     try:
-        return Suite.model_validate(data)
+        suite = Suite.model_validate(data)
     except ValidationError as e:
         raise SuiteError(_one_line(e, source)) from None
+    check_generators(suite, source)
+    return suite
+
+
+STATE_ARGS_ATTR = "__state_args__"
+"""Attribute of a state generator naming the pydantic model of its ``args`` (`state_generator`)."""
+
+_G = TypeVar("_G", bound=Callable[..., Any])
+
+
+def state_generator(args: type[BaseModel]) -> Callable[[_G], _G]:
+    """Declare the model of a ``$generator``'s ``args`` (types, ranges), checked when a suite
+    loads, for every variable binding, before any trial runs (`check_generators`)."""
+
+    def mark(fn: _G) -> _G:
+        setattr(fn, STATE_ARGS_ATTR, args)
+        return fn
+
+    return mark
+
+
+def check_generators(suite: Suite, source: str = "<suite>") -> None:
+    """Check every scenario's ``$generator`` as the runner will call it: importable, and its
+    ``args``, rendered for each variable binding, accepted: by the generator's args model
+    when it declares one (`state_generator`), else by its signature.
+
+    Raises:
+        SuiteError: One line, ``<source>: scenarios[i].initial_state.args.<arg>: <problem>``
+            (``(with <binding>)`` when the problem depends on the variables).
+    """
+    for i, sc in enumerate(suite.scenarios):
+        if "$generator" not in sc.initial_state:
+            continue
+        where = f"{source}: scenarios[{i}].initial_state"
+        ref = sc.initial_state["$generator"]
+        module_name, _, attr = ref.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module_name), attr)
+        except Exception as e:  # a module that fails on import is as unusable as a missing one
+            raise SuiteError(f"{where}.$generator: cannot import {ref!r}: {type(e).__name__}: {e}") from None
+        model = getattr(fn, STATE_ARGS_ATTR, None)
+        for binding in bindings(sc):
+            args = render_value(sc.initial_state.get("args", {}), binding)
+            with_ = f" (with {variant_id(binding)})" if binding else ""
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                try:
+                    model.model_validate(args)
+                except ValidationError as e:
+                    path, reason = first_error(e)
+                    field = f".args.{path}" if path else ".args"
+                    raise SuiteError(" ".join(f"{where}{field}: {reason}{with_}".split())) from None
+            else:
+                try:
+                    inspect.signature(fn).bind(**args)
+                except TypeError as e:
+                    raise SuiteError(f"{where}.args: {ref} does not take these args: {e}{with_}") from None
+                except ValueError:  # no signature to check (a builtin): the run will tell
+                    pass
 
 
 def parse_suite(text: str, source: str = "<suite>") -> Suite:
@@ -477,9 +537,9 @@ def load_suite(path: str | Path) -> Suite:
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise SuiteError(f"{p}: cannot read: {e.strerror or e}") from None
+        text = read_user_text(p)
+    except UserFileError as e:
+        raise SuiteError(str(e)) from None
     return parse_suite(text, source=p.name)
 
 

@@ -14,6 +14,11 @@ are derived from the trajectory, float sums are exact until one `math.fsum`
 rounds them, lists are ordered by seq. Re-processing the same events therefore
 re-emits byte-identical records, however and whenever the prefix was folded.
 
+Numbers no SDK sends (a negative token count, a negative or non-finite cost or
+latency: the SDK records those as null) count as 0 in the reward, so they cannot
+cancel real spend; the event itself is kept, and the projections store it as sent.
+A rule on the value alone, so re-processing stays byte-identical.
+
 Well-formed but wrong events (each a dead letter with a reason):
 
 - ``null_key`` / ``key_mismatch`` / ``wrong_topic`` / ``schema_violation`` /
@@ -67,7 +72,14 @@ from agentlake.streams.fold import (
     digest_in,
     fold_entries,
 )
-from agentlake.streams.rewards import DEFAULT_SPEC, UNAUTHORIZED, RewardSpec, TrajectorySummary, score
+from agentlake.streams.rewards import (
+    DEFAULT_SPEC,
+    REWARD_ERROR_FLAG,
+    UNAUTHORIZED,
+    RewardSpec,
+    TrajectorySummary,
+    score,
+)
 from agentlake.topics import POLICY, REWARDS, TOOL_CALLS, TRAJECTORIES, TRAJECTORY_TOPICS, dlq
 
 _NS = uuid.UUID("6d1a3c52-8f7e-4f0e-9a55-1f3e2b7c9d10")
@@ -125,6 +137,17 @@ def event_rank(event_id: str) -> bytes:
 def derived_span_id(event_id: str) -> str:
     """A span id derived from an output's event id (16 hex chars), so re-emission is byte-identical."""
     return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
+
+
+def _count(value: int | None) -> int | None:
+    """A token count as the reward sees it: a negative one (another producer's bug: the SDK
+    records those as null) counts as 0, so it cannot cancel real spend."""
+    return None if value is None else max(0, value)
+
+
+def _amount(value: float | None) -> float | None:
+    """A cost (USD) or duration (ms) as the reward sees it: negative or non-finite counts as 0."""
+    return None if value is None else (value if math.isfinite(value) and value > 0 else 0.0)
 
 
 def check_record(
@@ -268,8 +291,9 @@ def reward_record(
     """The RewardScored record (Avro dict) for `st`: final through the end seq, or live through the
     contiguous prefix. A pure function of the entries: same entries, same bytes."""
     s = summarize(st, outcome)
-    vec = score(s, rules.spec)
     started = st.started or {}
+    # a component that raises fails a simulation trial's gate, but only flags production traffic
+    vec = score(s, rules.spec, errors_fail=started.get("run_id") is not None)
     tenant, agent_id, agent_version, trace_id = st.ident or ("default", "", "", "0" * 32)
     if final:
         through = st.end_seq if st.end_seq is not None else st.max_seq
@@ -326,7 +350,7 @@ def reward_record(
         "run_id": started.get("run_id"),
         "trial": started.get("trial"),
         "seed": started.get("seed"),
-        "flags": flags_of(st),
+        "flags": sorted([*flags_of(st), *(REWARD_ERROR_FLAG + n for n in vec.errors)]),
         "checks": dict(end.get("checks") or {}) if final else {},
         "attribution": end.get("attribution") if final else None,
     }
@@ -518,7 +542,8 @@ class RewardProcessor:
                 "attributes": dict(ev.get("attributes") or {}),
             }
         elif record == "AgentStep":
-            tin, tout, cost = ev.get("tokens_in"), ev.get("tokens_out"), ev.get("cost_usd")
+            tin, tout = _count(ev.get("tokens_in")), _count(ev.get("tokens_out"))
+            cost = _amount(ev.get("cost_usd"))
         elif record == "ToolCallRequested":
             kind = "R"
             tool = ev["tool"]
@@ -530,7 +555,7 @@ class RewardProcessor:
                     flag = f"{rule}:{tool}"
                     out.append(self._finding(ev, rule, detail))
         elif record == "ToolCallCompleted":
-            lat, cost = float(ev["latency_ms"]), ev.get("cost_usd")
+            lat, cost = _amount(float(ev["latency_ms"])) or 0.0, _amount(ev.get("cost_usd"))
             err = bool(ev["is_error"])
             inv = err and ev.get("error_kind") == "invalid_arguments"
             if err and ev.get("error_kind") == UNAUTHORIZED:  # denied by an auth gateway
@@ -542,9 +567,9 @@ class RewardProcessor:
                 "ts_us": ev["ts_us"],
                 "outcome": ev["outcome"],
                 "final_answer": ev.get("final_answer"),
-                "tokens_in": ev.get("tokens_in"),
-                "tokens_out": ev.get("tokens_out"),
-                "cost_usd": ev.get("cost_usd"),
+                "tokens_in": _count(ev.get("tokens_in")),
+                "tokens_out": _count(ev.get("tokens_out")),
+                "cost_usd": _amount(ev.get("cost_usd")),
                 "checks": dict(ev.get("checks") or {}),
                 "attribution": ev.get("attribution"),
             }

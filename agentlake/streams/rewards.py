@@ -10,11 +10,13 @@ as a success. No I/O here: the stream processor and the tests call the same code
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 @dataclass
@@ -180,20 +182,106 @@ BUILTIN_COMPONENTS: dict[str, ComponentFn] = {
 }
 
 
+class _Params(BaseModel):
+    """The params a builtin component takes: strict types (``"5000"`` is not a number,
+    ``true`` not a count), finite, no unknown names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class ToolEfficiencyParams(_Params):
+    expected: int | None = Field(default=None, ge=0, description="expected tool calls per trajectory")
+
+
+class LatencyParams(_Params):
+    target_ms: float = Field(default=5000.0, gt=0, description="wall-clock duration that scores 1, ms")
+
+
+class CostParams(_Params):
+    budget_usd: float = Field(
+        default=0.01, gt=0, description="spend that scores 1 when cost is reported, USD"
+    )
+    budget_tokens: int = Field(default=4000, gt=0, description="tokens in + out that score 1 otherwise")
+
+
+class FewestStepsParams(_Params):
+    target: int = Field(default=5, gt=0, description="agent steps that score 1")
+
+
+BUILTIN_PARAMS: dict[str, type[_Params]] = {
+    "tool_efficiency": ToolEfficiencyParams,
+    "latency": LatencyParams,
+    "cost": CostParams,
+    "fewest_steps": FewestStepsParams,
+}
+"""The params model of each builtin that takes params; the others take none."""
+
+_FUNCTION_REF = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
+def check_params(function_name: str, params: Mapping[str, Any]) -> None:
+    """Validate a builtin component's params; a custom function's are its own business.
+
+    Raises:
+        ValueError: one line naming the param: an unknown name (with the nearest known
+            one), a wrong type, or a value out of range (budgets and targets > 0).
+    """
+    if function_name not in BUILTIN_COMPONENTS:
+        return
+    model = BUILTIN_PARAMS.get(function_name)
+    known = sorted(model.model_fields) if model is not None else []
+    for key in params:
+        if key not in known:
+            if not known:
+                raise ValueError(f"params.{key}: {function_name} takes no params")
+            near = get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]!r}?" if near else f"known: {', '.join(known)}"
+            raise ValueError(f"params.{key}: unknown param of {function_name}: {hint}")
+    if model is None:
+        return
+    try:
+        model.model_validate(dict(params))
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        name = ".".join(str(x) for x in err["loc"])
+        raise ValueError(f"params.{name}: {err['msg']} (got {err['input']!r})") from None
+
+
 class ComponentSpec(BaseModel):
-    """One reward component of a spec: which function, its weight, its gate."""
+    """One reward component of a spec: which function, its weight, its gate, its params.
+
+    A builtin's params are checked against its params model (`BUILTIN_PARAMS`) here,
+    so a spec that validates can always be computed."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     fn: str | None = Field(default=None, description="builtin name or 'module:function'; defaults to name")
-    weight: float = Field(default=1.0, ge=0)
-    gate: float | None = Field(default=None, ge=0, le=1, description="minimum value for success")
+    weight: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    gate: float | None = Field(
+        default=None, ge=0, le=1, allow_inf_nan=False, description="minimum value for success"
+    )
     params: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def function_name(self) -> str:
         return self.fn or self.name
+
+    @model_validator(mode="after")
+    def _function_and_params(self) -> ComponentSpec:
+        fn = self.function_name
+        if fn not in BUILTIN_COMPONENTS:
+            if ":" not in fn:
+                near = get_close_matches(fn, BUILTIN_COMPONENTS, n=1, cutoff=0.6)
+                hint = f"did you mean {near[0]!r}? " if near else ""
+                raise ValueError(
+                    f"unknown reward function {fn!r}: {hint}"
+                    f"use one of {sorted(BUILTIN_COMPONENTS)} or 'module:function'"
+                )
+            if not _FUNCTION_REF.fullmatch(fn):
+                raise ValueError(f"reward function must look like 'package.module:function' (got {fn!r})")
+        check_params(fn, self.params)
+        return self
 
 
 class RewardSpec(BaseModel):
@@ -213,13 +301,6 @@ class RewardSpec(BaseModel):
         names = [c.name for c in v]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate component names in {names}")
-        for c in v:
-            fn = c.function_name
-            if fn not in BUILTIN_COMPONENTS and ":" not in fn:
-                raise ValueError(
-                    f"unknown reward function {fn!r}: "
-                    f"use one of {sorted(BUILTIN_COMPONENTS)} or 'module:function'"
-                )
         return v
 
     @property
@@ -262,27 +343,48 @@ def resolve_function(name: str) -> ComponentFn:
 
 @dataclass(frozen=True)
 class RewardVector:
+    """A scored trajectory: component values in [0, 1] and weights by name, the weighted
+    ``total``, the gated component names, those that failed, and the components whose
+    function raised (`errors`, in spec order)."""
+
     components: dict[str, float]
     weights: dict[str, float]
     total: float
     gates: list[str]
     failed_gates: list[str]
+    errors: list[str] = field(default_factory=list)
 
 
-def score(summary: TrajectorySummary, spec: RewardSpec = DEFAULT_SPEC) -> RewardVector:
+REWARD_ERROR_FLAG = "reward_error:"
+"""Flag prefix (``reward_error:<component>``) on a score one of whose components raised."""
+
+
+def score(
+    summary: TrajectorySummary, spec: RewardSpec = DEFAULT_SPEC, *, errors_fail: bool = True
+) -> RewardVector:
     """Compute every component, the weighted total over those that apply, and the gates.
 
-    A custom function that raises is reported as component value 0 and a failed
-    gate named ``<component>:error`` — a broken grader must not pass silently.
+    A component whose function raises (a custom grader's bug: builtins are computable
+    for every spec that validates) is listed in ``errors``, and then:
+
+    - ``errors_fail=True`` (simulation trials): it scores 0 and fails a gate named
+      ``<component>:error``, so a broken grader cannot pass a CI gate;
+    - ``errors_fail=False`` (production traffic): it does not apply (no value, no
+      weight, no gate), so a broken grader does not turn every production trajectory
+      into a failure; the caller flags the score (`REWARD_ERROR_FLAG`).
     """
     comps: dict[str, float] = {}
     weights: dict[str, float] = {}
     gates: list[str] = []
     failed: list[str] = []
+    errors: list[str] = []
     for c in spec.components:
         try:
             value = resolve_function(c.function_name)(summary, c.params)
         except Exception:
+            errors.append(c.name)
+            if not errors_fail:
+                continue
             value = 0.0
             failed.append(f"{c.name}:error")
         if c.gate is not None:
@@ -296,4 +398,4 @@ def score(summary: TrajectorySummary, spec: RewardSpec = DEFAULT_SPEC) -> Reward
             failed.append(c.name)
     wsum = sum(weights.values())
     total = sum(comps[n] * weights[n] for n in comps) / wsum if wsum > 0 else 0.0
-    return RewardVector(comps, weights, total, gates, failed)
+    return RewardVector(comps, weights, total, gates, failed, errors)

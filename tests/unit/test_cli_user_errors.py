@@ -501,3 +501,46 @@ def test_a_wide_sql_result_is_printed_one_record_per_block_on_a_narrow_terminal(
     roomy = cli(home, "sql", "--no-catch-up", wide, env={"COLUMNS": "400"})
     assert roomy.returncode == 0 and "── row 1 ──" not in roomy.stdout
     assert all(f"value-{i}-{'x' * 12}" in roomy.stdout for i in range(8))  # a table, cells unwrapped
+
+
+# -- sim run: a bad file or a report path that cannot be written fails before any trial ------
+def test_sim_run_setup_errors_are_one_line_exit_2_before_the_stack_starts(home: Path, tmp_path: Path) -> None:
+    suite = (EXAMPLES / "suite.yaml").read_text(encoding="utf-8")
+    files = {
+        "s_gate_range.yaml": suite.replace("pass_hat_1: {min: 0.8}", "pass_hat_1: {min: 8}", 1),
+        "s_norders.yaml": suite.replace("n_orders: 60,", "n_orders: -5,", 1),
+        "s_norders_huge.yaml": suite.replace("n_orders: 60,", "n_orders: 1000000000,", 1),
+    }
+    for name, text in files.items():
+        assert text != suite
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    (tmp_path / "s_binary.yaml").write_bytes(b"\xd2W D\x98\x8a|?")
+    (tmp_path / "openapi.bin").write_bytes(b"\xd2W D\x98\x8a|?")
+    ok = str(EXAMPLES / "suite.yaml")
+    calls = [
+        ("sim", "run", str(tmp_path / "s_gate_range.yaml")),
+        ("sim", "run", str(tmp_path / "s_norders.yaml")),
+        ("sim", "run", str(tmp_path / "s_norders_huge.yaml")),
+        ("sim", "run", str(tmp_path / "s_binary.yaml")),
+        ("sim", "run", ok, "--junit", "/nonexistent/dir/j.xml"),
+        ("sim", "run", ok, "--markdown", "/proc/nope.md"),
+        ("sim", "run", ok, "--markdown", str(tmp_path)),
+        ("mcp", "generate", "--openapi", str(tmp_path / "openapi.bin")),
+    ]
+    expected = [
+        "s_gate_range.yaml: gate: pass_hat_1.min: must be in [0, 1], pass_hat_1 is a share (got 8)",
+        "s_norders.yaml: scenarios[0].initial_state.args.n_orders: Input should be greater than or equal "
+        "to 0",
+        "s_norders_huge.yaml: scenarios[0].initial_state.args.n_orders: Input should be less than or equal "
+        "to 100000",
+        "s_binary.yaml: not UTF-8 text: invalid continuation byte at byte 0",
+        "/nonexistent/dir/j.xml: cannot write the --junit report: directory '/nonexistent/dir' "
+        "does not exist",
+        "/proc/nope.md: cannot write the --markdown report:",
+        f"{tmp_path}: cannot write the --markdown report: is a directory",
+        "openapi.bin: not UTF-8 text: invalid continuation byte at byte 0",
+    ]
+    for r, want in zip(cli_many(home, calls), expected, strict=True):
+        line = one_line(r)
+        assert r.returncode == 2 and want in line, (r.args, line)
+        assert "started" not in r.stdout + r.stderr  # nothing was started, no trial ran

@@ -288,3 +288,67 @@ def test_policy_counts_and_flags_survive_folding(lag: int) -> None:
     rules = [codec().decode(v).rule for v in findings]
     assert rules.count("max_calls") == 2 and rules.count("undeclared_tool") == 4  # 4 x tool_0, 4 x tool_2
     assert final.flags == ["max_calls:tool_0", "undeclared_tool:tool_2"]
+
+
+def _steps(*spend: dict[str, Any], run_id: str | None = None) -> list[tuple[str, bytes, bytes]]:
+    em = MemoryEmitter()
+    tracer = Tracer("bot", "1.0", emitter=em, settings=SETTINGS)
+    with tracer.trajectory("refund 5", run_id=run_id) as t:
+        for i, _ in enumerate(spend):
+            t.step("thought", f"step {i}")
+        t.end("success")
+    recs = list(em.records)
+    for i, fields in enumerate(spend, start=1):  # another producer's values, past the SDK's checks
+        topic, key, value = recs[i]
+        recs[i] = (topic, key, _with(value, **fields))
+    return recs
+
+
+COST_ONLY = RewardSpec(
+    components=[ComponentSpec(name="cost", params={"budget_tokens": 4000, "budget_usd": 0.01})]
+)
+
+
+@pytest.mark.parametrize(
+    ("spend", "metric", "value", "component"),
+    [
+        ([{"tokens_in": 100000}, {"tokens_out": -100000}], "tokens", 100000.0, 4000 / 100000),
+        ([{"cost_usd": 5.0}, {"cost_usd": -5.0}], "cost_usd", 5.0, 0.01 / 5.0),
+        ([{"cost_usd": 5.0}, {"cost_usd": float("nan")}], "cost_usd", 5.0, 0.01 / 5.0),
+    ],
+)
+def test_negative_spend_from_another_producer_counts_as_zero_not_as_a_refund(
+    spend: list[dict[str, Any]], metric: str, value: float, component: float
+) -> None:
+    recs = _steps(*spend)
+    proc = RewardProcessor(lambda a, v: AgentRules(spec=COST_ONLY), live_scores=False)
+    _, outputs = run(proc, recs)
+    [final] = finals(outputs)
+    assert final.metrics[metric] == value
+    assert final.components["cost"] == pytest.approx(component)
+    _, again = run(RewardProcessor(lambda a, v: AgentRules(spec=COST_ONLY), live_scores=False), recs)
+    assert [o.value for o in again] == [o.value for o in outputs]  # still byte-identical
+
+
+def _boom(summary: Any, params: Any) -> float:
+    raise RuntimeError("broken grader")
+
+
+@pytest.mark.parametrize("run_id", [None, "run-1"])
+def test_a_component_that_raises_is_flagged_in_production_and_fails_the_gate_in_a_simulation(
+    run_id: str | None,
+) -> None:
+    spec = RewardSpec(
+        components=[
+            ComponentSpec(name="task_success", gate=1.0),
+            ComponentSpec(name="bad", fn=f"{__name__}:_boom"),
+        ]
+    )
+    proc = RewardProcessor(lambda a, v: AgentRules(spec=spec), live_scores=False)
+    _, outputs = run(proc, _steps({}, run_id=run_id))
+    [final] = finals(outputs)
+    assert final.flags == ["reward_error:bad"]
+    if run_id is None:  # production: the score stands without the broken component
+        assert final.failed_gates == [] and final.success and "bad" not in final.components
+    else:  # a simulation trial: a broken grader cannot pass the CI gate
+        assert final.failed_gates == ["bad:error"] and not final.success

@@ -237,7 +237,7 @@ def test_integer_version_becomes_a_string_but_a_float_is_refused() -> None:
         ),
         (
             {"agents": [{**AGENT, "reward": {"id": "r", "components": [{"name": "speed"}]}}]},
-            "registry.yaml: agents[0].reward.components: unknown reward function 'speed': use one of "
+            "registry.yaml: agents[0].reward.components[0]: unknown reward function 'speed': use one of "
             f"{sorted(BUILTIN_COMPONENTS)} or 'module:function'",
         ),
         (
@@ -853,3 +853,50 @@ def test_grants_are_checked_against_the_latest_known_server_version() -> None:
     assert error_of(old_tool, known_servers=known).endswith(
         "which server shop does not have (it has: refund)"
     )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "params: {target_ms: 5000}",
+            'params: {target_ms: "fast"}',
+            "agents[0].reward.components[7]: params.target_ms: Input should be a valid number (got 'fast')",
+        ),
+        (
+            "params: {budget_tokens: 4000}",
+            "params: {budget_tokens: -4000}",
+            "agents[0].reward.components[8]: params.budget_tokens: "
+            "Input should be greater than 0 (got -4000)",
+        ),
+        (
+            "params: {target_ms: 5000}",
+            "params: {target_sec: 5}",
+            "agents[0].reward.components[7]: params.target_sec: "
+            "unknown param of latency: did you mean 'target_ms'?",
+        ),
+        (
+            "weight: 0.05, params: {target_ms",
+            "weight: .nan, params: {target_ms",
+            "agents[0].reward.components[7].weight: Input should be a finite number",
+        ),
+    ],
+)
+def test_reward_params_that_cannot_work_are_refused_at_apply(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    text = (EXAMPLES / "registry.yaml").read_text(encoding="utf-8")
+    assert old in text
+    path = write(tmp_path, text.replace(old, new, 1), "r_params.yaml")
+    with pytest.raises(RegistryError) as e:
+        load_registry_file(path)
+    assert str(e.value) == f"{path}: {expected}"
+
+
+def test_a_registry_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "r_binary.yaml"
+    path.write_bytes(b"\xd2W D\x98\x8a")
+    with pytest.raises(
+        RegistryError, match=r"r_binary\.yaml: not UTF-8 text: invalid continuation byte at byte 0$"
+    ):
+        load_registry_file(path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
@@ -106,3 +108,70 @@ def test_spec_validation_names_the_problem() -> None:
 
 def test_default_spec_gates_on_task_success() -> None:
     assert [c.name for c in DEFAULT_SPEC.components if c.gate is not None] == ["task_success"]
+
+
+@pytest.mark.parametrize(
+    ("component", "reason"),
+    [
+        # the new user's files: a string target, a negative budget
+        (
+            {"name": "latency", "params": {"target_ms": "fast"}},
+            r"params\.target_ms: Input should be a valid number",
+        ),
+        (
+            {"name": "cost", "params": {"budget_tokens": -4000}},
+            r"params\.budget_tokens: .*greater than 0 \(got -4000\)",
+        ),
+        ({"name": "cost", "params": {"budget_usd": 0}}, r"params\.budget_usd: .*greater than 0"),
+        ({"name": "cost", "params": {"budget_usd": float("inf")}}, r"params\.budget_usd: .*finite"),
+        (
+            {"name": "fewest_steps", "params": {"target": True}},
+            r"params\.target: Input should be a valid integer",
+        ),
+        (
+            {"name": "tool_efficiency", "params": {"expected": -1}},
+            r"params\.expected: .*greater than or equal to 0",
+        ),
+        (
+            {"name": "latency", "params": {"target": 100}},
+            r"params\.target: unknown param of latency: did you mean 'target_ms'\?",
+        ),
+        (
+            {"name": "cost", "params": {"spend": 1}},
+            r"params\.spend: unknown param of cost: known: budget_tokens, budget_usd",
+        ),
+        ({"name": "task_success", "params": {"min": 1}}, r"params\.min: task_success takes no params"),
+        ({"name": "in_scope", "weight": float("nan")}, r"weight\n.*finite number"),
+        ({"name": "in_scope", "weight": float("inf")}, r"weight\n.*finite number"),
+        ({"name": "in_scope", "gate": float("nan")}, r"gate\n.*finite number"),
+        ({"name": "x", "fn": "my mod:fn"}, r"must look like 'package\.module:function'"),
+        ({"name": "latencyy"}, r"unknown reward function 'latencyy': did you mean 'latency'\?"),
+    ],
+)
+def test_builtin_params_weights_and_functions_are_checked_when_the_spec_is_made(
+    component: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        ComponentSpec(**component)
+
+
+def test_valid_params_and_a_custom_functions_own_params_are_accepted() -> None:
+    ComponentSpec(name="latency", params={"target_ms": 250})  # an int where a float is expected is fine
+    ComponentSpec(name="cost", params={"budget_usd": 0.5, "budget_tokens": 1000})
+    ComponentSpec(name="tool_efficiency", params={"expected": 0})
+    ComponentSpec(name="mine", fn=f"{__name__}:_half", params={"anything": "goes"})
+
+
+def test_a_broken_grader_in_production_is_flagged_not_a_failed_gate() -> None:
+    spec = RewardSpec(
+        components=[
+            ComponentSpec(name="task_success", weight=1, gate=1.0),
+            ComponentSpec(name="bad", fn=f"{__name__}:_boom", weight=1, gate=0.5),
+        ]
+    )
+    v = score(s(), spec, errors_fail=False)
+    assert v.errors == ["bad"]
+    assert v.failed_gates == [] and "bad" not in v.components and "bad" not in v.weights
+    assert v.total == 1.0  # only the components that could be computed
+    strict = score(s(), spec)  # simulation trials: the gate fails
+    assert strict.errors == ["bad"] and strict.failed_gates == ["bad:error", "bad"]

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from agentlake.schemas import ToolCallCompleted, TrajectoryEnded, TrajectoryStarted, codec
 from agentlake.sdk import MemoryEmitter, Tracer
@@ -268,3 +269,22 @@ async def test_replay_needs_no_suite_and_stopping_early_is_a_divergence() -> Non
     assert out.replayed == 1 and out.result.verdict.success  # graded on its outcome, no suite needed
     assert out.divergence is not None and out.divergence.step == 1 and out.divergence.actual is None
     assert "stopped after 1 of 3" in out.divergence.reason
+
+
+def test_a_registered_entrypoint_that_cannot_be_imported_fails_at_resolve_in_one_line() -> None:
+    from agentlake.registry import Registry, parse_registry
+
+    registry = Registry()
+    text = (EXAMPLES / "registry.yaml").read_text(encoding="utf-8")
+    data = yaml.safe_load(
+        text.replace("entrypoint: agentlake.sim.reference:support_bot_v1\n", "entrypoint: nomodule:fn\n")
+    )
+    for spec in parse_registry(data, "r_entry.yaml"):  # the form is valid: the registry accepts it
+        registry.apply(spec)
+    # the registered entrypoint is what runs, even for the name of a built-in agent
+    with pytest.raises(
+        RunnerError,
+        match=r"^cannot import agent 'nomodule:fn': ModuleNotFoundError: No module named 'nomodule'$",
+    ):
+        resolve_agent("support-bot@1.0", registry)
+    assert resolve_agent("support-bot@1.1-beta", registry).fn is not None

@@ -143,3 +143,34 @@ def test_with_no_broker_events_are_spilled_to_disk_not_lost(tmp_path: Path) -> N
     assert em.stats.emitted == 40
     assert SpillBuffer(tmp_path).count() == 40
     assert em.stats.acked == 0
+
+
+def test_negative_counts_and_costs_are_recorded_as_null_and_counted_never_raised() -> None:
+    em = MemoryEmitter()
+    tracer = Tracer("bot", "1.0", emitter=em, settings=SETTINGS)
+    with tracer.trajectory("refund 5", expected_tool_calls=-1) as t:
+        t.step("thought", "a", tokens_in=100000)
+        t.step("thought", "b", tokens_out=-100000, cost_usd=-5.0)
+        t.step("thought", "c", tokens_in=0, cost_usd=0.0)  # zero is a real value
+        t.step("thought", "d", tokens_in=float("nan"), cost_usd=float("nan"))
+        with t.tool_call("shop", "get_order", {"order_id": 5}) as call:
+            call.result({}, cost_usd=-0.5)
+        t.end("success", tokens_in=-1, tokens_out=7, cost_usd=-1e-9)
+    started, a, b, c, d, _, done, end = decoded(em)
+    assert started.expected_tool_calls is None
+    assert a.tokens_in == 100000
+    assert b.tokens_out is None and b.cost_usd is None
+    assert c.tokens_in == 0 and c.cost_usd == 0.0
+    assert d.tokens_in is None and d.cost_usd is None
+    assert done.cost_usd is None and done.latency_ms >= 0
+    assert end.tokens_in is None and end.tokens_out == 7 and end.cost_usd is None
+    assert tracer.invalid_values == 8 and tracer.unrecordable == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [(("", "", ""), "agent_id"), (("bot", " ", "acme"), "agent_version"), (("bot", "1.0", ""), "tenant")],
+)
+def test_an_empty_agent_identity_is_refused_at_construction(args: tuple[str, str, str], name: str) -> None:
+    with pytest.raises(ValueError, match=f"^Tracer: {name} must be a non-empty string"):
+        Tracer(*args, emitter=MemoryEmitter(), settings=SETTINGS)

@@ -489,3 +489,97 @@ def test_a_misspelled_required_key_is_named_before_the_field_it_leaves_missing()
     unrelated["colour"] = "blue"  # no near miss: pydantic's own words
     with pytest.raises(SuiteError, match=r"^x\.yaml: colour: Extra inputs are not permitted$"):
         validate_suite(unrelated, "x.yaml")
+
+
+# --- values out of range: caught when the suite loads, before any trial -------------------
+
+SHOP = "agentlake.sim.reference:shop_state"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            {"seed": 11, "n_orders": 1_000_000_000, "ensure": {"{oid}": "delivered"}},
+            "n.yaml: scenarios[0].initial_state.args.n_orders: Input should be less than or equal to 100000 "
+            "(with oid=12)",
+        ),
+        (
+            {"seed": 11, "n_orders": -5, "ensure": {"{oid}": "delivered"}},
+            "n.yaml: scenarios[0].initial_state.args.n_orders: Input should be greater than or equal to 0 "
+            "(with oid=12)",
+        ),
+        (  # the KeyError '3' of the run, now at load
+            {"n_orders": 5, "ensure": {"{oid}": "delivered"}},
+            "n.yaml: scenarios[0].initial_state.args: ensure: order 12 is not among orders 1..5 (n_orders) "
+            "(with oid=12)",
+        ),
+        (
+            {"n_orders": "many"},
+            "n.yaml: scenarios[0].initial_state.args.n_orders: Input should be a valid integer",
+        ),
+        ({"bogus": 1}, "n.yaml: scenarios[0].initial_state.args.bogus: Extra inputs are not permitted"),
+    ],
+)
+def test_state_generator_args_are_checked_at_load(args: dict[str, Any], expected: str) -> None:
+    bad = _scenario(initial_state={"$generator": SHOP, "args": args})
+    with pytest.raises(SuiteError) as e:
+        validate_suite(_suite(bad), "n.yaml")
+    assert str(e.value).startswith(expected)
+    assert "\n" not in str(e.value)
+
+
+def test_generators_without_an_args_model_are_checked_against_their_signature() -> None:
+    bad = _scenario(initial_state={"$generator": "agentlake.sim.reference:shop_handler", "args": {"nope": 1}})
+    with pytest.raises(
+        SuiteError, match=r"^x\.yaml: scenarios\[0\]\.initial_state\.args: .* does not take these args"
+    ):
+        validate_suite(_suite(bad), "x.yaml")
+    gone = _scenario(initial_state={"$generator": "agentlake.nope:fn"})
+    with pytest.raises(
+        SuiteError, match=r"^x\.yaml: scenarios\[0\]\.initial_state\.\$generator: cannot import"
+    ):
+        validate_suite(_suite(gone), "x.yaml")
+    ok = _scenario(
+        initial_state={"$generator": SHOP, "args": {"n_orders": 100_000, "ensure": {"{oid}": "shipped"}}}
+    )
+    assert validate_suite(_suite(ok)).scenarios[0].initial_state["args"]["n_orders"] == 100_000
+
+
+@pytest.mark.parametrize(
+    ("gate", "expected"),
+    [
+        (
+            {"pass_hat_1": {"min": 8}},
+            "gate: pass_hat_1.min: must be in [0, 1], pass_hat_1 is a share (got 8)",
+        ),
+        (
+            {"pass_at_k": {"k": 2, "max": 1.5}},
+            "gate: pass_at_k.max: must be in [0, 1], pass_at_k is a share (got 1.5)",
+        ),
+        ({"reward.task_success": {"max_drop": 2}}, "gate: reward.task_success.max_drop: must be in [0, 1]"),
+        ({"reward": {"min": -0.1}}, "gate: reward.min: must be in [0, 1], reward is a share (got -0.1)"),
+        (
+            {"tool_calls": {"min": -1}},
+            "gate: tool_calls.min: must be in [0, inf], tool_calls is a count (got -1)",
+        ),
+        (
+            {"pass_hat_1": {"min": 0.9, "max": 0.5}},
+            "gate.pass_hat_1: min 0.9 is above max 0.5: no value can pass",
+        ),
+        ({"reward": {"min": float("nan")}}, "gate.reward.min: Input should be a finite number"),
+    ],
+)
+def test_gate_bounds_outside_a_metrics_range_are_refused_at_load(gate: dict[str, Any], expected: str) -> None:
+    with pytest.raises(SuiteError) as e:
+        validate_suite(_suite(_scenario(), gate=gate), "g.yaml")
+    assert str(e.value).startswith(f"g.yaml: {expected}")
+
+
+def test_a_suite_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "s_binary.yaml"
+    path.write_bytes(b"\xd2W D\x98\x8a")
+    with pytest.raises(
+        SuiteError, match=r"s_binary\.yaml: not UTF-8 text: invalid continuation byte at byte 0$"
+    ):
+        load_suite(path)
