@@ -40,8 +40,8 @@ def mcp_generate(
     try:
         spec = openapi_to_server_spec(str(openapi))
         tools = tools_from_openapi(str(openapi), base_url=base_url)
-    except OpenAPIError as e:
-        raise UserError(f"{openapi}: {e}") from e
+    except OpenAPIError as e:  # most messages name the file already
+        raise UserError(str(e) if str(openapi) in str(e) else f"{openapi}: {e}") from e
     except FileNotFoundError as e:
         raise UserError(f"{openapi}: no such file") from e
     spec.setdefault("openapi", str(openapi))

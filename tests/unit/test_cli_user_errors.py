@@ -543,4 +543,5 @@ def test_sim_run_setup_errors_are_one_line_exit_2_before_the_stack_starts(home: 
     for r, want in zip(cli_many(home, calls), expected, strict=True):
         line = one_line(r)
         assert r.returncode == 2 and want in line, (r.args, line)
+        assert line.count(want.split(":")[0]) == 1, line  # the file is named once
         assert "started" not in r.stdout + r.stderr  # nothing was started, no trial ran
