@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
-from agentlake.cli._app import JSON_OPT, _print_json, _settings, app, console, out, worker_app
+from agentlake.cli._app import JSON_OPT, UserError, _print_json, _settings, app, console, out, worker_app
 from agentlake.cli._render import DataTable
 
 
@@ -28,11 +28,7 @@ def up(
     if as_json:
         _print_json(info)
     else:
-        if "streams_crashed_log" in info:
-            console.print(
-                "[yellow]restarted the stream worker[/]: it had died; see "
-                + escape(str(info["streams_crashed_log"]))
-            )
+        # a restarted stream worker was said by `stack.up`'s progress line (with its log): once
         console.print(
             f"[green]up[/]: kafka {escape(info['bootstrap_servers'])}, data in {escape(str(info['home']))}"
         )
@@ -116,6 +112,21 @@ def worker_start(
         )
 
 
+def worker_name(name: str) -> str:
+    """`name` when it is a stream worker's name (``streams``, ``streams-2``, ...).
+
+    Raises:
+        UserError: it is not (exit 2, like every user error).
+    """
+    from agentlake import stack
+
+    if name != stack.STREAM_WORKER and not name.removeprefix(f"{stack.STREAM_WORKER}-").isdigit():
+        raise UserError(
+            f"{name!r} is not a stream worker name: streams, streams-2, ... (agentlake worker list)"
+        )
+    return name
+
+
 @worker_app.command("restart")
 def worker_restart(
     name: str = typer.Argument(..., help="a stream worker's name, e.g. streams or streams-2"),
@@ -124,12 +135,7 @@ def worker_restart(
     """Restart one stream worker (e.g. after it was killed) while the others keep running."""
     from agentlake import stack
 
-    if name != stack.STREAM_WORKER and not name.removeprefix(f"{stack.STREAM_WORKER}-").isdigit():
-        console.print(
-            f"[red]error[/]: {escape(repr(name))} is not a stream worker name (streams, streams-2, ...)"
-        )
-        raise typer.Exit(2)
-    pid = stack.restart_stream_worker(_settings(), name)
+    pid = stack.restart_stream_worker(_settings(), worker_name(name))
     if as_json:
         _print_json({"name": name, "pid": pid})
     else:
@@ -144,7 +150,7 @@ def worker_stop(
     """Stop stream workers (all by default)."""
     from agentlake import stack
 
-    stopped = stack.stop_stream_workers(_settings(), names or None)
+    stopped = stack.stop_stream_workers(_settings(), [worker_name(n) for n in names] if names else None)
     if as_json:
         _print_json({"stopped": stopped})
     else:

@@ -186,7 +186,11 @@ def dlq_redrive(
     reason: list[str] = typer.Option(
         ["unknown_fingerprint"], "--reason", help="re-drive dead letters with this reason (repeatable)"
     ),
-    all_reasons: bool = typer.Option(False, "--all", help="re-drive every dead letter, whatever its reason"),
+    all_reasons: bool = typer.Option(
+        False,
+        "--all",
+        help="re-drive every dead letter but those the worker's state decided (after_end, ...)",
+    ),
     from_beginning: bool = typer.Option(
         False, help="start from the first dead letter, not after the last re-drive"
     ),
@@ -199,14 +203,22 @@ def dlq_redrive(
     `unknown_fingerprint` before the worker learned their schema. Progress is kept
     per dead-letter topic (consumer group `agentlake-redrive`), so a dead letter is
     re-driven once; one that fails again is dead-lettered again, with its reason.
+    Reasons decided by the worker's state (after_end, duplicate_seq, seq_gap) or a size
+    limit (too_large) are never re-driven: the record would be dead-lettered again.
     """
-    from agentlake.kafka_io import DEAD_LETTER_REASONS
+    from agentlake.kafka_io import DEAD_LETTER_REASONS, NOT_REDRIVABLE
 
     unknown = sorted(set(reason) - DEAD_LETTER_REASONS.keys())
     if unknown and not all_reasons:
         raise UserError(
             f"unknown reason {', '.join(map(repr, unknown))}: dead letters carry one of "
             f"{', '.join(DEAD_LETTER_REASONS)} (or give --all)"
+        )
+    stateful = [r for r in reason if r in NOT_REDRIVABLE]
+    if stateful and not all_reasons:
+        raise UserError(
+            f"dead letters with reason {stateful[0]} are not re-driven: the worker's state decided them "
+            f"({DEAD_LETTER_REASONS[stateful[0]]}), so they would be dead-lettered again"
         )
     name = source_topic(topic)
     res = asyncio.run(
@@ -216,19 +228,40 @@ def dlq_redrive(
         _print_json(res)
     else:
         verb = "would re-drive" if dry_run else "re-drove"
+        kept = ", ".join(f"{n} {r}" for r, n in sorted(res["skipped_by_reason"].items()))
         out.print(
-            f"{verb} {res['redriven']} of {res['read']} dead letters from {res['dlq']} to {name}",
+            f"{verb} {res['redriven']} of {res['read']} dead letters from {res['dlq']} to {name}"
+            + (
+                f"; skipped {res['skipped']} decided by the worker's state ({kept}): "
+                "sent again, they would be dead-lettered again"
+                if res["skipped"]
+                else ""
+            ),
             markup=False,
         )
+
+
+def redrive_choice(reason: str, reasons: set[str] | None) -> str:
+    """What `dlq redrive` does with a dead letter of `reason`: ``"send"`` it back,
+    ``"skip"`` it (`reasons` is None, i.e. --all, and the worker's state decided it:
+    :data:`~agentlake.kafka_io.NOT_REDRIVABLE`), or ``"ignore"`` it (not asked for)."""
+    from agentlake.kafka_io import NOT_REDRIVABLE
+
+    if reasons is None:
+        return "skip" if reason in NOT_REDRIVABLE else "send"
+    return "send" if reason in reasons and reason not in NOT_REDRIVABLE else "ignore"
 
 
 async def redrive(
     s: Settings, topic: str, reasons: set[str] | None, from_beginning: bool = False, dry_run: bool = False
 ) -> dict[str, Any]:
     """Re-produce the dead letters of `topic` (logical name) whose reason is in `reasons`
-    (all when None) to their source topic; commit the position unless `dry_run`.
+    (all but :data:`~agentlake.kafka_io.NOT_REDRIVABLE` when None) to their source topic;
+    commit the position unless `dry_run`.
 
-    Returns ``{"dlq", "read", "redriven", "by_reason"}``.
+    Returns ``{"dlq", "read", "redriven", "by_reason", "skipped", "skipped_by_reason"}``:
+    `skipped` counts the dead letters `reasons=None` left because their reason is not
+    re-drivable.
     """
     from aiokafka import TopicPartition
     from aiokafka.structs import OffsetAndMetadata
@@ -247,6 +280,7 @@ async def redrive(
         raise
     read = 0
     by_reason: dict[str, int] = {}
+    skipped: dict[str, int] = {}
     futs = []
     try:
         parts: list[TopicPartition] = await partitions(consumer, [name])
@@ -268,7 +302,10 @@ async def redrive(
                     read += 1
                     h = {k: v.decode(errors="replace") for k, v in (m.headers or [])}
                     why = h.get("reason", "")
-                    if reasons is not None and why not in reasons:
+                    choice = redrive_choice(why, reasons)
+                    if choice == "skip":
+                        skipped[why] = skipped.get(why, 0) + 1
+                    if choice != "send":
                         continue
                     by_reason[why] = by_reason.get(why, 0) + 1
                     if not dry_run:
@@ -280,7 +317,14 @@ async def redrive(
     finally:
         await producer.stop()
         await consumer.stop()
-    return {"dlq": name, "read": read, "redriven": sum(by_reason.values()), "by_reason": by_reason}
+    return {
+        "dlq": name,
+        "read": read,
+        "redriven": sum(by_reason.values()),
+        "by_reason": by_reason,
+        "skipped": sum(skipped.values()),
+        "skipped_by_reason": skipped,
+    }
 
 
 async def started(client: Any) -> Any:
