@@ -80,7 +80,7 @@ def render_rows(
 
     def width(i: int, n: str) -> int:
         natural = max([len(n), *(max((len(x) for x in c[i].splitlines()), default=0) for c in cells)])
-        return min(natural, max(wrap_min, len(n))) if n in wrappable else natural
+        return min(natural, wrap_min) if n in wrappable else natural  # its header wraps too
 
     widths = [width(i, n) for i, n in enumerate(names)]
     if sum(widths) + 3 * len(widths) + 1 <= console.width:
