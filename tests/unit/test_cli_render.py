@@ -236,3 +236,14 @@ def test_up_says_a_restarted_worker_once(monkeypatch: pytest.MonkeyPatch, capsys
     monkeypatch.setattr(ops_cli, "console", console)
     ops_cli.up(workers=True, as_json=False)
     assert buf.getvalue().count("/x/streams.log") == 1, buf.getvalue()
+
+
+def test_the_cli_consoles_read_no_emoji_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lake query`, `sim run`, ... print through these: ":x:" in a value stays ":x:"."""
+    from agentlake.cli import _app
+
+    for console in (_app.out, _app.console):
+        buf = io.StringIO()
+        monkeypatch.setattr(console, "_file", buf)  # restored after the test
+        console.print("a:x:b :smile:")
+        assert buf.getvalue().strip() == "a:x:b :smile:"
