@@ -31,6 +31,10 @@ DEAD_LETTER_REASONS: dict[str, str] = {
 }
 """Every reason a dead letter's ``reason`` header can carry, with what it means."""
 
+NOT_REDRIVABLE: frozenset[str] = frozenset({"after_end", "duplicate_seq", "seq_gap", "too_large"})
+"""Reasons decided by the worker's state (the trajectory's end, the seqs it has seen) or by a
+size limit: the same record sent again is dead-lettered again, so `dlq redrive` leaves them."""
+
 
 def dead_letter_headers(
     reason: str, detail: str, source_topic: str, source_position: str

@@ -31,8 +31,9 @@ registry_app = typer.Typer(
     help="Agents and MCP servers: declared in YAML, kept on the log.", no_args_is_help=True
 )
 app.add_typer(registry_app, name="registry")
-console = Console(stderr=True)
-out = Console()
+# emoji=False: ":x:" in data stays ":x:" (data is printed as text: see `agentlake.cli._render`)
+console = Console(stderr=True, emoji=False)
+out = Console(emoji=False)
 
 JSON_OPT = typer.Option(False, "--json", help="print machine-readable JSON on stdout")
 
@@ -191,6 +192,9 @@ def clickhouse_message(text: str) -> str:
     msg = msg.split(" Expected one of")[0]
     msg = re.sub(r"(: \d+)? SETTINGS readonly = '1'.*$", "", msg)  # our setting echoed back
     msg = re.sub(r" In scope .*$| \(version [^)]*\)|\. \([A-Z_]+\)$", "", msg).rstrip(". ")
+    # ClickHouse's rewrite of the query (e.g. "FUNCTION and(notEquals(__table1.outcome, ...")
+    # quotes our wrapper, not what the user wrote
+    msg = re.sub(r":? while executing '.*$", "", msg).rstrip(".: ")
     if code == "READONLY":
         msg = "this command only reads: write statements (CREATE, INSERT, ALTER, ...) are refused"
     return msg[:300] + (f" ({code})" if code else "")

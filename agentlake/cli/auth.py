@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from agentlake.cli._app import (
     JSON_OPT,
@@ -20,6 +19,7 @@ from agentlake.cli._app import (
     console,
     out,
 )
+from agentlake.cli._render import DataTable
 
 auth_app = typer.Typer(
     help="Agent auth: delegation graph queries, policy replay, the MCP gateway.", no_args_is_help=True
@@ -55,10 +55,16 @@ def auth_chain(
     call = result["call"]
     verdict = "allowed" if call["allowed"] else f"denied ({call['failed_check']})"
     console.print(
-        f"call {call_id}: {call['server_id']}/{call['tool']} at {call['ts']} → {verdict}", highlight=False
+        f"call {call_id}: {call['server_id']}/{call['tool']} at {call['ts']} → {verdict}",
+        highlight=False,
+        markup=False,
     )
     for h in result["hops"]:
-        console.print(f"  {h['kind']:<10} {h['principal']!s:<24} {h['revocation_id'][:16]}…", highlight=False)
+        console.print(
+            f"  {h['kind']:<10} {h['principal']!s:<24} {h['revocation_id'][:16]}…",
+            highlight=False,
+            markup=False,
+        )
 
 
 @auth_app.command("who-could")
@@ -88,9 +94,9 @@ def auth_who_could(
         _print_json(_jsonable(rows))
         return
     if not rows:
-        out.print(f"0 rows: no token could call {server}/{tool} at {when.isoformat()}")
+        out.print(f"0 rows: no token could call {server}/{tool} at {when.isoformat()}", markup=False)
         return
-    t = Table(title=f"who could call {server}/{tool} at {when.isoformat()}")
+    t = DataTable(title=f"who could call {server}/{tool} at {when.isoformat()}")
     cols = ("holder", "for user", "depth", "task", "operations", "resources", "budget", "approved by")
     for col in (*cols, "expires", "block"):
         t.add_column(col)
@@ -142,6 +148,7 @@ def auth_derived(
             f"calls allowed {r['calls_allowed']}, denied {r['calls_denied']}"
             + (f"  (approved by {r['approved_by']})" if r.get("approved_by") else ""),
             highlight=False,
+            markup=False,
         )
 
 
@@ -173,7 +180,9 @@ def auth_replay(
     if as_json:
         _print_json(report.to_json())
         return
-    t = Table(title=f"replay of {policy} over {report.calls} recorded calls since {start:%Y-%m-%d %H:%M} UTC")
+    t = DataTable(
+        title=f"replay of {policy} over {report.calls} recorded calls since {start:%Y-%m-%d %H:%M} UTC"
+    )
     for col in ("agent", "tool", "calls", "would deny", "would allow"):
         t.add_column(col)
     for (agent, tool), c in sorted(report.by_agent_tool.items()):
@@ -185,7 +194,11 @@ def auth_replay(
             highlight=False,
         )
     for call, why in report.newly_denied[:20]:
-        console.print(f"  would deny {call.call_id[:12]} {call.agent}/{call.tool}: {why}", highlight=False)
+        console.print(
+            f"  would deny {call.call_id[:12]} {call.agent}/{call.tool}: {why}",
+            highlight=False,
+            markup=False,
+        )
 
 
 def _pairs(values: list[str], what: str) -> dict[str, str]:
@@ -287,7 +300,8 @@ async def _serve(
                 raise UserError(bind_error("127.0.0.1", port, e)) from None
             console.print(
                 f"gateway for {server_id!r} at {served.url} (metadata: "
-                f"{served.base_url}/.well-known/oauth-protected-resource/mcp); Ctrl-C to stop"
+                f"{served.base_url}/.well-known/oauth-protected-resource/mcp); Ctrl-C to stop",
+                markup=False,
             )
             try:
                 await asyncio.Event().wait()

@@ -40,7 +40,7 @@ def dashboard(
     if reason:
         raise UserError(reason)
     suffix = "?token=…" if tok else ""
-    console.print(f"dashboard on http://{h}:{p}/{suffix} (read-only)")
+    console.print(f"dashboard on http://{h}:{p}/{suffix} (read-only)", markup=False)
     try:
         uvicorn.run(
             create_app(s, DashboardData(s, follow=follow), token=tok), host=h, port=p, log_level=log_level

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from agentlake.cli._app import (
     JSON_OPT,
@@ -19,6 +19,7 @@ from agentlake.cli._app import (
     console,
     out,
 )
+from agentlake.cli._render import DataTable
 from agentlake.cli.sim import _sim_run, render_sim_report
 from agentlake.settings import Settings
 
@@ -40,7 +41,7 @@ def demo(
     from agentlake.demo import demo as run_demo
 
     s = _settings()
-    stack.up(s, workers=True, progress=lambda m: console.log(m))
+    stack.up(s, workers=True, progress=lambda m: console.log(m, markup=False))
     # the registry first: part 1 is scored with the declared tools and reward specs too
     registered = _apply_demo_registry(s)
     with Progress(console=console, transient=True) as bar:
@@ -79,7 +80,7 @@ def _render_production(result: dict[str, Any]) -> None:
         f"run {result['run_id']}: {result['trajectories']} trajectories "
         f"({result['events_emitted']} events) in {result['seconds_total']}s",
     )
-    t = Table(title=f"nearest past trajectories to: {result['query']!r} (Milvus)")
+    t = DataTable(title=f"nearest past trajectories to: {result['query']!r} (Milvus)")
     for col in ("score", "agent", "outcome", "reward", "task", "tools"):
         t.add_column(col)
     for n in result["nearest"]:
@@ -100,10 +101,11 @@ def _render_production(result: dict[str, Any]) -> None:
 
 def _render_simulation(sim: dict[str, Any]) -> None:
     out.rule("2. simulation as CI: registry → staging MCP → suite × trials → pipeline → gate")
-    out.print(f"registered: {', '.join(sim['registered'])}")
-    out.print(f"[bold]baseline[/] support-bot@1.0: run {sim['baseline']['run_id']}")
+    out.print(f"registered: {', '.join(sim['registered'])}", markup=False)
+    out.print(f"[bold]baseline[/] support-bot@1.0: run {escape(sim['baseline']['run_id'])}")
     render_sim_report(sim["baseline"])
-    out.print(f"[bold]candidate[/] support-bot@1.1-beta vs baseline: run {sim['candidate']['run_id']}")
+    cand = escape(sim["candidate"]["run_id"])
+    out.print(f"[bold]candidate[/] support-bot@1.1-beta vs baseline: run {cand}")
     render_sim_report(sim["candidate"])
     verdict = "would merge" if sim["candidate"]["passed"] else "blocked by the gate"
     out.print(f"[bold]CI verdict for support-bot@1.1-beta: {verdict}[/]")
@@ -147,7 +149,7 @@ def _demo_simulation(s: Settings, trials: int) -> dict[str, Any]:
 
 def render_summary(rows: list[dict[str, Any]], title: str) -> None:
     """Two tables: the headline per agent version, then the mean of each reward component."""
-    t = Table(title=title)
+    t = DataTable(title=title)
     for col in ("agent@version", "trajectories", "success", "reward", "tool calls/task"):
         t.add_column(col, justify="right")
     for r in rows:
@@ -162,7 +164,7 @@ def render_summary(rows: list[dict[str, Any]], title: str) -> None:
     comps = sorted({c for r in rows for c in r["components"]})
     if not comps:
         return
-    c = Table(title="mean reward components (1 = best)")
+    c = DataTable(title="mean reward components (1 = best)")
     c.add_column("component")
     for r in rows:
         c.add_column(f"{r['agent_id']}@{r['agent_version']}", justify="right")

@@ -67,10 +67,11 @@ def export(
     console.print(
         f"exported {n} trajectories"
         + (f" to {out_file}" if out_file else "")
-        + (f" (metadata in {metadata_file})" if metadata_file else "")
+        + (f" (metadata in {metadata_file})" if metadata_file else ""),
+        markup=False,
     )
     for reason, count in sorted(skipped.items()):
-        console.print(f"left out {count}: {reason}")
+        console.print(f"left out {count}: {reason}", markup=False)
 
 
 async def _known_tools() -> dict[str, list[dict[str, Any]]]:

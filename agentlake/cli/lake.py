@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from agentlake.cli._app import JSON_OPT, UserError, _print_json, _settings, app, console, out
+from agentlake.cli._render import DataTable
 
 lake_app = typer.Typer(
     help="Context lake: trajectory memory, semantic cache with fused plans, served over HTTP and MCP.",
@@ -224,7 +225,7 @@ def render_lake_demo(lake: dict[str, Any]) -> None:
     """The demo's lake part: a hit, a miss on another order id, a fused plan."""
     out.rule("context lake: the same question answered from memory (signature + similarity)")
     if "error" in lake:
-        out.print(f"[yellow]{lake['error']}[/] ({lake['entries']} entries)")
+        out.print(f"[yellow]{escape(str(lake['error']))}[/] ({lake['entries']} entries)")
         return
     fresh = freshness_text(lake["freshness_ms"])
     out.print(f"{lake['entries']} entries; freshness (produced → answerable): {fresh}")
@@ -303,7 +304,7 @@ def stats(as_json: bool = JSON_OPT) -> None:
     if as_json:
         _print_json(rows)
         return
-    t = Table(title="context lake: cache quality")
+    t = DataTable(title="context lake: cache quality")  # tenant names are data: no markup
     for col in rows[0].keys() if rows else ["tenant"]:
         t.add_column(col)
     for row in rows:

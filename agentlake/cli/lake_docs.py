@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from agentlake.cli._app import JSON_OPT, UserError, _print_json, _settings, app, console, out
+from agentlake.cli._render import DataTable
 from agentlake.settings import Settings
 
 
@@ -112,6 +112,7 @@ def ingest(
         + (f"; {len(report['invalidated'])} lake entr(ies) invalidated" if report["invalidated"] else "")
         + (f"; {len(skipped)} file(s) skipped (not .txt/.md/.json)" if skipped else "")
         + (f"; {report['dead_letters']} dead letter(s)" if report["dead_letters"] else ""),
+        markup=False,
         highlight=False,
     )
 
@@ -198,9 +199,9 @@ def search_documents_cmd(
         _print_json([h.to_json() for h in hits])
         return
     if not hits:
-        out.print(f"0 hits: no document chunks of {tenant} this reader may see")
+        out.print(f"0 hits: no document chunks of {tenant} this reader may see", markup=False)
         return
-    t = Table(title=f"documents of {tenant} nearest to {query!r}")
+    t = DataTable(title=f"documents of {tenant} nearest to {query!r}")
     for c in ("score", "doc_id", "version", "chunk", "access", "text"):
         t.add_column(c)
     for h in hits:
@@ -222,4 +223,8 @@ def lineage_cmd(
     if as_json:
         _print_json({"tenant": tenant, "doc_id": doc_id, "dependents": ids})
     else:
-        console.print(f"{len(ids)} lake entr(ies) used {doc_id}: " + ", ".join(ids), highlight=False)
+        console.print(
+            f"{len(ids)} lake entr(ies) used {doc_id}: " + ", ".join(ids),
+            highlight=False,
+            markup=False,
+        )

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from agentlake.cli._app import (
     JSON_OPT,
@@ -17,6 +16,7 @@ from agentlake.cli._app import (
     mcp_app,
     out,
 )
+from agentlake.cli._render import DataTable
 
 
 @mcp_app.command("generate")
@@ -52,7 +52,7 @@ def mcp_generate(
     if as_json:
         _print_json(spec)
     elif not serve:
-        t = Table(title=f"MCP server {spec['id']!r} from {openapi}")
+        t = DataTable(title=f"MCP server {spec['id']!r} from {openapi}")
         t.add_column("tool")
         t.add_column("description")
         t.add_column("arguments")
@@ -73,7 +73,7 @@ async def _serve_forever(tools: list[Any], name: str, port: int) -> None:
     from agentlake.sim.staging import StagingServer, serve_http
 
     handle = await serve_http(StagingServer(tools, name=name), port=port)
-    console.print(f"serving MCP server {name!r} at {handle.url} (Ctrl-C to stop)")
+    console.print(f"serving MCP server {name!r} at {handle.url} (Ctrl-C to stop)", markup=False)
     try:
         await asyncio.Event().wait()
     finally:

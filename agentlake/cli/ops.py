@@ -8,9 +8,11 @@ import sys
 from typing import Any
 
 import typer
-from rich.table import Table
+from rich.markup import escape
+from rich.text import Text
 
-from agentlake.cli._app import JSON_OPT, _print_json, _settings, app, console, out, worker_app
+from agentlake.cli._app import JSON_OPT, UserError, _print_json, _settings, app, console, out, worker_app
+from agentlake.cli._render import DataTable
 
 
 @app.command()
@@ -22,15 +24,14 @@ def up(
     from agentlake import stack
 
     s = _settings()
-    info = stack.up(s, workers=workers, progress=lambda m: console.log(m))
+    info = stack.up(s, workers=workers, progress=lambda m: console.log(m, markup=False))
     if as_json:
         _print_json(info)
     else:
-        if "streams_crashed_log" in info:
-            console.print(
-                f"[yellow]restarted the stream worker[/]: it had died; see {info['streams_crashed_log']}"
-            )
-        console.print(f"[green]up[/]: kafka {info['bootstrap_servers']}, data in {info['home']}")
+        # a restarted stream worker was said by `stack.up`'s progress line (with its log): once
+        console.print(
+            f"[green]up[/]: kafka {escape(info['bootstrap_servers'])}, data in {escape(str(info['home']))}"
+        )
 
 
 @app.command()
@@ -39,11 +40,14 @@ def fetch(as_json: bool = JSON_OPT) -> None:
     from agentlake import stack
 
     s = _settings()
-    libs = stack.kafka_libs(s, progress=lambda m: console.log(m)) if s.embedded_kafka else None
+    libs = stack.kafka_libs(s, progress=lambda m: console.log(m, markup=False)) if s.embedded_kafka else None
     if as_json:
         _print_json({"kafka_libs": str(libs) if libs else None})
     else:
-        console.print(f"kafka jars: {libs}" if libs else "KAFKA_BOOTSTRAP_SERVERS is set: nothing to fetch")
+        console.print(
+            f"kafka jars: {libs}" if libs else "KAFKA_BOOTSTRAP_SERVERS is set: nothing to fetch",
+            markup=False,
+        )
 
 
 @app.command()
@@ -55,7 +59,10 @@ def down(as_json: bool = JSON_OPT) -> None:
     if as_json:
         _print_json(res)
     else:
-        console.print("stopped: " + (", ".join(k for k, v in res.items() if v) or "nothing was running"))
+        console.print(
+            "stopped: " + (", ".join(k for k, v in res.items() if v) or "nothing was running"),
+            markup=False,
+        )
 
 
 @app.command()
@@ -67,7 +74,7 @@ def status(as_json: bool = JSON_OPT) -> None:
     if as_json:
         _print_json(info)
         return
-    t = Table(show_header=False)
+    t = DataTable(show_header=False)
     for k, v in info.items():
         t.add_row(k, str(v))
     out.print(t)
@@ -99,7 +106,25 @@ def worker_start(
     if as_json:
         _print_json({"stream_workers": started})
     else:
-        console.print("stream workers: " + ", ".join(f"{n} (pid {p})" for n, p in started.items()))
+        console.print(
+            "stream workers: " + ", ".join(f"{n} (pid {p})" for n, p in started.items()),
+            markup=False,
+        )
+
+
+def worker_name(name: str) -> str:
+    """`name` when it is a stream worker's name (``streams``, ``streams-2``, ...).
+
+    Raises:
+        UserError: it is not (exit 2, like every user error).
+    """
+    from agentlake import stack
+
+    if name != stack.STREAM_WORKER and not name.removeprefix(f"{stack.STREAM_WORKER}-").isdigit():
+        raise UserError(
+            f"{name!r} is not a stream worker name: streams, streams-2, ... (agentlake worker list)"
+        )
+    return name
 
 
 @worker_app.command("restart")
@@ -110,14 +135,11 @@ def worker_restart(
     """Restart one stream worker (e.g. after it was killed) while the others keep running."""
     from agentlake import stack
 
-    if name != stack.STREAM_WORKER and not name.removeprefix(f"{stack.STREAM_WORKER}-").isdigit():
-        console.print(f"[red]error[/]: {name!r} is not a stream worker name (streams, streams-2, ...)")
-        raise typer.Exit(2)
-    pid = stack.restart_stream_worker(_settings(), name)
+    pid = stack.restart_stream_worker(_settings(), worker_name(name))
     if as_json:
         _print_json({"name": name, "pid": pid})
     else:
-        console.print(f"{name} restarted (pid {pid})")
+        console.print(f"{name} restarted (pid {pid})", markup=False)
 
 
 @worker_app.command("stop")
@@ -128,11 +150,11 @@ def worker_stop(
     """Stop stream workers (all by default)."""
     from agentlake import stack
 
-    stopped = stack.stop_stream_workers(_settings(), names or None)
+    stopped = stack.stop_stream_workers(_settings(), [worker_name(n) for n in names] if names else None)
     if as_json:
         _print_json({"stopped": stopped})
     else:
-        console.print("stopped: " + (", ".join(stopped) or "nothing was running"))
+        console.print("stopped: " + (", ".join(stopped) or "nothing was running"), markup=False)
 
 
 @worker_app.command("list")
@@ -144,11 +166,11 @@ def worker_list(as_json: bool = JSON_OPT) -> None:
     if as_json:
         _print_json(health)
         return
-    t = Table("worker", "pid")
+    t = DataTable("worker", "pid")
     for n, p in health["stream_workers"].items():
-        t.add_row(n, str(p) if p else "[red]not running[/]")
+        t.add_row(n, str(p) if p else Text("not running", style="red"))
     out.print(t)
-    out.print(f"reconciled by the sink (should be 0): {health['reconciled']}")
+    out.print(f"reconciled by the sink (should be 0): {health['reconciled']}", markup=False)
 
 
 def _rules() -> Any:

@@ -56,7 +56,8 @@ def serve(
         raise UserError(f"cannot serve on {h}:{p}: {e}") from e
     console.print(
         f"OTLP/HTTP endpoint on http://{h}:{p}/v1/traces (Kafka {s.bootstrap_servers}, "
-        f"spool {ingest.spool.folder})"
+        f"spool {ingest.spool.folder})",
+        markup=False,
     )
     try:
         uvicorn.run(create_app(s, ingest), host=h, port=p, log_level=log_level)
@@ -108,4 +109,7 @@ def export_rewards(
     if as_json:
         _print_json(result)
     else:
-        out.print(f"sent {n} gen_ai.evaluation.result events for {len(rows)} trajectories to {url}")
+        out.print(
+            f"sent {n} gen_ai.evaluation.result events for {len(rows)} trajectories to {url}",
+            markup=False,
+        )

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from agentlake.cli._app import JSON_OPT, UserError, _print_json, _settings, app, console
 
@@ -95,5 +96,6 @@ def rebuild(
     )
     console.print(
         f"[green]rebuilt[/] {stats.target} from {stats.records} records"
-        f"{f' ({stats.skipped} malformed, skipped)' if stats.skipped else ''} in {stats.seconds:.1f}s: {what}"
+        f"{f' ({stats.skipped} malformed, skipped)' if stats.skipped else ''} in {stats.seconds:.1f}s: "
+        + escape(what)
     )

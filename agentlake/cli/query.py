@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from agentlake.cli._app import (
     JSON_OPT,
@@ -15,9 +14,11 @@ from agentlake.cli._app import (
     _settings,
     _with_projections,
     app,
+    console,
     out,
     user_sql_error,
 )
+from agentlake.cli._render import DataTable, render_rows
 from agentlake.cli.demo import render_summary
 from agentlake.kafka_io import make_consumer, make_producer
 from agentlake.settings import Settings
@@ -42,9 +43,13 @@ def report(
         scope = " and".join(
             f" for {k} {v}" for k, v in (("run", run_id), ("tenant", tenant)) if v is not None
         )
-        out.print(f"0 rows: no scored trajectories{scope or ' yet'}")
+        out.print(f"0 rows: no scored trajectories{scope or ' yet'}", markup=False)
     else:
         render_summary(rows, "agents")
+
+
+DEFAULT_SQL_LIMIT = 10_000
+"""Rows `agentlake sql` prints unless --limit says otherwise."""
 
 
 @app.command()
@@ -55,68 +60,73 @@ def sql(
     catch_up: bool = typer.Option(
         True, help="project what the log holds before reading (--no-catch-up: may be stale)"
     ),
+    limit: int = typer.Option(
+        DEFAULT_SQL_LIMIT, "--limit", min=1, help="print at most this many rows (ClickHouse stops there)"
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Run a read-only query against the ClickHouse projections (ClickHouse `readonly=1`:
-    CREATE, INSERT, ALTER, DROP and SET are refused)."""
+    CREATE, INSERT, ALTER, DROP and SET are refused; so are file() and table functions
+    that read the server's files or other servers)."""
     from agentlake.projections.clickhouse import jsonable
 
-    rows = asyncio.run(_with_projections(lambda ch: read_only_query(ch, statement), catch_up))
+    rows, cut = asyncio.run(_with_projections(lambda ch: read_only_query(ch, statement, limit), catch_up))
     if as_json:
         _print_json(jsonable(rows))
-        return
-    if not rows:
+    elif not rows:
         out.print("0 rows")
-        return
-    render_rows(rows)
+    else:
+        n = f"{len(rows)} row{'s' if len(rows) != 1 else ''}"
+        render_rows(out, rows, caption=f"{n} (first {limit} rows; --limit to change)" if cut else n)
+    if cut and as_json:
+        console.print(f"first {limit} rows; --limit to change", highlight=False, markup=False)
 
 
-def render_rows(rows: list[dict[str, Any]]) -> None:
-    """Print `rows` as a table when it fits the terminal, else one record per block
-    (``column: value`` lines, like ClickHouse's ``Vertical`` format): a squeezed table of
-    many columns wraps every cell into an unreadable strip."""
-    from rich.markup import escape
+def read_only_query(
+    client: Any, statement: str, limit: int = DEFAULT_SQL_LIMIT
+) -> tuple[list[dict[str, Any]], bool]:
+    """The first `limit` rows of `statement`, run with ClickHouse's ``readonly=1`` (reads
+    only, settings fixed), and whether there were more.
 
-    caption = f"{len(rows)} row{'s' if len(rows) != 1 else ''}"
-    cells = [[str(v) for v in r.values()] for r in rows]
-    names = list(rows[0])
-    widths = [max([len(n), *(len(c[i]) for c in cells)]) for i, n in enumerate(names)]
-    if sum(widths) + 3 * len(widths) + 1 <= out.width:
-        t = Table(caption=caption)
-        for c in names:
-            t.add_column(c)
-        for row in cells:
-            t.add_row(*row)
-        out.print(t)
-        return
-    pad = max(len(n) for n in names)
-    for i, row in enumerate(cells, 1):
-        out.print(f"[bold]── row {i} ──[/]")
-        for n, v in zip(names, row, strict=True):
-            out.print(f"[cyan]{escape(n.rjust(pad))}[/]: {escape(v)}", soft_wrap=True)
-    out.print(caption, style="dim")
-
-
-def read_only_query(client: Any, statement: str) -> list[dict[str, Any]]:
-    """Rows of `statement`, run with ClickHouse's ``readonly=1`` (reads only, settings fixed).
+    ClickHouse stops reading past `limit` result rows (``max_result_rows`` with
+    ``result_overflow_mode='break'``: it may hand over up to one block more, which is
+    dropped here), so a huge result never reaches memory.
 
     Raises:
-        UserError: ClickHouse refused the statement (syntax, unknown table, a write).
+        UserError: the statement is refused (empty, FORMAT, file(), a table function that
+            reads the server's files) or ClickHouse refused it (syntax, unknown table, a write).
     """
     import re
 
     from clickhouse_connect.driver.exceptions import Error as ClickHouseClientError
 
+    from agentlake.cli._sql import reads_server_files
+
     if not statement.strip().rstrip(";").strip():
         raise UserError('empty query: give a SELECT, e.g. agentlake sql "SELECT count() FROM trajectories"')
     if re.search(r"\bFORMAT\s+\w+\s*;?\s*$", statement, re.IGNORECASE):
         raise UserError("leave out FORMAT: the command sets it (a table, or JSON with --json)")
+    reader = reads_server_files(statement)
+    if reader == "file()":
+        raise UserError(
+            "file() reads the server's files: refused; query AgentLake's tables (events, trajectories, ...)"
+        )
     try:
-        res = client.query(statement, settings={"readonly": 1})
+        # readonly last: a server applies the settings in order, and refuses changes after it
+        res = client.query(
+            statement,
+            settings={"max_result_rows": limit, "result_overflow_mode": "break", "readonly": 1},
+        )
     except ClickHouseClientError as e:
+        if reader and "(READONLY)" in str(e):
+            raise UserError(
+                f"{reader}: table functions that read the server's files or other servers are refused "
+                "(this is not about writing); query AgentLake's tables (events, trajectories, ...)"
+            ) from e
         raise UserError(f"ClickHouse: {user_sql_error(str(e), statement)}") from e
     names = res.column_names
-    return [dict(zip(names, row, strict=True)) for row in res.result_rows]
+    got = res.result_rows
+    return [dict(zip(names, row, strict=True)) for row in got[:limit]], len(got) > limit
 
 
 def source_topic(name: str) -> str:
@@ -160,11 +170,11 @@ def dlq(
         _print_json(rows)
         return
     if not rows:
-        out.print(f"0 rows: no dead letters on {name}")
+        out.print(f"0 rows: no dead letters on {name}", markup=False)
         return
-    t = Table(title=name)
+    t = DataTable(title=name)
     for c in ("position", "reason", "detail", "bytes"):
-        t.add_column(c)
+        t.add_column(c, overflow="fold")
     for r in rows:
         t.add_row(r["source_position"], r["reason"], r["detail"], str(r["bytes"]))
     out.print(t)
@@ -176,7 +186,11 @@ def dlq_redrive(
     reason: list[str] = typer.Option(
         ["unknown_fingerprint"], "--reason", help="re-drive dead letters with this reason (repeatable)"
     ),
-    all_reasons: bool = typer.Option(False, "--all", help="re-drive every dead letter, whatever its reason"),
+    all_reasons: bool = typer.Option(
+        False,
+        "--all",
+        help="re-drive every dead letter but those the worker's state decided (after_end, ...)",
+    ),
     from_beginning: bool = typer.Option(
         False, help="start from the first dead letter, not after the last re-drive"
     ),
@@ -189,14 +203,22 @@ def dlq_redrive(
     `unknown_fingerprint` before the worker learned their schema. Progress is kept
     per dead-letter topic (consumer group `agentlake-redrive`), so a dead letter is
     re-driven once; one that fails again is dead-lettered again, with its reason.
+    Reasons decided by the worker's state (after_end, duplicate_seq, seq_gap) or a size
+    limit (too_large) are never re-driven: the record would be dead-lettered again.
     """
-    from agentlake.kafka_io import DEAD_LETTER_REASONS
+    from agentlake.kafka_io import DEAD_LETTER_REASONS, NOT_REDRIVABLE
 
     unknown = sorted(set(reason) - DEAD_LETTER_REASONS.keys())
     if unknown and not all_reasons:
         raise UserError(
             f"unknown reason {', '.join(map(repr, unknown))}: dead letters carry one of "
             f"{', '.join(DEAD_LETTER_REASONS)} (or give --all)"
+        )
+    stateful = [r for r in reason if r in NOT_REDRIVABLE]
+    if stateful and not all_reasons:
+        raise UserError(
+            f"dead letters with reason {stateful[0]} are not re-driven: the worker's state decided them "
+            f"({DEAD_LETTER_REASONS[stateful[0]]}), so they would be dead-lettered again"
         )
     name = source_topic(topic)
     res = asyncio.run(
@@ -206,16 +228,40 @@ def dlq_redrive(
         _print_json(res)
     else:
         verb = "would re-drive" if dry_run else "re-drove"
-        out.print(f"{verb} {res['redriven']} of {res['read']} dead letters from {res['dlq']} to {name}")
+        kept = ", ".join(f"{n} {r}" for r, n in sorted(res["skipped_by_reason"].items()))
+        out.print(
+            f"{verb} {res['redriven']} of {res['read']} dead letters from {res['dlq']} to {name}"
+            + (
+                f"; skipped {res['skipped']} decided by the worker's state ({kept}): "
+                "sent again, they would be dead-lettered again"
+                if res["skipped"]
+                else ""
+            ),
+            markup=False,
+        )
+
+
+def redrive_choice(reason: str, reasons: set[str] | None) -> str:
+    """What `dlq redrive` does with a dead letter of `reason`: ``"send"`` it back,
+    ``"skip"`` it (`reasons` is None, i.e. --all, and the worker's state decided it:
+    :data:`~agentlake.kafka_io.NOT_REDRIVABLE`), or ``"ignore"`` it (not asked for)."""
+    from agentlake.kafka_io import NOT_REDRIVABLE
+
+    if reasons is None:
+        return "skip" if reason in NOT_REDRIVABLE else "send"
+    return "send" if reason in reasons and reason not in NOT_REDRIVABLE else "ignore"
 
 
 async def redrive(
     s: Settings, topic: str, reasons: set[str] | None, from_beginning: bool = False, dry_run: bool = False
 ) -> dict[str, Any]:
     """Re-produce the dead letters of `topic` (logical name) whose reason is in `reasons`
-    (all when None) to their source topic; commit the position unless `dry_run`.
+    (all but :data:`~agentlake.kafka_io.NOT_REDRIVABLE` when None) to their source topic;
+    commit the position unless `dry_run`.
 
-    Returns ``{"dlq", "read", "redriven", "by_reason"}``.
+    Returns ``{"dlq", "read", "redriven", "by_reason", "skipped", "skipped_by_reason"}``:
+    `skipped` counts the dead letters `reasons=None` left because their reason is not
+    re-drivable.
     """
     from aiokafka import TopicPartition
     from aiokafka.structs import OffsetAndMetadata
@@ -234,6 +280,7 @@ async def redrive(
         raise
     read = 0
     by_reason: dict[str, int] = {}
+    skipped: dict[str, int] = {}
     futs = []
     try:
         parts: list[TopicPartition] = await partitions(consumer, [name])
@@ -255,7 +302,10 @@ async def redrive(
                     read += 1
                     h = {k: v.decode(errors="replace") for k, v in (m.headers or [])}
                     why = h.get("reason", "")
-                    if reasons is not None and why not in reasons:
+                    choice = redrive_choice(why, reasons)
+                    if choice == "skip":
+                        skipped[why] = skipped.get(why, 0) + 1
+                    if choice != "send":
                         continue
                     by_reason[why] = by_reason.get(why, 0) + 1
                     if not dry_run:
@@ -267,7 +317,14 @@ async def redrive(
     finally:
         await producer.stop()
         await consumer.stop()
-    return {"dlq": name, "read": read, "redriven": sum(by_reason.values()), "by_reason": by_reason}
+    return {
+        "dlq": name,
+        "read": read,
+        "redriven": sum(by_reason.values()),
+        "by_reason": by_reason,
+        "skipped": sum(skipped.values()),
+        "skipped_by_reason": skipped,
+    }
 
 
 async def started(client: Any) -> Any:

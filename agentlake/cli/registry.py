@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from agentlake.cli._app import (
     JSON_OPT,
@@ -19,6 +18,7 @@ from agentlake.cli._app import (
     registry_app,
     split_ref,
 )
+from agentlake.cli._render import render_rows
 
 
 @registry_app.command("apply")
@@ -45,7 +45,7 @@ def registry_apply(
     if as_json:
         _print_json({"applied": n, "specs": refs})
     else:
-        console.print(f"applied {n} spec(s): " + ", ".join(refs))
+        console.print(f"applied {n} spec(s): " + ", ".join(refs), markup=False)
 
 
 @registry_app.command("list")
@@ -90,12 +90,22 @@ def registry_list(
     if not rows:
         out.print("0 specs: `agentlake registry apply FILE` registers agents and servers")
         return
-    t = Table(title="registry")
-    for c in ("kind", "id@version", "owner", "tools", "objective / description"):
-        t.add_column(c)
-    for r in rows:
-        t.add_row(r["kind"], f"{r['id']}@{r['version']}", r["owner"], ", ".join(r["tools"]), r["objective"])
-    out.print(t)
+    render_rows(
+        out,
+        [
+            {
+                "kind": r["kind"],
+                "id@version": f"{r['id']}@{r['version']}",
+                "owner": r["owner"],
+                "tools": ", ".join(r["tools"]),
+                "objective / description": r["objective"],
+            }
+            for r in rows
+        ],
+        title="registry",
+        caption=f"{len(rows)} spec{'s' if len(rows) != 1 else ''}",
+        wrap=("tools", "objective / description"),
+    )
 
 
 @registry_app.command("show")

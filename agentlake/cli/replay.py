@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from agentlake.cli._app import (
     JSON_OPT,
@@ -20,6 +19,7 @@ from agentlake.cli._app import (
     out,
     user_sql_error,
 )
+from agentlake.cli._render import DataTable
 from agentlake.cli.sim import _sim_run
 from agentlake.schemas import now_us
 from agentlake.settings import Settings
@@ -68,6 +68,13 @@ def replay(
             raise UserError(str(e)) from e
     if trajectory_id is None and run is None and where is None:
         raise UserError("give a TRAJECTORY_ID, or --run RUN_ID / --where FILTER (with --suite)")
+    if where is not None:  # spliced into our query: one boolean expression, nothing more
+        from agentlake.cli._sql import SqlTextError, check_filter
+
+        try:
+            check_filter(where)
+        except SqlTextError as e:
+            raise UserError(f"bad --where: {e}") from e
     from agentlake.sim.runner import RunnerError, StagingFactory
 
     names: list[str] = []
@@ -80,7 +87,7 @@ def replay(
             raise UserError(str(e)) from e
     if server is None and suite is None and names:
         server = names[-1]
-    stack.up(s, workers=True, progress=lambda m: console.log(m))
+    stack.up(s, workers=True, progress=lambda m: console.log(m, markup=False))
     if trajectory_id is None:
         if suite is None:
             raise UserError("--run/--where re-run the trials of a suite: pass --suite FILE")
@@ -95,11 +102,12 @@ def replay(
     if "trials" in result:
         console.print(
             f"re-ran {result['trials']} trials of {result['source']} as run {result['run_id']}: "
-            f"pass^1 {result['pass_hat_1']:.3f}, mean reward {result['reward']:.3f}"
+            f"pass^1 {result['pass_hat_1']:.3f}, mean reward {result['reward']:.3f}",
+            markup=False,
         )
         return
     d = result["divergence"]
-    t = Table(title=f"replay of {result['source']} with {result['agent']}", show_header=False)
+    t = DataTable(title=f"replay of {result['source']} with {result['agent']}", show_header=False)
     t.add_row("task", result["task"])
     t.add_row("recorded", f"{result['recorded_calls']} calls, outcome {result['recorded_outcome']}")
     t.add_row("replayed", f"{result['replayed_calls']} calls served from the log")

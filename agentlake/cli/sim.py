@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
 from agentlake.cli._app import (
     JSON_OPT,
@@ -19,6 +19,7 @@ from agentlake.cli._app import (
     out,
     sim_app,
 )
+from agentlake.cli._render import DataTable, render_rows
 from agentlake.schemas import now_us
 from agentlake.settings import Settings
 
@@ -109,7 +110,7 @@ def sim_run(
             raise UserError(str(e)) from e
     expanded = expand(suite, trials, base_seed=seed)
     down = stack_down(s)
-    stack.up(s, workers=True, progress=lambda m: console.log(m))
+    stack.up(s, workers=True, progress=lambda m: console.log(m, markup=False))
     if down:
         console.print(
             f"started {' and '.join(down)} for this run; they keep running (`agentlake down` stops them)",
@@ -355,9 +356,7 @@ def _early_stop_rule(gate_spec: Any) -> tuple[int, float] | None:
 
 def render_sim_report(report: dict[str, Any]) -> None:
     # whole case ids, folded when the terminal is narrow; lines between rows keep them apart
-    t = Table(
-        title=escape(f"{report['suite']} × {report['agent']} — run {report['run_id']}"), show_lines=True
-    )
+    t = DataTable(title=f"{report['suite']} × {report['agent']} — run {report['run_id']}", show_lines=True)
     for c in ("scenario", "n", "pass^1", "pass^k", "reward", "calls", "skipped", "failures by"):
         if c == "scenario":
             t.add_column(c, overflow="fold")
@@ -365,7 +364,7 @@ def render_sim_report(report: dict[str, Any]) -> None:
             t.add_column(c, justify="right" if c != "failures by" else "left", overflow="fold")
     for sc in report["scenarios"]:
         t.add_row(
-            escape(sc["scenario"]),
+            sc["scenario"],
             str(sc["n"]),
             f"{sc['pass_hat_1']:.2f}",
             f"{sc['pass_hat_k']:.2f} (k={sc['k']})",
@@ -377,7 +376,7 @@ def render_sim_report(report: dict[str, Any]) -> None:
     out.print(t)
     m = report["suite_metrics"]
     ks = sorted(m["pass_hat"])
-    pk = Table(title="suite pass^k / pass@k (95% bootstrap CI for pass^k)")
+    pk = DataTable(title="suite pass^k / pass@k (95% bootstrap CI for pass^k)")
     pk.add_column("k")
     for k in ks:
         pk.add_column(str(k), justify="right")
@@ -391,7 +390,7 @@ def render_sim_report(report: dict[str, Any]) -> None:
     )
     pk.add_row("pass@k", *[f"{m['pass_at'][k]:.3f}" for k in ks])
     out.print(pk)
-    comps = Table(title="mean reward components (scored by the stream processor)")
+    comps = DataTable(title="mean reward components (scored by the stream processor)")
     comps.add_column("component")
     comps.add_column("this run", justify="right")
     base = report.get("baseline_metrics")
@@ -405,29 +404,30 @@ def render_sim_report(report: dict[str, Any]) -> None:
         comps.add_row(*row)
     out.print(comps)
     if report["gate"]:
-        gt = Table(title="gate")
+        gt = DataTable(title="gate")
         for c in ("check", "value", "baseline", "threshold", "result"):
             gt.add_column(c)
         for c in report["gate"]:
             gt.add_row(
-                escape(f"{c['name']} {c['kind']}"),
+                f"{c['name']} {c['kind']}",
                 "–" if c["value"] is None else f"{c['value']:.3f}",
                 "–" if c["baseline"] is None else f"{c['baseline']:.3f}",
                 str(c["threshold"]),
-                "[green]pass[/]" if c["passed"] else "[red]FAIL[/]",
+                Text("pass", style="green") if c["passed"] else Text("FAIL", style="red"),
             )
         out.print(gt)
     for w in report.get("warnings", []):
         out.print(f"[yellow]warning:[/] {escape(w)}")
     if report["failures_by"].get("infrastructure"):
         out.print(
-            f"[yellow]{report['failures_by']['infrastructure']} trial(s) failed on infrastructure "
+            f"[yellow]{int(report['failures_by']['infrastructure'])} trial(s) failed on infrastructure "
             "(model provider); they count as failures, and a failed gate exits 3[/]"
         )
     if report["gate"]:
         verdict = "[green]PASSED[/]" if report["passed"] else "[red]FAILED[/]"
         out.print(
-            f"gate {verdict}" + (f" against baseline {report['baseline']}" if report["baseline"] else "")
+            f"gate {verdict}"
+            + (escape(f" against baseline {report['baseline']}") if report["baseline"] else "")
         )
 
 
@@ -472,20 +472,25 @@ def sim_runs(
         _print_json(rows)
         return
     if not rows:
-        out.print("0 runs" + (f" of suite {suite}" if suite else ": `agentlake sim run SUITE` records one"))
-        return
-    t = Table(title="simulation runs")
-    for c in ("run_id", "agent", "tag", "trials", "pass^1", "reward", "gate"):
-        t.add_column(c)
-    for r in rows:
-        ph = (r["pass_hat"] or {}).get("1")
-        t.add_row(
-            r["run_id"],
-            r["agent"],
-            r["tag"] or "",
-            str(r["trials"]),
-            f"{ph:.2f}" if ph is not None else "–",
-            f"{r['reward']:.3f}" if r["reward"] is not None else "–",
-            {True: "passed", False: "failed", None: "–"}[r["passed"]],
+        out.print(
+            "0 runs" + (f" of suite {suite}" if suite else ": `agentlake sim run SUITE` records one"),
+            markup=False,
         )
-    out.print(t)
+        return
+    render_rows(
+        out,
+        [
+            {
+                "run_id": r["run_id"],
+                "agent": r["agent"],
+                "tag": r["tag"] or "",
+                "trials": r["trials"],
+                "pass^1": f"{ph:.2f}" if (ph := (r["pass_hat"] or {}).get("1")) is not None else "–",
+                "reward": f"{r['reward']:.3f}" if r["reward"] is not None else "–",
+                "gate": {True: "passed", False: "failed", None: "–"}[r["passed"]],
+            }
+            for r in rows
+        ],
+        title="simulation runs",
+        caption=f"{len(rows)} run{'s' if len(rows) != 1 else ''}",
+    )

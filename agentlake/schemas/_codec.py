@@ -176,6 +176,8 @@ class Codec:
         return buf.getvalue()
 
     def header(self, data: bytes) -> SchemaVersion:
+        if not data:  # checked first: an empty value is not a short one
+            raise DecodeError("empty", "record has no value")
         if len(data) < HEADER_LEN:
             raise DecodeError("too_short", f"{len(data)} bytes, a single-object header needs {HEADER_LEN}")
         if data[:2] != MAGIC:

@@ -142,6 +142,7 @@ def test_v1_tool_call_completed_decodes_with_v2_defaults() -> None:
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
+        (b"", "empty"),
         (b"\xc3", "too_short"),
         (b"\x00\x01" + b"\x00" * 12, "bad_magic"),
         (MAGIC + b"\xde\xad\xbe\xef\x00\x00\x00\x00" + b"\x02", "unknown_fingerprint"),

@@ -111,14 +111,15 @@ def test_malformed_records_become_dead_letters_with_a_reason() -> None:
     proc = RewardProcessor()
     recs = record_trajectory()
     topic, key, value = recs[1]
-    cases = {
-        "too_short": value[:4],
-        "bad_magic": b"{}" + value[2:],
-        "unknown_fingerprint": value[:2] + b"\x00" * 8 + value[10:],
-        "schema_violation": value[:-3],
-        "empty": None,
-    }
-    for reason, bad in cases.items():
+    cases = [
+        ("too_short", value[:4]),
+        ("bad_magic", b"{}" + value[2:]),
+        ("unknown_fingerprint", value[:2] + b"\x00" * 8 + value[10:]),
+        ("schema_violation", value[:-3]),
+        ("empty", None),
+        ("empty", b""),  # an empty value is empty, not too short
+    ]
+    for reason, bad in cases:
         res = proc.process(None, topic, key, bad, "2:17")
         [out] = res.outputs
         assert out.topic == f"{topic}.dlq"
