@@ -93,13 +93,22 @@ def bench_sdk_produce(settings: Settings, n_traj: int) -> tuple[float, float]:
 
 
 async def worker_backlog(settings: Settings) -> int:
-    """Events on the trajectory topics the stream worker has not consumed yet."""
+    """Events on the trajectory topics the stream worker has not consumed yet (1 while the
+    group's coordinator is not there yet, e.g. right after the broker started)."""
+    from aiokafka.errors import KafkaError
+
     from agentlake.kafka_io import group_offsets
     from agentlake.topics import STREAMS_GROUP, TRAJECTORY_TOPICS
 
-    committed, ends = await group_offsets(
-        settings, settings.topic(STREAMS_GROUP), {settings.topic(t) for t in TRAJECTORY_TOPICS}
-    )
+    try:
+        committed, ends = await group_offsets(
+            settings,
+            settings.topic(STREAMS_GROUP),
+            {settings.topic(t) for t in TRAJECTORY_TOPICS},
+            every_partition=True,
+        )
+    except KafkaError:
+        return 1
     return sum(max(0, ends[tp] - committed[tp]) for tp in committed)
 
 
