@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from agentlake import stack
 from agentlake.projections.milvus import (
     REBUILD_HINT,
     TOOL_SEQUENCE_BYTES,
@@ -150,6 +151,7 @@ def test_an_old_collection_warns_skips_long_ids_and_reads_old_rows(
     with caplog.at_level(logging.ERROR, logger="agentlake.milvus"):
         written = index.upsert([reward("x" * 129), reward("short")])  # no exception: the sink goes on
     assert written == 1 and index.refused == 1 and refused_count(settings) == 1
+    assert stack.worker_health(settings)["milvus_refused"] == 1  # what `agentlake status` shows
     assert any("x" * 129 in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
     neighbours = {n.trajectory_id: n for n in index.nearest("Refund my broken order 12 please", k=10)}
     assert set(neighbours) == {"old", "short"}
