@@ -408,15 +408,18 @@ def restart_stream_worker(s: Settings, name: str, extra_env: dict[str, str] | No
 
 
 def worker_health(s: Settings) -> dict[str, Any]:
-    """For `agentlake status`: each stream worker's pid (None: not running, e.g. crashed) and how many
-    trajectories the sink's reconciler had to score (an alarm: 0 when the worker lost nothing)."""
+    """For `agentlake status`: each stream worker's pid (None: not running, e.g. crashed), how many
+    trajectories the sink's reconciler had to score (an alarm: 0 when the worker lost nothing) and
+    how many rows Milvus refused (logged by the sink with their ids, skipped)."""
     from agentlake.consumers.sink import reconciled_count
+    from agentlake.projections.milvus import refused_count
 
     workers = stream_workers(s)
     return {
         "stream_workers": workers,
         "stream_workers_down": sorted(n for n, pid in workers.items() if pid is None),
         "reconciled": reconciled_count(s),
+        "milvus_refused": refused_count(s),
     }
 
 

@@ -65,6 +65,7 @@ class SinkStats:
     skipped: int = 0
     dead_letters: int = 0
     vectors: int = 0
+    vectors_refused: int = 0  # rows Milvus refused: logged with their trajectory id and skipped
     retracted: int = 0
     last_lag: int = 0
     reconciled: int = 0
@@ -221,6 +222,7 @@ class Projector:
             )
         if self._index is not None and rewards:
             self.stats.vectors += await asyncio.to_thread(self._index.upsert, rewards)
+            self.stats.vectors_refused = self._index.refused
         if verdicts:
             n += await self._apply_verdicts(verdicts)
         await self._consumer.commit()

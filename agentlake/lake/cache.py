@@ -14,6 +14,10 @@ A **hit** is the most similar entry that passes every rule, in this order:
 5. meaning — the task signatures agree (same action and polarity, same
    parameters: :mod:`signature`).
 
+Among the entries that pass every rule, those within `TIE_EPSILON` cosine of the
+most similar one are ties: the hit is the one with the higher reward, then fewer
+tool calls, then the smaller entry id (so equal lakes answer alike).
+
 Every lookup returns its provenance (which entries were considered, how
 similar, how they scored, and why each was refused).
 """
@@ -43,6 +47,10 @@ from agentlake.projections.embeddings import Embedder
 
 CrossVersion = Literal["any", "same-agent", "same-version"]
 PROVENANCE = 10  # candidates a lookup reports (the first ones the index returned, best first)
+# passing entries this close in cosine to the most similar passing one are ties, broken by
+# reward, then fewer tool calls, then entry id: wide enough for float noise and entries of
+# one task text, narrow enough that a clearly closer match still wins
+TIE_EPSILON = 0.005
 
 
 def now_us() -> int:
@@ -425,7 +433,10 @@ class Lake:
             version = part.clusters.version
             reason = "no_candidates"
             min_reward = self.policy.min_reward
+            top: float | None = None  # cosine of the most similar entry that passes every rule
             for e, sim, cid in part.hits(*found):
+                if top is not None and sim < top - TIE_EPSILON:
+                    break  # candidates come most similar first: no further tie
                 thr = self._stats(req.tenant, version, cid).threshold
                 if sim < thr and len(cands) >= PROVENANCE:
                     continue  # cannot be the hit and is past the provenance: the other rules can wait
@@ -460,8 +471,15 @@ class Lake:
                         )
                     )
                 if verdict == "hit":
-                    best = (e, sim, cid, version)
-                    break
+                    top = sim if top is None else top
+                    if best is None or _tie_key(e) < _tie_key(best[0]):
+                        best = (e, sim, cid, version)
+            if best is not None:  # the ties that lost stay in the provenance, marked
+                chosen = best[0].entry_id
+                cands = [
+                    replace(c, verdict="outranked") if c.verdict == "hit" and c.entry_id != chosen else c
+                    for c in cands
+                ]
             if best is None and cands:
                 reason = Counter(c.verdict for c in cands).most_common(1)[0][0]
         latency = (time.perf_counter() - t0) * 1e6
@@ -689,6 +707,11 @@ class Lake:
                 1 for s in self.clusters.values() if s.threshold > self.policy.base_threshold
             ),
         }
+
+
+def _tie_key(e: LakeEntry) -> tuple[float, int, str]:
+    """Order of passing entries within `TIE_EPSILON`: higher reward, fewer tool calls, entry id."""
+    return (-e.reward, len(e.tool_sequence), e.entry_id)
 
 
 def with_policy(lake: Lake, **changes: Any) -> Lake:

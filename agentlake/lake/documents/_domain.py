@@ -14,6 +14,9 @@ from typing import Literal
 
 PUBLIC = "*"
 """Access rule that lets anyone of the document's tenant read it (the default)."""
+MAX_DOC_ID_BYTES = 1024
+MAX_TENANT_BYTES = 256
+MAX_RULE_BYTES = 256
 
 
 class DocumentError(ValueError):
@@ -56,11 +59,19 @@ class Document:
         return fingerprint(self.text, self.title, self.metadata, self.access)
 
     def validate(self, max_bytes: int) -> None:
-        """Raises `DocumentError` for an empty id or tenant, a text over `max_bytes`, or a bad rule."""
+        """Raises `DocumentError` for an empty id or tenant, an id over `MAX_DOC_ID_BYTES` or a
+        tenant over `MAX_TENANT_BYTES` (UTF-8; what the store's fields hold), a text over
+        `max_bytes`, or a bad rule (also one over `MAX_RULE_BYTES`)."""
         if not self.doc_id.strip():
             raise DocumentError("document without an id")
+        if len(self.doc_id.encode("utf-8", "surrogatepass")) > MAX_DOC_ID_BYTES:
+            raise DocumentError(
+                f"document {self.doc_id[:60]!r}…: id over {MAX_DOC_ID_BYTES} bytes; use a shorter stable id"
+            )
         if not self.tenant.strip():
             raise DocumentError(f"document {self.doc_id!r}: empty tenant")
+        if len(self.tenant.encode("utf-8", "surrogatepass")) > MAX_TENANT_BYTES:
+            raise DocumentError(f"document {self.doc_id!r}: tenant over {MAX_TENANT_BYTES} bytes")
         size = len(self.text.encode("utf-8"))
         if size > max_bytes:
             raise DocumentError(
@@ -68,9 +79,10 @@ class Document:
                 "split it at the source or raise the limit (below the broker's message.max.bytes)"
             )
         for rule in self.access:
-            if not valid_rule(rule):
+            if not valid_rule(rule) or len(rule.encode("utf-8", "surrogatepass")) > MAX_RULE_BYTES:
                 raise DocumentError(
-                    f"document {self.doc_id!r}: bad access rule {rule!r} (use *, user:<id> or group:<id>)"
+                    f"document {self.doc_id!r}: bad access rule {rule[:80]!r} "
+                    f"(use *, user:<id> or group:<id>, at most {MAX_RULE_BYTES} bytes)"
                 )
 
 

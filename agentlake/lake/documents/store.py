@@ -46,6 +46,7 @@ from agentlake.lake.documents._events import DocumentEvent, DocumentUpserted
 from agentlake.lake.documents._hot import DocumentHotTier, HotChunk
 from agentlake.projections.embeddings import Embedder, get_embedder
 from agentlake.projections.milvus import milvus_client, vector_index_params
+from agentlake.schemas._bounds import cap_text
 from agentlake.settings import Settings
 
 log = logging.getLogger("agentlake.lake.documents")
@@ -505,11 +506,12 @@ class DocumentStore:
                 "doc_id": ev.doc_id,
                 "version": ev.version,
                 "chunk_index": c.index,
-                "text": c.text[:_MAX_TEXT],
-                "title": (ev.title or "")[:1000],
-                "source": ev.source[:2000],
-                "content_type": ev.content_type[:120],
-                "metadata": meta if len(meta) <= 16000 else "{}",
+                "text": c.text[:_MAX_TEXT],  # at most 4 bytes a character: fits 4 * _MAX_TEXT
+                "title": cap_text(ev.title or "", 1024)[0],
+                "source": cap_text(ev.source, 2048)[0],
+                "content_type": cap_text(ev.content_type, 128)[0],
+                # whole or nothing: cut JSON would not parse (Milvus counts UTF-8 bytes)
+                "metadata": meta if len(meta.encode("utf-8", "surrogatepass")) <= 16384 else "{}",
                 "access": list(ev.access),
                 "fingerprint": ev.fingerprint,
                 "ts_us": ev.ts_us,

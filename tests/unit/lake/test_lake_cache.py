@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from agentlake.lake.cache import Lake, LakePolicy, LookupRequest
+from agentlake.lake.cache import TIE_EPSILON, Lake, LakePolicy, LookupRequest
 from agentlake.lake.entries import LakeEntry, toolset_fingerprint
 from agentlake.projections.embeddings import Embedder
 from agentlake.schemas import codec
@@ -320,3 +320,57 @@ def test_a_restarted_lake_replays_demotions_thresholds_and_lookup_ids(
     assert after.report_outcome(pending.lookup_id, success=True)["entry_id"] == pending.entry.entry_id  # type: ignore[union-attr]
     # an entry that is gone is skipped
     assert not Lake(embedder, LakePolicy(), clock=clock).replay(*recorded[-1])
+
+
+def test_ties_go_to_higher_reward_then_fewer_calls_then_entry_id(lake: Lake, entry: Make) -> None:
+    """The new user's lookup: a 1.1-beta entry (reward 0.94, four calls) and a 1.0 entry
+    (reward 1.00, two calls) of the same task match at the same similarity; 1.0 is the hit,
+    whichever the index returns first."""
+    task = "Please refund order 15, the item arrived broken."
+    beta = entry(
+        "a-beta",
+        task,
+        toolset=FP,
+        agent_id="support-bot",
+        agent_version="1.1-beta",
+        reward=0.94,
+        tool_sequence=["search_orders", "get_order", "get_order", "refund_order"],
+    )
+    stable = entry("z-stable", task, toolset=FP, agent_id="support-bot", agent_version="1.0", reward=1.0)
+    for first, second in ((beta, stable), (stable, beta)):
+        lake = Lake(lake.embedder, LakePolicy(), clock=lake.clock)
+        lake.add([first, second])
+        r = lake.lookup(LookupRequest("acme", task, toolset=FP, agent_id="support-bot"))
+        assert r.hit and r.entry is not None and r.entry.entry_id == "z-stable"
+        verdicts = {c.entry_id: c.verdict for c in r.candidates}
+        assert verdicts == {"z-stable": "hit", "a-beta": "outranked"}
+
+
+def test_equal_reward_ties_go_to_fewer_calls_then_entry_id(lake: Lake, entry: Make) -> None:
+    long_plan = ["get_order", "get_order", "refund_order"]
+    lake.add(
+        [
+            entry("b", TASK, toolset=FP, reward=0.9, tool_sequence=long_plan),
+            entry("c", TASK, toolset=FP, reward=0.9),
+            entry("a", TASK, toolset=FP, reward=0.9, tool_sequence=long_plan),
+        ]
+    )
+    r = lake.lookup(LookupRequest("acme", TASK, toolset=FP))
+    assert r.entry is not None and r.entry.entry_id == "c"
+    lake.remove("acme", ["c"])
+    r = lake.lookup(LookupRequest("acme", TASK, toolset=FP))
+    assert r.entry is not None and r.entry.entry_id == "a"
+
+
+def test_a_clearly_closer_entry_wins_over_a_higher_reward(lake: Lake, entry: Make) -> None:
+    """Beyond TIE_EPSILON similarity decides, not reward."""
+    lake.add(
+        [
+            entry("close", TASK, toolset=FP, reward=0.8),
+            entry("far", PARAPHRASE, toolset=FP, reward=1.0),
+        ]
+    )
+    far = float(lake.query_vector(TASK) @ lake.query_vector(PARAPHRASE))
+    assert far < 1.0 - TIE_EPSILON  # the paraphrase is not a tie of the task itself
+    r = lake.lookup(LookupRequest("acme", TASK, toolset=FP))
+    assert r.hit and r.entry is not None and r.entry.entry_id == "close"

@@ -92,6 +92,17 @@ def test_document_validation() -> None:
         Document(" ", "acme", "x", 1).validate(100)
 
 
+def test_ids_tenants_and_rules_are_validated_in_the_bytes_the_store_holds() -> None:
+    """The Milvus fields count UTF-8 bytes: doc_id 1024, tenant 256, an access rule 256."""
+    Document("é" * 512, "é" * 128, "x", 1, access=("user:" + "é" * 125,)).validate(100)  # at the limits
+    with pytest.raises(DocumentError, match="id over 1024 bytes"):
+        Document("é" * 513, "acme", "x", 1).validate(100)
+    with pytest.raises(DocumentError, match="tenant over 256 bytes"):
+        Document("a.md", "é" * 129, "x", 1).validate(100)
+    with pytest.raises(DocumentError, match="bad access rule"):
+        Document("a.md", "acme", "x", 1, access=("user:" + "é" * 126,)).validate(100)
+
+
 def test_fingerprint_covers_text_title_metadata_access() -> None:
     base = Document("a", "t", "text", 1, title="T", metadata={"k": "v"}, access=("*",))
     fps = {

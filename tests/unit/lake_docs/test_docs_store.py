@@ -146,3 +146,16 @@ def test_hot_tier_and_milvus_agree_and_reload_sees_other_writers(
     assert reader.search(t, "shipping days", 1)[0].doc_id == "faq"
     writer.apply(DocumentDeleted(t, "faq", "s"))
     assert "faq" not in {h.doc_id for h in writer.search(t, "shipping days", 10)}
+
+
+def test_non_ascii_title_source_and_metadata_fit_their_fields(store: DocumentStore) -> None:
+    """Milvus counts UTF-8 bytes: a 1,000-character CJK title is 3,000 bytes, over its 1,024."""
+    t = _tenant()
+    doc = Document(
+        "cjk", t, REFUNDS, 1, source="files:/" + "目" * 1000, title="退款" * 500, metadata={"k": "値" * 6000}
+    )
+    store.apply(event_of(doc))
+    hits = search_documents(store, t, "refund damaged goods", k=10)
+    assert hits and hits[0].doc_id == "cjk"
+    assert len(hits[0].title.encode()) <= 1024 and hits[0].title.startswith("退款")
+    assert hits[0].metadata == {}  # over its field: dropped whole, never cut into bad JSON
