@@ -250,7 +250,8 @@ def test_otel_serve_cli_with_gzip_exporter(settings: Settings) -> None:
             text=True,
             timeout=60,
         )
-        assert clash.returncode == 2 and "cannot serve" in clash.stderr
+        assert clash.returncode == 2 and f"port {port} on 127.0.0.1 is in use" in clash.stderr
+        assert clash.stderr.count("\n") == 1, clash.stderr  # one line
     finally:
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=60)
