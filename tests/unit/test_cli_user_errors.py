@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from agentlake.cli._app import UserError, _settings, quiet_logs, user_sql_error
 from agentlake.settings import Settings
+from tests.unit._child import last_json_line
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "agentlake" / "examples"
@@ -254,15 +255,7 @@ def test_a_replay_filter_error_names_the_filter_not_our_wrapper(tmp_path: Path) 
         "print(json.dumps(out))\n"
     )
     filters = ["outcome = ", "outcome == == 'x'", "outcome = 'success'"]
-    r = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path), *filters],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=180,
-    )
-    assert r.returncode == 0, r.stderr
-    got = json.loads(r.stdout.strip().splitlines()[-1])
+    got = last_json_line(code, str(tmp_path), *filters)
     assert got["outcome = "] == "syntax error: the filter ends too early (an incomplete expression or clause)"
     assert got["outcome == == 'x'"] == "syntax error in the filter at position 12, near \"== 'x'\""
     assert got["outcome = 'success'"] == []

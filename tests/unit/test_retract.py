@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from agentlake.projections.retract import RETRACTED_REASONS, Retraction, retraction_of
 from agentlake.schemas import codec
 from agentlake.streams.processor import RewardProcessor
+from tests.unit._child import last_json_line
 from tests.unit.test_processor import record_trajectory, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,15 +117,7 @@ def test_the_folded_event_keeps_its_rows_when_a_late_smaller_duplicate_is_retrac
     """A duplicate with the smaller event id, losing only because its seq was folded (or scored):
     both rows stay until the verdict, whatever ClickHouse merges, so retracting it leaves the
     folded event's rows (chdb: one data dir per process, hence the subprocess)."""
-    r = subprocess.run(
-        [sys.executable, "-c", _MERGED_AWAY, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=180,
-    )
-    assert r.returncode == 0, r.stderr
-    got = json.loads(r.stdout.strip().splitlines()[-1])
+    got = last_json_line(_MERGED_AWAY, str(tmp_path))
     assert got["before"] == ["0" * 32, "9" * 32]  # a merge keeps both until the verdict
     assert got["events"] == ["9" * 32] and got["steps"] == ["9" * 32]
     assert got["seqs"] == list(range(got["n"]))  # one row per seq again
