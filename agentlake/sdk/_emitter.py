@@ -136,6 +136,7 @@ class KafkaEmitter:
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._connected = False
+        self._down_since: float | None = None  # monotonic time of the first failure since the last success
         self._thread = threading.Thread(target=self._thread_main, name="agentlake-emitter", daemon=True)
         self._thread.start()
 
@@ -175,9 +176,24 @@ class KafkaEmitter:
             time.sleep(0.01)
         return False
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Flush for up to `timeout`, then spill whatever is left and stop."""
-        self.flush(timeout)
+    def close(self, timeout: float = 30.0, unreachable_grace: float = 2.0) -> None:
+        """Flush for up to `timeout`, then spill whatever is left and stop.
+
+        The flush ends early once every event is durable on disk and the broker has been
+        unreachable for `unreachable_grace` seconds (a failed connection or send, no success
+        since): waiting longer would only delay the agent's exit. Spilled events are sent by
+        the next emitter on the same spill folder (any process).
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._q and self._inflight == 0:
+                if not self.spill.has_pending():
+                    break
+                down = self._down_since
+                if down is not None and time.monotonic() - down >= unreachable_grace:
+                    break
+            self._wake.set()
+            time.sleep(0.01)
         self._closing = True
         self._wake.set()
         self._thread.join(timeout=self.request_timeout_ms / 1000 + 5)
@@ -214,6 +230,7 @@ class KafkaEmitter:
                     )
                     await asyncio.wait_for(producer.start(), self.request_timeout_ms / 1000)
                     self._connected = True
+                    self._down_since = None
                     backoff = 0.2
                     await self._send_announcements(producer)
                 except Exception as e:  # unreachable broker, bad config: never lose the events
@@ -224,6 +241,8 @@ class KafkaEmitter:
                     producer = None
                     self._connected = False
                     self._spill_queue()
+                    if self._down_since is None:
+                        self._down_since = time.monotonic()
                     await self._sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
@@ -242,6 +261,8 @@ class KafkaEmitter:
                     await asyncio.wait_for(producer.stop(), 2)
                 producer = None
                 self._connected = False
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
         if producer is not None:

@@ -145,6 +145,24 @@ def test_with_no_broker_events_are_spilled_to_disk_not_lost(tmp_path: Path) -> N
     assert em.stats.acked == 0
 
 
+def test_close_does_not_wait_out_its_timeout_once_everything_is_on_disk_and_kafka_is_down(
+    tmp_path: Path,
+) -> None:
+    """A script whose broker is down used to hang in `close()` for its whole timeout (30 s)."""
+    import threading
+
+    em = KafkaEmitter(f"127.0.0.1:{_closed_port()}", tmp_path, request_timeout_ms=1000)
+    tracer = Tracer("bot", "1.0", emitter=em, settings=SETTINGS)
+    for i in range(3):
+        with tracer.trajectory(f"task {i}") as t:
+            t.end("success")
+    closer = threading.Thread(target=em.close, kwargs={"timeout": 600}, daemon=True)
+    closer.start()
+    closer.join(120)  # waiting out the 600 s timeout would leave it alive here
+    assert not closer.is_alive()
+    assert SpillBuffer(tmp_path).count() == 6 and em.stats.acked == 0  # nothing lost
+
+
 def test_negative_counts_and_costs_are_recorded_as_null_and_counted_never_raised() -> None:
     em = MemoryEmitter()
     tracer = Tracer("bot", "1.0", emitter=em, settings=SETTINGS)
