@@ -1,7 +1,9 @@
-"""Free loopback ports for the brokers and servers that tests and benchmarks start."""
+"""Loopback helpers: free ports for the brokers and servers that tests and benchmarks start,
+and the loopback check every server command makes before it binds."""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 
@@ -31,3 +33,14 @@ def free_port_pair() -> int:
                 continue
         return port
     raise RuntimeError("no free port pair")
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ``::1``, ``[::1]``); names
+    other than ``localhost`` are not resolved and count as remote."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -10,21 +10,12 @@ the same rule as `dashboard`.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import socket
 
+from agentlake._net import is_loopback
 from agentlake.cli._app import UserError
 
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ``::1``); names other
-    than ``localhost`` are not resolved and count as remote."""
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+__all__ = ["bind_error", "check_bind", "is_loopback"]
 
 
 def check_bind(host: str, port: int, *, what: str, allow_remote: bool) -> None:

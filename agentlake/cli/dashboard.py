@@ -39,6 +39,9 @@ def dashboard(
     reason = check_bind(h, allow_remote, tok)
     if reason:
         raise UserError(reason)
+    from agentlake.cli._bind import check_bind as check_port
+
+    check_port(h, p, what="the dashboard", allow_remote=True)  # a port in use: one line, before any I/O
     suffix = "?token=…" if tok else ""
     console.print(f"dashboard on http://{h}:{p}/{suffix} (read-only)", markup=False)
     try:

@@ -416,30 +416,16 @@ def reconciled_file(settings: Settings) -> Any:
 
 def record_reconciled(settings: Settings, ids: list[str]) -> None:
     """Add to the count `agentlake status` shows (the reconciler's alarm), under the data dir."""
-    import json
+    from agentlake._alarms import add_to_count
 
-    path = reconciled_file(settings)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {"reconciled": 0, "last": []}
-    data["reconciled"] = int(data.get("reconciled", 0)) + len(ids)
-    data["last"] = ids[-20:]
-    data["at"] = time.time()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
+    add_to_count(reconciled_file(settings), "reconciled", ids)
 
 
 def reconciled_count(settings: Settings) -> int:
     """How many trajectories the reconciler had to score (0 when the stream worker lost nothing)."""
-    import json
+    from agentlake._alarms import read_count
 
-    try:
-        return int(json.loads(reconciled_file(settings).read_text()).get("reconciled", 0))
-    except (OSError, ValueError):
-        return 0
+    return read_count(reconciled_file(settings), "reconciled")
 
 
 async def run_sink(settings: Settings, *, milvus: bool = True) -> None:

@@ -540,7 +540,9 @@ jump to seq <input id="jump" type="number" min="0" style="width:7em">
 def check_bind(host: str, allow_remote: bool, token: str | None) -> str | None:
     """Why binding `host` is refused, or None. Loopback is always allowed; anything else needs
     the explicit flag and a token."""
-    if host in ("127.0.0.1", "localhost", "::1"):
+    from agentlake._net import is_loopback
+
+    if is_loopback(host):
         return None
     if not allow_remote:
         return f"refusing to bind {host}: the dashboard binds to 127.0.0.1 unless --allow-remote is given"

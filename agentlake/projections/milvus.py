@@ -163,29 +163,17 @@ def refused_file(settings: Settings) -> Any:
 
 def record_refused(settings: Settings, ids: list[str]) -> None:
     """Add `ids` to the count of rows Milvus refused (`agentlake status`), under the data dir."""
-    if not ids:
-        return
-    path = refused_file(settings)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {"refused": 0, "last": []}
-    data["refused"] = int(data.get("refused", 0)) + len(ids)
-    data["last"] = [*data.get("last", []), *ids][-10:]
-    data["at"] = time.time()
+    from agentlake._alarms import add_to_count
+
     with contextlib.suppress(OSError):  # a count for status: never worth failing the sink
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(path)
+        add_to_count(refused_file(settings), "refused", ids, keep=10)
 
 
 def refused_count(settings: Settings) -> int:
     """How many rows Milvus refused since the data dir was made (0 when none)."""
-    try:
-        return int(json.loads(refused_file(settings).read_text()).get("refused", 0))
-    except (OSError, ValueError):
-        return 0
+    from agentlake._alarms import read_count
+
+    return read_count(refused_file(settings), "refused")
 
 
 def open_client(target: str, token: str | None = None, attempts: int = 3) -> Any:

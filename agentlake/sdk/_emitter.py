@@ -168,10 +168,20 @@ class KafkaEmitter:
         Returns False when `timeout` passed first (e.g. the broker is down); the
         events are then still held, on disk at the latest, and will be sent later.
         """
+        return self._wait_sent(timeout, None)
+
+    def _wait_sent(self, timeout: float, unreachable_grace: float | None) -> bool:
+        """True once every event is acknowledged; False after `timeout`, or (with
+        `unreachable_grace`) once every event is on disk and the broker has been unreachable
+        that many seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self._q and self._inflight == 0 and not self.spill.has_pending():
-                return True
+            if not self._q and self._inflight == 0:
+                if not self.spill.has_pending():
+                    return True
+                down, grace = self._down_since, unreachable_grace
+                if grace is not None and down is not None and time.monotonic() - down >= grace:
+                    return False
             self._wake.set()
             time.sleep(0.01)
         return False
@@ -184,16 +194,7 @@ class KafkaEmitter:
         since): waiting longer would only delay the agent's exit. Spilled events are sent by
         the next emitter on the same spill folder (any process).
         """
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self._q and self._inflight == 0:
-                if not self.spill.has_pending():
-                    break
-                down = self._down_since
-                if down is not None and time.monotonic() - down >= unreachable_grace:
-                    break
-            self._wake.set()
-            time.sleep(0.01)
+        self._wait_sent(timeout, unreachable_grace)
         self._closing = True
         self._wake.set()
         self._thread.join(timeout=self.request_timeout_ms / 1000 + 5)

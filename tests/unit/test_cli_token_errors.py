@@ -191,6 +191,7 @@ def test_servers_check_the_bind_before_starting(home: Path, busy_port: int, tmp_
                 str(busy_port),
             ),
             ("otel", "serve", "--port", str(busy_port)),
+            ("dashboard", "--port", str(busy_port), "--no-follow"),
             ("lake", "serve", "--host", "8.8.8.8", "--no-kafka"),
             ("lake", "serve", "--host", "0.0.0.0", "--no-kafka"),
             ("otel", "serve", "--host", "0.0.0.0"),
@@ -198,8 +199,8 @@ def test_servers_check_the_bind_before_starting(home: Path, busy_port: int, tmp_
         ],
     )
     lines = errors(results)
-    for line in lines[:3]:
+    for line in lines[:4]:
         assert f"port {busy_port} on 127.0.0.1 is in use" in line, line
-    for line, host in zip(lines[3:6], ("8.8.8.8", "0.0.0.0", "0.0.0.0"), strict=True):
+    for line, host in zip(lines[4:7], ("8.8.8.8", "0.0.0.0", "0.0.0.0"), strict=True):
         assert f"refusing to bind {host}" in line and "--allow-remote" in line, line
-    assert "8.8.8.8: it is not an address of this machine" in lines[6]
+    assert "8.8.8.8: it is not an address of this machine" in lines[7]

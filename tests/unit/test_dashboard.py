@@ -79,6 +79,9 @@ def test_html_is_escaped_and_figures_cannot_close_their_script() -> None:
     [
         ("127.0.0.1", False, None, True),
         ("localhost", False, None, True),
+        ("127.0.0.2", False, None, True),  # all of 127.0.0.0/8, as the other servers' check
+        ("[::1]", False, None, True),
+        ("127.example.com", False, None, False),  # a name is not resolved: remote
         ("0.0.0.0", False, "x" * 32, False),
         ("0.0.0.0", True, None, False),
         ("0.0.0.0", True, "short", False),

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from agentlake._files import UserFileError, read_user_text
 from agentlake.lake.documents._domain import PUBLIC, Document, DocumentError, valid_rule
 
 TEXT_SUFFIXES = {".txt": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown"}
@@ -220,12 +221,9 @@ class FilesConnector:
     def _read(self, p: Path) -> Iterator[Document]:
         rel = p.name if self.root.is_file() else p.relative_to(self.root).as_posix()
         try:
-            raw = p.read_bytes()
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ConnectorError(f"{p}: not UTF-8 text (byte {e.start})") from e
-        except OSError as e:
-            raise ConnectorError(f"{p}: cannot read ({e.strerror})") from e
+            text = read_user_text(p)
+        except UserFileError as e:
+            raise ConnectorError(str(e)) from e
         version = p.stat().st_mtime_ns // 1000
         suffix = p.suffix.lower()
         if suffix in JSON_SUFFIXES:
