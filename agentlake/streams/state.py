@@ -261,31 +261,41 @@ def encode_done(tid: str, end_seq: int, at_ms: int, ids: bytes = b"") -> bytes:
     """A done marker: the trajectory was scored through `end_seq` at `at_ms` (wall clock, ms);
     `ids`: the scored event-id digests of seqs ``[end_seq + 1 - len(ids) / 8, end_seq]``
     (`agentlake.streams.fold.seq_digests`; 8 bytes per seq, the marker's only part that grows)."""
-    rec = {"tid": tid, "done": True, "end_seq": end_seq, "at_ms": at_ms, "ident": []}
-    bare = _write({**rec, "started": None, "end": None, "fold": None, "entries": []})
-    if not ids:
-        return bare
-    # one is written per finished trajectory: splice the fold in rather than have fastavro walk
-    # its 18 fields (4x the time). The record ends with the fold union (0: null) and the empty
-    # entries array; a fold of only upto and ids is union branch 1, upto, 16 empty fields, ids.
-    assert bare[-2:] == b"\x00\x00"
-    return b"".join(
-        (bare[:-2], b"\x02", _long(end_seq + 1), _EMPTY_FOLD_FIELDS, _long(len(ids)), ids, b"\x00")
+    fold = None if not ids else {**_EMPTY_FOLD, "upto": end_seq + 1, "ids": ids}
+    return _write(
+        {
+            "tid": tid,
+            "done": True,
+            "end_seq": end_seq,
+            "at_ms": at_ms,
+            "ident": [],
+            "started": None,
+            "end": None,
+            "fold": fold,
+            "entries": [],
+        }
     )
 
 
-_EMPTY_FOLD_FIELDS = bytes(16)  # steps .. flags of `_FOLD`: zeros, nulls, empty arrays and bytes
-
-
-def _long(n: int) -> bytes:
-    """An Avro long: zigzag, then a little-endian base-128 varint."""
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
+# a done marker's fold: only `upto` and the digests (`ids`) are set
+_EMPTY_FOLD: dict[str, object] = {
+    "steps": 0,
+    "tool_calls": 0,
+    "errors": 0,
+    "invalid": 0,
+    "out_of_scope": 0,
+    "unauthorized": 0,
+    "tokens_in": None,
+    "tokens_out": None,
+    "cost": None,
+    "latency": [],
+    "first_ts": None,
+    "last_ts": None,
+    "tool_names": [],
+    "tool_seq": [],
+    "keys": b"",
+    "flags": [],
+}
 
 
 def decode(value: bytes) -> tuple[TrajState | None, int | None, int]:

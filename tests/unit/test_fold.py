@@ -396,7 +396,7 @@ def test_live_scores_do_not_depend_on_folding() -> None:
 
 
 def test_a_done_marker_is_the_avro_record_of_its_schema() -> None:
-    """`encode_done` splices the digests in by hand: it must equal what fastavro writes."""
+    """A done marker is exactly the Avro record of the checkpoint schema, digests in its fold."""
     import io
 
     import fastavro
