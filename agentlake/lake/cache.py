@@ -361,8 +361,16 @@ class Lake:
 
     def lookup(self, req: LookupRequest, vector: np.ndarray | None = None) -> LookupResult:
         """Cache lookup for `req` (see the module docstring for the rule); `vector` is the task's
-        embedding when the caller has it."""
-        return self.lookup_many([req], [vector])[0]
+        embedding when the caller has it. (Its own short path: as `lookup_many` of one request
+        it cost ≈ 40 µs more CPU per lookup, 300 → 340 µs at 100k entries in bench/lake.py.)"""
+        t0 = time.perf_counter()
+        part = self.hot.tenant(req.tenant)
+        found = None
+        if part is not None and len(part):
+            v = self.query_vector(req.task) if vector is None else vector
+            sims, ids = part.search_batch(v.reshape(1, -1), self.policy.candidates, self.policy.nprobe)
+            found = (sims[0], ids[0])
+        return self._decide(req, part, found, t0)
 
     def lookup_many(
         self, reqs: Sequence[LookupRequest], vectors: Sequence[np.ndarray | None] | None = None
