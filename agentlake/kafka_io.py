@@ -31,9 +31,12 @@ DEAD_LETTER_REASONS: dict[str, str] = {
 }
 """Every reason a dead letter's ``reason`` header can carry, with what it means."""
 
-NOT_REDRIVABLE: frozenset[str] = frozenset({"after_end", "duplicate_seq", "seq_gap", "too_large"})
-"""Reasons decided by the worker's state (the trajectory's end, the seqs it has seen) or by a
-size limit: the same record sent again is dead-lettered again, so `dlq redrive` leaves them."""
+NOT_REDRIVABLE: frozenset[str] = frozenset(
+    {"after_end", "duplicate_seq", "seq_gap", "too_large", "empty", "too_short", "bad_magic"}
+)
+"""Reasons a record sent again would be dead-lettered for again, so `dlq redrive` leaves them:
+decided by the worker's state (the trajectory's end, the seqs it has seen), by a size limit,
+or by bytes that are not an Avro event at all."""
 
 
 def dead_letter_headers(

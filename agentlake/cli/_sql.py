@@ -101,6 +101,12 @@ def check_filter(where: str) -> None:
             top.append(ch)
     if depth > 0:
         raise SqlTextError(f"unbalanced parentheses in the filter: {depth} '(' not closed")
+    reader = reads_server_files(where)
+    if reader is not None:
+        raise SqlTextError(
+            f"{reader} reads the server's files or other servers: refused in a filter over the "
+            "trajectories table"
+        )
     words = {w.upper() for w in re.findall(r"[A-Za-z_]+", masked)}
     found = [w for w in _ANYWHERE_WORDS if w in words]
     top_words = {w.upper() for w in re.findall(r"[A-Za-z_]+", "".join(top))}

@@ -100,10 +100,17 @@ def read_only_query(
 
     from clickhouse_connect.driver.exceptions import Error as ClickHouseClientError
 
-    from agentlake.cli._sql import reads_server_files
+    from agentlake.cli._sql import SqlTextError, mask_literals, reads_server_files
+    from agentlake.projections.clickhouse import user_query_settings
 
     if not statement.strip().rstrip(";").strip():
         raise UserError('empty query: give a SELECT, e.g. agentlake sql "SELECT count() FROM trajectories"')
+    try:
+        one = ";" not in mask_literals(statement).strip().rstrip(";")
+    except SqlTextError:
+        one = True  # ClickHouse reports the unterminated literal
+    if not one:
+        raise UserError("one statement at a time: leave out ';' between statements")
     if re.search(r"\bFORMAT\s+\w+\s*;?\s*$", statement, re.IGNORECASE):
         raise UserError("leave out FORMAT: the command sets it (a table, or JSON with --json)")
     reader = reads_server_files(statement)
@@ -115,7 +122,7 @@ def read_only_query(
         # readonly last: a server applies the settings in order, and refuses changes after it
         res = client.query(
             statement,
-            settings={"max_result_rows": limit, "result_overflow_mode": "break", "readonly": 1},
+            settings=user_query_settings(max_result_rows=limit, result_overflow_mode="break"),
         )
     except ClickHouseClientError as e:
         if reader and "(READONLY)" in str(e):
@@ -209,16 +216,16 @@ def dlq_redrive(
     from agentlake.kafka_io import DEAD_LETTER_REASONS, NOT_REDRIVABLE
 
     unknown = sorted(set(reason) - DEAD_LETTER_REASONS.keys())
-    if unknown and not all_reasons:
+    if unknown:
         raise UserError(
             f"unknown reason {', '.join(map(repr, unknown))}: dead letters carry one of "
             f"{', '.join(DEAD_LETTER_REASONS)} (or give --all)"
         )
     stateful = [r for r in reason if r in NOT_REDRIVABLE]
-    if stateful and not all_reasons:
+    if stateful:  # with --all too: naming one is asking for it
         raise UserError(
-            f"dead letters with reason {stateful[0]} are not re-driven: the worker's state decided them "
-            f"({DEAD_LETTER_REASONS[stateful[0]]}), so they would be dead-lettered again"
+            f"dead letters with reason {stateful[0]} are not re-driven: "
+            f"{DEAD_LETTER_REASONS[stateful[0]]}, so sent again they would be dead-lettered again"
         )
     name = source_topic(topic)
     res = asyncio.run(

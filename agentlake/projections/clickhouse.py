@@ -657,9 +657,23 @@ COLUMNS: dict[str, list[str]] = {
 }
 
 
-def query(client: Any, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Rows as dicts (the shape `--json` prints)."""
-    res = client.query(sql, parameters=params or {})
+USER_QUERY_TIMEOUT_S = 60
+"""Seconds a query carrying a user's SQL text may run (`agentlake sql`, `replay --where`)."""
+
+
+def user_query_settings(**extra: Any) -> dict[str, Any]:
+    """ClickHouse settings for a query that carries a user's SQL text: reads only (``readonly=1``
+    also refuses table functions such as ``file()`` and ``url()``), at most
+    `USER_QUERY_TIMEOUT_S` seconds; `extra` settings go first (a server applies them in order
+    and refuses changes after ``readonly``)."""
+    return {**extra, "max_execution_time": USER_QUERY_TIMEOUT_S, "readonly": 1}
+
+
+def query(
+    client: Any, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Rows as dicts (the shape `--json` prints); `settings` are ClickHouse settings for this query."""
+    res = client.query(sql, parameters=params or {}, settings=settings or None)
     names = res.column_names
     return [dict(zip(names, row, strict=True)) for row in res.result_rows]
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import mcp_types as types
 
-from agentlake.projections.clickhouse import query
+from agentlake.projections.clickhouse import query, user_query_settings
 
 REPLAYED = "agentlake/replayed"
 
@@ -191,5 +191,7 @@ def trials_of_run(client: Any, run_id: str | None = None, where: str | None = No
         params["r"] = run_id
     if not clauses:
         raise ValueError("give a run id or a filter")
-    rows = query(client, _TRIALS_SQL + " AND ".join(clauses) + ")", params)
+    # a user's filter runs read-only and bounded in time, as `agentlake sql` does
+    settings = user_query_settings() if where else None
+    rows = query(client, _TRIALS_SQL + " AND ".join(clauses) + ")", params, settings)
     return sorted(r["trial_id"] for r in rows if r["trial_id"])

@@ -50,7 +50,17 @@ def test_sql_prints_values_as_they_are_and_cuts_at_limit(home: Path) -> None:
         ("sql", "--no-catch-up", "SELECT file('/etc/passwd')"),
         ("sql", "--no-catch-up", "SELECT 'file(x)' AS f FROM numbers(1)"),
     ]
-    slash, values, cut, as_json, whole, table_fn, file_fn, literal = cli_many(home, calls)
+    calls += [
+        ("sql", "--no-catch-up", "SELECT 1; SELECT 2"),  # merged into one table before
+        ("sql", "--no-catch-up", "SELECT 1 AS a; SELECT 'x' AS b"),
+        ("sql", "--no-catch-up", "SELECT 'a;b' AS s;"),  # in a literal, and a trailing ';'
+    ]
+    slash, values, cut, as_json, whole, table_fn, file_fn, literal, two, two_shapes, semi = cli_many(
+        home, calls
+    )
+    for r in (two, two_shapes):
+        assert r.returncode == 2 and "one statement at a time" in one_line(r), r.stderr
+    assert semi.returncode == 0 and "a;b" in semi.stdout, semi.stderr
     assert slash.returncode == 0 and "│ [/]" in slash.stdout, slash.stderr
     assert values.returncode == 0, values.stderr
     for v in MARKUP[1:]:
@@ -147,6 +157,16 @@ REFUSED_FILTERS = [
     ("1 UNION ALL SELECT trial_id FROM events", "SELECT is refused"),
     ("outcome = 'x", "unterminated string literal"),
     ("  ", "empty filter"),
+    # a new user read /etc/passwd through the error text, and fetched a URL, from a subquery
+    (
+        "trajectory_id IN (SELECT line FROM file('/etc/passwd','LineAsString') WHERE toInt32(line)=1)",
+        "table function file() reads the server's files",
+    ),
+    (
+        "trajectory_id IN (SELECT line FROM url('http://127.0.0.1:1/k','LineAsString'))",
+        "table function url()",
+    ),
+    ("file('/etc/passwd') != ''", "file() reads the server's files"),
 ]
 
 
@@ -198,20 +218,27 @@ def test_server_file_readers_are_found_outside_literals_only() -> None:
 def test_dead_letters_the_workers_state_decided_are_never_re_driven(home: Path) -> None:
     from agentlake.kafka_io import NOT_REDRIVABLE
 
-    assert {"after_end", "duplicate_seq", "seq_gap", "too_large"} == NOT_REDRIVABLE
+    # decided by the worker's state or a size limit, or bytes that never decode (sent again,
+    # each is dead-lettered again: a new user's `--all` grew a DLQ from 4 to 11 letters)
+    assert {"after_end", "duplicate_seq", "seq_gap", "too_large", "empty", "too_short", "bad_magic"} == (
+        NOT_REDRIVABLE
+    )
     for reason in NOT_REDRIVABLE:
         assert redrive_choice(reason, None) == "skip"  # --all: skipped and counted
         assert redrive_choice(reason, {reason}) == "ignore"
     assert redrive_choice("unknown_fingerprint", None) == "send"
     assert redrive_choice("unknown_fingerprint", {"unknown_fingerprint"}) == "send"
     assert redrive_choice("bad_magic", {"unknown_fingerprint"}) == "ignore"
-    after_end, dup = cli_many(
+    assert redrive_choice("schema_violation", None) == "send"
+    after_end, dup, with_all = cli_many(
         home,
         [
             ("dlq", "redrive", "--topic", "agent.steps", "--reason", "after_end"),
             ("dlq", "redrive", "--reason", "unknown_fingerprint", "--reason", "duplicate_seq", "--dry-run"),
+            ("dlq", "redrive", "--topic", "agent.steps", "--reason", "after_end", "--all"),
         ],
     )
+    assert with_all.returncode == 2 and "after_end are not re-driven" in one_line(with_all)
     line = one_line(after_end)
     assert after_end.returncode == 2 and "after_end are not re-driven" in line and "again" in line
     assert dup.returncode == 2 and "duplicate_seq are not re-driven" in one_line(dup)
