@@ -459,7 +459,10 @@ def test_dlq_redrive_rejects_an_unknown_reason(home: Path) -> None:
 
     bogus, ok = cli_many(
         home,
-        [("dlq", "redrive", "--reason", "bogus"), ("dlq", "redrive", "--reason", "schema_violation", "--dry-run")],
+        [
+            ("dlq", "redrive", "--reason", "bogus"),
+            ("dlq", "redrive", "--reason", "schema_violation", "--dry-run"),
+        ],
     )
     line = one_line(bogus)
     assert bogus.returncode == 2 and "unknown reason 'bogus'" in line and "unknown_fingerprint" in line
